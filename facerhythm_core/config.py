@@ -1,0 +1,161 @@
+"""Config and sessions-table validation against JSON schemas, with defaults filled in."""
+
+from __future__ import annotations
+
+import copy
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+
+def _validator_with_defaults():
+    from jsonschema import Draft7Validator, validators
+
+    validate_props = Draft7Validator.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from validate_props(validator, properties, instance, schema)
+
+    return validators.extend(Draft7Validator, {"properties": set_defaults})
+
+
+def _where(err) -> str:
+    path = ".".join(str(p) for p in err.absolute_path)
+    return path or "(top level)"
+
+
+def validate_config(config: Mapping, schema: Mapping, source: str = "config") -> dict:
+    """Validate ``config`` against ``schema`` and return a copy with defaults filled in.
+
+    Raises
+    ------
+    ConfigError
+        Listing every violation as ``key.path: problem``.
+    """
+    cfg = copy.deepcopy(dict(config or {}))
+    validator = _validator_with_defaults()(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"  {_where(e)}: {e.message}" for e in errors]
+        raise ConfigError(f"{source} breaks the schema:\n" + "\n".join(lines))
+    # a second pass fills defaults inside objects that the first pass created
+    cfg2 = copy.deepcopy(cfg)
+    list(validator.iter_errors(cfg2))
+    return cfg2
+
+
+@dataclass(frozen=True)
+class Session:
+    """One row of the sessions table."""
+
+    session: str
+    videos: tuple[str, ...]
+    rois: str
+    fps: float | None = None
+    contiguous: bool | None = None
+    frames_freeze: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def roi_kind(self) -> str:
+        """'file', 'config' or 'template'."""
+        if self.rois.startswith("config:"):
+            return "config"
+        if self.rois.startswith("template:"):
+            return "template"
+        return "file"
+
+    @property
+    def roi_ref(self) -> str:
+        """The path, the roi_sets name, or the template session id."""
+        return self.rois.split(":", 1)[1] if self.roi_kind != "file" else self.rois
+
+
+_BOOL = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _coerce(row: dict, lineno: int, path: str) -> dict:
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if k is None:
+            raise ConfigError(f"{path}, line {lineno}: more cells than header columns "
+                              "(is a value containing a tab?)")
+        k = k.strip()
+        v = "" if v is None else v.strip()
+        if v == "":
+            continue
+        if k == "fps":
+            try:
+                out[k] = float(v)
+            except ValueError:
+                raise ConfigError(f"{path}, line {lineno}: fps must be a number, got {v!r}") from None
+        elif k == "contiguous":
+            if v.lower() not in _BOOL:
+                raise ConfigError(f"{path}, line {lineno}: contiguous must be true/false, got {v!r}")
+            out[k] = _BOOL[v.lower()]
+        else:
+            out[k] = v
+    return out
+
+
+def read_sessions(path: str | Path, schema: Mapping, roi_sets: Mapping | None = None) -> list[Session]:
+    """Read and validate the sessions table (TSV with a header row).
+
+    Checks every row against ``schema``, unique session ids, that ``config:NAME`` ROI
+    sources exist in ``roi_sets`` and that ``template:ID`` names another session.
+    Lines starting with ``#`` are comments.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, line and column.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"sessions table not found: {path} (set `sessions:` in the config)")
+    with open(path, newline="") as fh:
+        lines = [ln for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        raise ConfigError(f"sessions table {path} is empty")
+    reader = csv.DictReader(lines, delimiter="\t")
+    allowed = set(schema.get("properties", {}))
+    unknown = [c for c in (reader.fieldnames or []) if c and c.strip() not in allowed]
+    if unknown:
+        raise ConfigError(f"sessions table {path}: unknown column(s) {unknown}; allowed: {sorted(allowed)}")
+    validator = _validator_with_defaults()(schema)
+    sessions: list[Session] = []
+    seen: dict[str, int] = {}
+    for i, row in enumerate(reader, start=2):
+        rec = _coerce(row, i, str(path))
+        errs = list(validator.iter_errors(rec))
+        if errs:
+            msg = "; ".join(f"{_where(e)}: {e.message}" for e in errs)
+            raise ConfigError(f"sessions table {path}, line {i}: {msg}")
+        sid = rec["session"]
+        if sid in seen:
+            raise ConfigError(f"sessions table {path}: session id {sid!r} appears on lines "
+                              f"{seen[sid]} and {i}; ids must be unique")
+        seen[sid] = i
+        videos = tuple(v.strip() for v in rec["videos"].split(";") if v.strip())
+        if not videos:
+            raise ConfigError(f"sessions table {path}, line {i}: no video path in `videos`")
+        sessions.append(Session(session=sid, videos=videos, rois=rec["rois"], fps=rec.get("fps"),
+                                contiguous=rec.get("contiguous"), frames_freeze=rec.get("frames_freeze")))
+    ids = {s.session for s in sessions}
+    for s in sessions:
+        if s.roi_kind == "config" and s.roi_ref not in (roi_sets or {}):
+            raise ConfigError(f"session {s.session!r}: ROI source {s.rois!r} names no set in config "
+                              f"`roi_sets` (have: {sorted(roi_sets or {})})")
+        if s.roi_kind == "template":
+            if s.roi_ref not in ids:
+                raise ConfigError(f"session {s.session!r}: template session {s.roi_ref!r} is not in the sessions table")
+            if s.roi_ref == s.session:
+                raise ConfigError(f"session {s.session!r} names itself as its ROI template")
+    return sessions

@@ -1,0 +1,165 @@
+"""A deterministic synthetic "face" video with planted rhythms, for the demo and tests.
+
+A smooth random texture (the face) is warped every frame by a displacement field made
+of Gaussian-weighted regions, each moving sinusoidally at its own frequency: a
+"whisker pad" moving in x, a "nose" moving in y, and a "jaw" with on/off bursts.
+The truth (region centres, frequencies, amplitudes) is returned so that tests can
+check that the pipeline recovers it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Rhythm:
+    """One moving region: displacement = amplitude * sin(2 pi f t + phase) * envelope."""
+
+    name: str
+    center: tuple[float, float]  # (x, y) as fractions of width, height
+    radius: float  # Gaussian sigma as a fraction of the width
+    frequency: float  # Hz
+    amplitude: tuple[float, float]  # (dx, dy) peak displacement, pixels
+    phase: float = 0.0
+    burst_period: float | None = None  # s; if set the rhythm is on for the first half of each period
+
+
+DEFAULT_RHYTHMS: tuple[Rhythm, ...] = (
+    Rhythm("whisker_pad", (0.30, 0.45), 0.10, 8.0, (1.5, 0.0)),
+    Rhythm("nose", (0.62, 0.35), 0.08, 3.0, (0.0, 1.0), phase=0.7),
+    Rhythm("jaw", (0.55, 0.72), 0.09, 5.0, (0.3, 1.2), burst_period=2.0),
+)
+
+
+def face_texture(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth random gray texture inside a bright ellipse, float32 in [0, 255]."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((height, width)).astype(np.float32)
+    fine = cv2.GaussianBlur(noise, (0, 0), 1.5)
+    coarse = cv2.GaussianBlur(noise, (0, 0), 6.0)
+    tex = 0.6 * fine / (fine.std() + 1e-6) + 0.4 * coarse / (coarse.std() + 1e-6)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    ell = ((xx - 0.5 * width) / (0.45 * width)) ** 2 + ((yy - 0.5 * height) / (0.45 * height)) ** 2
+    face = 1.0 / (1.0 + np.exp((ell - 1.0) * 12.0))
+    img = 60.0 + face * (110.0 + 35.0 * tex)
+    return np.clip(img, 0, 255).astype(np.float32)
+
+
+def displacement_at(t: float, rhythms: Sequence[Rhythm]) -> np.ndarray:
+    """(R, 2) displacement (dx, dy) of each rhythm's centre at time t (seconds)."""
+    out = np.zeros((len(rhythms), 2), np.float64)
+    for i, r in enumerate(rhythms):
+        s = np.sin(2 * np.pi * r.frequency * t + r.phase)
+        if r.burst_period is not None and (t % r.burst_period) >= r.burst_period / 2:
+            s = 0.0
+        out[i] = np.asarray(r.amplitude) * s
+    return out
+
+
+def render_frames(n_frames: int, fps: float = 120.0, height: int = 240, width: int = 320,
+                  rhythms: Sequence[Rhythm] = DEFAULT_RHYTHMS, seed: int = 0,
+                  t0: float = 0.0, noise_sd: float = 2.0) -> Iterator[np.ndarray]:
+    """Yield (H, W, 3) uint8 RGB frames of the synthetic face.
+
+    Parameters
+    ----------
+    n_frames : int
+    fps : float
+        Frame rate used to turn frame index into time.
+    height, width : int
+    rhythms : sequence of Rhythm
+    seed : int
+        Seeds the texture and the sensor noise (fully deterministic).
+    t0 : float
+        Time of the first frame in seconds (to continue a session across files).
+    noise_sd : float
+        Sensor noise standard deviation (gray levels).
+    """
+    import cv2
+
+    tex = face_texture(height, width, seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    weights = [np.exp(-(((xx - r.center[0] * width) ** 2 + (yy - r.center[1] * height) ** 2)
+                        / (2 * (r.radius * width) ** 2))).astype(np.float32) for r in rhythms]
+    rng = np.random.default_rng(seed + 1)
+    for i in range(n_frames):
+        d = displacement_at(t0 + i / fps, rhythms)
+        dx = np.zeros_like(xx)
+        dy = np.zeros_like(yy)
+        for w, (ax, ay) in zip(weights, d):
+            dx += w * np.float32(ax)
+            dy += w * np.float32(ay)
+        # content moves by +d: sample the texture at x - d
+        frame = cv2.remap(tex, xx - dx, yy - dy, interpolation=cv2.INTER_CUBIC,
+                          borderMode=cv2.BORDER_REFLECT)
+        frame = frame + rng.normal(0.0, noise_sd, frame.shape).astype(np.float32)
+        g = np.clip(np.round(frame), 0, 255).astype(np.uint8)
+        yield np.repeat(g[..., None], 3, axis=2)
+
+
+def write_video(path: str | Path, frames: Iterator[np.ndarray], fps: float) -> int:
+    """Write RGB frames to an MPEG-4 (.mp4) or MJPG (.avi) file with OpenCV; returns the count."""
+    import cv2
+
+    path = Path(path)
+    it = iter(frames)
+    first = next(it)
+    h, w = first.shape[:2]
+    fourcc = cv2.VideoWriter_fourcc(*("MJPG" if path.suffix.lower() == ".avi" else "mp4v"))
+    writer = cv2.VideoWriter(str(path), fourcc, float(fps), (w, h))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot open a video writer for {path}")
+    n = 0
+    try:
+        for fr in [first] if first is not None else []:
+            writer.write(cv2.cvtColor(fr, cv2.COLOR_RGB2BGR))
+            n += 1
+        for fr in it:
+            writer.write(cv2.cvtColor(fr, cv2.COLOR_RGB2BGR))
+            n += 1
+    finally:
+        writer.release()
+    return n
+
+
+def write_demo_video(path: str | Path, n_frames: int, fps: float = 120.0, height: int = 240,
+                     width: int = 320, seed: int = 0, t0: float = 0.0,
+                     rhythms: Sequence[Rhythm] = DEFAULT_RHYTHMS) -> dict:
+    """Render and write a demo video; return its ground truth as a dict."""
+    n = write_video(path, render_frames(n_frames, fps, height, width, rhythms, seed, t0), fps)
+    return {"path": str(path), "n_frames": n, "fps": fps, "height": height, "width": width,
+            "seed": seed, "t0": t0, "rhythms": [asdict(r) for r in rhythms]}
+
+
+def demo_polygons(height: int = 240, width: int = 320) -> dict[str, list[list[float]]]:
+    """ROI polygons for the demo face: ``face`` (points) inside ``head`` (tracking mask)."""
+    def ellipse(cx, cy, rx, ry, n=16):
+        a = np.linspace(0, 2 * np.pi, n, endpoint=False)
+        return [[round(float(cx + rx * np.cos(t)), 1), round(float(cy + ry * np.sin(t)), 1)] for t in a]
+    return {
+        "face": ellipse(0.48 * width, 0.52 * height, 0.30 * width, 0.32 * height),
+        "head": ellipse(0.5 * width, 0.5 * height, 0.44 * width, 0.44 * height, n=20),
+    }
+
+
+#: rhythms of the second demo animal (other frequencies, so sessions differ)
+RHYTHMS_B: tuple[Rhythm, ...] = (
+    Rhythm("whisker_pad", (0.30, 0.45), 0.10, 10.0, (1.2, 0.3)),
+    Rhythm("nose", (0.62, 0.35), 0.08, 4.0, (0.0, 1.0), phase=0.3),
+    Rhythm("jaw", (0.55, 0.72), 0.09, 6.0, (0.2, 1.0), burst_period=2.5),
+)
+
+#: the bundled demo: video name -> write_demo_video keyword arguments. Session A is
+#: one animal filmed in two consecutive files; session B is another animal.
+DEMO_VIDEOS: dict[str, dict] = {
+    "mouseA_1": dict(n_frames=720, fps=120.0, seed=0, t0=0.0, rhythms=DEFAULT_RHYTHMS),
+    "mouseA_2": dict(n_frames=720, fps=120.0, seed=0, t0=6.0, rhythms=DEFAULT_RHYTHMS),
+    "mouseB_1": dict(n_frames=960, fps=120.0, seed=1, t0=0.0, rhythms=RHYTHMS_B),
+}

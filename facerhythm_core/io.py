@@ -1,0 +1,129 @@
+"""Atomic output files and provenance records in HDF5."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+import numpy as np
+
+from . import __version__
+
+#: packages whose versions every provenance record lists
+PROVENANCE_PACKAGES = (
+    "numpy", "scipy", "torch", "torchcodec", "opencv-python-headless", "tensorly",
+    "h5py", "snakemake", "pandas", "matplotlib",
+)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+
+    A crash or kill leaves at most a ``.<name>.tmp-<pid>`` file, never a file under the
+    final name that looks complete. The parent folder is created if missing.
+
+    Examples
+    --------
+    >>> with atomic_output("out/result.h5") as tmp:          # doctest: +SKIP
+    ...     with h5py.File(tmp, "w") as f: ...
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # keep the real suffix last: some writers (OpenCV, matplotlib) pick the format from it
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"atomic_output: nothing was written to {tmp}")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def file_record(path: str | os.PathLike) -> dict:
+    """Path, size in bytes and modification time (ISO, UTC) of an input file."""
+    p = Path(path)
+    st = p.stat()
+    mtime = _dt.datetime.fromtimestamp(st.st_mtime, tz=_dt.timezone.utc).isoformat()
+    return {"path": str(p), "size": st.st_size, "mtime": mtime}
+
+
+def package_versions(names: Iterable[str] = PROVENANCE_PACKAGES) -> dict:
+    """Installed versions of ``names`` ("not installed" for the missing ones)."""
+    out = {"facerhythm_core": __version__, "python": sys.version.split()[0]}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_provenance(h5, stage: str, params: Mapping | None = None,
+                     inputs: Iterable[str | os.PathLike] = (), extra: Mapping | None = None,
+                     started: _dt.datetime | None = None) -> None:
+    """Write a ``provenance`` group into an open h5py File.
+
+    Parameters
+    ----------
+    h5 : h5py.File or h5py.Group
+        Target (opened for writing).
+    stage : str
+        Name of the stage that made the file, e.g. ``"track_points"``.
+    params : mapping, optional
+        Parameters used; stored as a JSON string attribute ``params``.
+    inputs : iterable of paths
+        Input files; each is recorded with size and mtime (attribute ``inputs``, JSON).
+    extra : mapping, optional
+        Further JSON-able facts (attribute ``extra``).
+    started : datetime, optional
+        When the stage began; ``finished`` is the time of this call.
+    """
+    g = h5.require_group("provenance")
+    now = _dt.datetime.now(_dt.timezone.utc)
+    g.attrs["stage"] = stage
+    g.attrs["params"] = json.dumps(_jsonable(params or {}), sort_keys=True)
+    g.attrs["inputs"] = json.dumps([file_record(p) for p in inputs])
+    g.attrs["versions"] = json.dumps(package_versions(), sort_keys=True)
+    g.attrs["host"] = platform.node()
+    g.attrs["platform"] = platform.platform()
+    g.attrs["started"] = (started or now).isoformat()
+    g.attrs["finished"] = now.isoformat()
+    if extra:
+        g.attrs["extra"] = json.dumps(_jsonable(extra), sort_keys=True)
+
+
+def read_provenance(h5) -> dict:
+    """Read back what :func:`write_provenance` wrote, JSON fields decoded."""
+    g = h5["provenance"]
+    out = {}
+    for k, v in g.attrs.items():
+        if isinstance(v, bytes):
+            v = v.decode()
+        if k in ("params", "inputs", "versions", "extra"):
+            v = json.loads(v)
+        out[k] = v
+    return out

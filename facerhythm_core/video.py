@@ -1,0 +1,371 @@
+"""Streaming video input over torchcodec.
+
+Frames are decoded in chunks by a background thread (so decoding overlaps with the
+caller's work) and handed out as numpy ``uint8`` arrays; a whole video is never held
+in memory. Grayscale is computed as the reference does: the equal-weight mean of the
+colour channels, truncated to uint8.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .errors import VideoError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Metadata of one video file."""
+
+    path: str
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+    channels: int
+    codec: str
+    pixel_format: str | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SessionVideos:
+    """The videos of one session, checked for consistency."""
+
+    videos: tuple[VideoInfo, ...]
+    frame_rate: float
+    height: int
+    width: int
+
+    @property
+    def num_frames(self) -> list[int]:
+        return [v.num_frames for v in self.videos]
+
+    @property
+    def num_frames_total(self) -> int:
+        return int(sum(self.num_frames))
+
+    def to_dict(self) -> dict:
+        return {
+            "videos": [v.to_dict() for v in self.videos],
+            "frame_rate": self.frame_rate,
+            "height": self.height,
+            "width": self.width,
+            "num_frames": self.num_frames,
+            "num_frames_total": self.num_frames_total,
+        }
+
+
+def _open_decoder(path: str, device: str = "cpu"):
+    try:
+        from torchcodec.decoders import VideoDecoder
+    except (ImportError, OSError, RuntimeError) as exc:  # missing FFmpeg shared libraries
+        raise VideoError(
+            f"cannot load torchcodec to read {path}: {exc}. torchcodec needs the FFmpeg "
+            "shared libraries (Debian/Ubuntu: `apt-get install ffmpeg`; conda: "
+            "`conda install -c conda-forge ffmpeg`)."
+        ) from exc
+    p = Path(path)
+    if not p.exists():
+        raise VideoError(f"video not found: {path}. Check the `videos` column of the sessions table.")
+    if p.is_dir():
+        raise VideoError(f"video path is a folder, not a file: {path}")
+    if p.stat().st_size == 0:
+        raise VideoError(f"video file is empty (0 bytes): {path}")
+    try:
+        return VideoDecoder(str(p), seek_mode="exact", dimension_order="NHWC",
+                            num_ffmpeg_threads=0, device=device)
+    except Exception as exc:  # torchcodec raises RuntimeError/ValueError on bad files
+        raise VideoError(f"cannot decode video {path}: {exc}. Is it a complete, valid video file?") from exc
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Read the metadata of one video and check that its first frame decodes.
+
+    Raises
+    ------
+    VideoError
+        The file is missing, empty, unreadable, or has no frames.
+    """
+    path = str(path)
+    dec = _open_decoder(path)
+    md = dec.metadata
+    n = len(dec)
+    if n <= 0:
+        raise VideoError(f"video has no frames: {path}")
+    fps = md.average_fps
+    if not fps or not np.isfinite(fps) or fps <= 0:
+        raise VideoError(f"video reports no frame rate: {path}. Give the session an `fps` value.")
+    try:
+        frame0 = dec.get_frame_at(0).data
+    except Exception as exc:
+        raise VideoError(f"cannot decode the first frame of {path}: {exc}") from exc
+    h, w, c = (int(s) for s in frame0.shape)
+    return VideoInfo(path=path, num_frames=int(n), fps=float(fps), height=h, width=w,
+                     channels=c, codec=str(md.codec), pixel_format=getattr(md, "pixel_format", None))
+
+
+def probe_session(paths: Sequence[str | Path], fps_override: float | None = None,
+                  fps_clamp: float | None = None, max_fps_spread: float = 0.1) -> SessionVideos:
+    """Probe every video of a session and check they belong together.
+
+    Parameters
+    ----------
+    paths : sequence of paths
+        The session's videos in recording order.
+    fps_override : float, optional
+        The session's own frame rate (wins over everything).
+    fps_clamp : float, optional
+        A run-wide frame rate used instead of the measured one.
+    max_fps_spread : float
+        Largest allowed (max - min) / mean of the videos' frame rates when no override
+        is given.
+
+    Returns
+    -------
+    SessionVideos
+        With ``frame_rate`` = override, else clamp, else the median of the videos' rates.
+    """
+    if len(paths) == 0:
+        raise VideoError("a session needs at least one video")
+    infos = tuple(probe_video(p) for p in paths)
+    h, w = infos[0].height, infos[0].width
+    for v in infos[1:]:
+        if (v.height, v.width) != (h, w):
+            raise VideoError(
+                f"videos of one session must share a frame size: {infos[0].path} is {w}x{h} "
+                f"but {v.path} is {v.width}x{v.height}. Split them into separate sessions.")
+    rates = np.array([v.fps for v in infos])
+    if fps_override is not None:
+        frame_rate = float(fps_override)
+    elif fps_clamp is not None:
+        frame_rate = float(fps_clamp)
+    else:
+        spread = float((rates.max() - rates.min()) / rates.mean())
+        if spread > max_fps_spread:
+            listing = ", ".join(f"{v.path}: {v.fps:.4g} fps" for v in infos)
+            raise VideoError(
+                f"frame rates differ by {spread:.0%} within one session ({listing}). "
+                "Give the session an `fps` value in the sessions table, or split it.")
+        frame_rate = float(np.median(rates))
+    return SessionVideos(videos=infos, frame_rate=frame_rate, height=h, width=w)
+
+
+def to_gray(frames: np.ndarray) -> np.ndarray:
+    """Equal-weight channel mean, truncated to uint8 (as the reference).
+
+    Parameters
+    ----------
+    frames : ndarray, uint8, shape (..., H, W, C)
+
+    Returns
+    -------
+    ndarray, uint8, shape (..., H, W)
+    """
+    c = frames.shape[-1]
+    if c == 1:
+        return frames[..., 0]
+    # integer floor division equals the reference's float mean + truncation
+    return (frames.sum(axis=-1, dtype=np.uint16) // c).astype(np.uint8)
+
+
+def _tail_frames_cv2(path: str, first: int, stop: int, check: np.ndarray | None) -> np.ndarray:
+    """Frames [first, stop) through OpenCV, for the last frames torchcodec cannot deliver.
+
+    torchcodec 0.13 fails on the last ``has_b_frames`` frames of some H.264 files (AVI
+    with B-frames; upstream issue #905), and on such files its seeks land a few frames
+    early. OpenCV's FFmpeg reader counts frames in decode order; its frame ``first - 1``
+    is checked against ``check`` (torchcodec's) before the result is trusted.
+    """
+    import cv2
+
+    cap = cv2.VideoCapture(path)
+    try:
+        begin = first - 1 if check is not None else first
+        cap.set(cv2.CAP_PROP_POS_FRAMES, begin)
+        got = []
+        for _ in range(begin, stop):
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            got.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        if check is not None and got:
+            # different YUV->RGB rounding is fine; a different frame is not
+            if np.abs(got[0].astype(np.int16) - check.astype(np.int16)).mean() > 3.0:
+                got = []
+            else:
+                got = got[1:]
+        if len(got) != stop - first:
+            raise VideoError(
+                f"the last {stop - first} frames of {path} cannot be decoded reliably "
+                "(a known torchcodec problem with H.264 B-frames in AVI files). Remux the "
+                "file to MP4 without re-encoding: ffmpeg -i in.avi -c copy out.mp4")
+        return np.stack(got)
+    finally:
+        cap.release()
+
+
+_TAIL = 4  # frames at the end decoded separately (more than any has_b_frames seen)
+
+
+def _decode_sequential(dec, path: str, start: int, stop: int, n: int,
+                       last: np.ndarray | None, state: dict) -> np.ndarray:
+    """Decode [start, stop), continuing sequentially on ``dec`` (never seeking).
+
+    ``last`` is frame ``start - 1`` (or None), used to verify the OpenCV fallback.
+    ``state`` carries the OpenCV-decoded tail once torchcodec has failed at the end
+    (after such a failure the decoder may return wrong frames, so it is not asked again).
+    """
+    if state.get("tail") is not None:
+        t0, tail = state["tail"]
+        if start >= t0:
+            return tail[start - t0:stop - t0]
+    parts = []
+    split = n - _TAIL
+    if start < split < stop:  # keep the fragile end in its own call
+        parts.append(dec.get_frames_in_range(start, split).data.cpu().numpy())
+        last, start = parts[-1][-1], split
+    try:
+        parts.append(dec.get_frames_in_range(start, stop).data.cpu().numpy())
+    except RuntimeError as exc:
+        if start < split:
+            raise VideoError(f"cannot decode frames {start}-{stop} of {path}: {exc}. "
+                             "The file may be truncated or corrupt.") from exc
+        logger.info("torchcodec stops early at the end of %s (%s); reading frames %d-%d "
+                    "with OpenCV", path, exc, start, stop)
+        tail = _tail_frames_cv2(path, start, n, last)
+        state["tail"] = (start, tail)
+        parts.append(tail[:stop - start])
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def iter_frame_chunks(path: str | Path, chunk_size: int = 128, gray: bool = True,
+                      start: int = 0, stop: int | None = None, device: str = "cpu",
+                      prefetch: int = 2) -> Iterator[tuple[int, np.ndarray]]:
+    """Stream a video in chunks, decoded ahead by a background thread.
+
+    Parameters
+    ----------
+    path : path
+        Video file.
+    chunk_size : int
+        Frames per chunk.
+    gray : bool
+        Yield (n, H, W) grayscale (reference weighting) instead of (n, H, W, 3) RGB.
+    start, stop : int
+        Frame range [start, stop); ``stop=None`` means the end of the video.
+    device : {"cpu", "cuda"}
+        torchcodec decode device; frames always come back as CPU numpy arrays.
+    prefetch : int
+        Chunks decoded ahead (memory is about (prefetch + 2) chunks).
+
+    Yields
+    ------
+    (first_index, frames)
+        ``first_index`` is the video frame index of ``frames[0]``.
+    """
+    path = str(path)
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be >= 1")
+    dec = [_open_decoder(path, device)]
+    n = len(dec[0])
+    stop = n if stop is None else min(int(stop), n)
+    start = int(start)
+    if not 0 <= start <= stop:
+        raise ValueError(f"frame range [{start}, {stop}) is outside video {path} ({n} frames)")
+
+    q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+    stop_event = threading.Event()
+    _END = object()
+
+    def producer():
+        try:
+            # Always decode from frame 0 and never seek: on some H.264 files torchcodec's
+            # seeks land a few frames early. Frames before `start` are decoded and dropped.
+            last = None
+            state: dict = {}
+            pos = 0
+            if start > 0:
+                for s in range(0, start, chunk_size):
+                    e = min(s + chunk_size, start)
+                    last = _decode_sequential(dec[0], path, s, e, n, last, state)[-1]
+                    if stop_event.is_set():
+                        return
+                pos = start
+            for s in range(pos, stop, chunk_size):
+                if stop_event.is_set():
+                    return
+                e = min(s + chunk_size, stop)
+                frames = _decode_sequential(dec[0], path, s, e, n, last, state)
+                if len(frames) != e - s:
+                    raise VideoError(f"{path}: expected {e - s} frames at {s}, decoded {len(frames)}")
+                last = frames[-1]
+                if gray:
+                    frames = to_gray(frames)
+                while not stop_event.is_set():
+                    try:
+                        q.put((s, frames), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+            q.put(_END)
+        except BaseException as exc:  # hand the error to the consumer
+            q.put(exc)
+
+    t = threading.Thread(target=producer, name=f"decode:{Path(path).name}", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop_event.set()
+        # drain so a blocked producer can see the stop flag
+        while t.is_alive():
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        t.join()
+
+
+def read_frames(path: str | Path, indices: Sequence[int], gray: bool = False,
+                chunk_size: int = 128) -> np.ndarray:
+    """Decode selected frames: (k, H, W, 3) RGB or (k, H, W) gray uint8.
+
+    Streams the video up to the largest index (no seeking, see
+    :func:`iter_frame_chunks`), keeping only the frames asked for.
+    """
+    idx = [int(i) for i in indices]
+    info_n = len(_open_decoder(str(path)))
+    bad = [i for i in idx if not 0 <= i < info_n]
+    if bad:
+        raise VideoError(f"frames {bad} requested but {path} has {info_n} frames")
+    if not idx:
+        raise ValueError("no frame indices given")
+    wanted = {}
+    for s, chunk in iter_frame_chunks(path, chunk_size=chunk_size, gray=gray, stop=max(idx) + 1):
+        for i in idx:
+            if s <= i < s + len(chunk):
+                wanted[i] = chunk[i - s].copy()
+    return np.stack([wanted[i] for i in idx])
+
+
+def read_frame(path: str | Path, index: int = 0, gray: bool = False) -> np.ndarray:
+    """Decode one frame: (H, W, 3) RGB or (H, W) gray uint8."""
+    return read_frames(path, [index], gray=gray)[0]

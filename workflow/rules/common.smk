@@ -1,0 +1,132 @@
+# Sessions table, config validation, input functions and wildcard constraints.
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import yaml
+from snakemake.exceptions import WorkflowError
+
+REPO = Path(workflow.basedir).parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from facerhythm_core.config import read_sessions, validate_config  # noqa: E402
+from facerhythm_core.demo import DEMO_VIDEOS  # noqa: E402
+from facerhythm_core.errors import ConfigError  # noqa: E402
+
+
+def _load_schema(name):
+    with open(Path(workflow.basedir) / "schemas" / name) as fh:
+        return yaml.safe_load(fh)
+
+
+# Validate once at DAG-build time; errors name the key, row or file.
+try:
+    config.update(validate_config(config, _load_schema("config.schema.yaml")))
+    SESSIONS = {
+        s.session: s
+        for s in read_sessions(config["sessions"], _load_schema("sessions.schema.yaml"), config["roi_sets"])
+    }
+except ConfigError as exc:
+    raise WorkflowError(f"facerhythm configuration error:\n{exc}") from None
+
+RESULTS = config["results_dir"].rstrip("/")
+JOINT = config["tca"]["joint"]
+DEMO_PREFIX = "resources/demo/"
+
+
+def _is_demo_video(path):
+    p = str(path)
+    return p.startswith(DEMO_PREFIX) and Path(p).stem in DEMO_VIDEOS and p.endswith(".mp4")
+
+
+def _check_inputs():
+    """Fail before any job starts when an input is missing or a group is wrong."""
+    problems = []
+    for s in SESSIONS.values():
+        for v in s.videos:
+            if not _is_demo_video(v) and not Path(v).exists():
+                problems.append(f"session {s.session!r}: video not found: {v}")
+        if s.roi_kind == "file" and not Path(s.roi_ref).exists():
+            problems.append(f"session {s.session!r}: ROI file not found: {s.roi_ref}")
+        if s.frames_freeze and not Path(s.frames_freeze).exists():
+            problems.append(f"session {s.session!r}: frames_freeze file not found: {s.frames_freeze}")
+    for group, members in JOINT.items():
+        for m in members:
+            if m not in SESSIONS:
+                problems.append(f"tca.joint group {group!r}: session {m!r} is not in the sessions table")
+        if len(set(members)) != len(members):
+            problems.append(f"tca.joint group {group!r} lists a session twice")
+    if problems:
+        raise WorkflowError("facerhythm input error:\n  " + "\n  ".join(problems))
+
+
+_check_inputs()
+
+
+wildcard_constraints:
+    session="|".join(re.escape(s) for s in SESSIONS) if SESSIONS else "$^",
+    group="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    demo="|".join(DEMO_VIDEOS),
+
+
+def session_of(wildcards):
+    return SESSIONS[wildcards.session]
+
+
+def session_videos(wildcards):
+    return list(session_of(wildcards).videos)
+
+
+def session_contiguous(wildcards):
+    s = session_of(wildcards)
+    if s.contiguous is not None:
+        return bool(s.contiguous)
+    return bool(config["tracking"]["contiguous"]) if config["tracking"]["contiguous"] is not None else False
+
+
+def roi_inputs(wildcards):
+    s = session_of(wildcards)
+    out = {"videos_info": f"{RESULTS}/{s.session}/videos.json"}
+    if s.roi_kind == "file":
+        out["roi_file"] = s.roi_ref
+    elif s.roi_kind == "template":
+        out["template_rois"] = f"{RESULTS}/{s.roi_ref}/rois.h5"
+    return out
+
+
+def tracking_inputs(wildcards):
+    s = session_of(wildcards)
+    out = {
+        "rois": f"{RESULTS}/{s.session}/rois.h5",
+        "videos_info": f"{RESULTS}/{s.session}/videos.json",
+        "videos": list(s.videos),
+    }
+    if s.frames_freeze:
+        out["frames_freeze"] = s.frames_freeze
+    return out
+
+
+def tracking_params(wildcards):
+    p = dict(config["tracking"])
+    p["contiguous"] = session_contiguous(wildcards)
+    return p
+
+
+def joint_spectrograms(wildcards):
+    return [f"{RESULTS}/{m}/spectrograms.h5" for m in JOINT[wildcards.group]]
+
+
+def all_targets():
+    out = []
+    for s in SESSIONS:
+        out += [
+            f"{RESULTS}/{s}/rois.h5",
+            f"{RESULTS}/{s}/tracking.h5",
+            f"{RESULTS}/{s}/spectrograms.h5",
+            f"{RESULTS}/{s}/tca.h5",
+        ]
+    out += [f"{RESULTS}/joint/{g}/tca.h5" for g in JOINT]
+    return out

@@ -1,0 +1,17 @@
+# The bundled demo: synthetic face videos with planted rhythms, made on demand.
+
+
+rule demo_video:
+    output:
+        video="resources/demo/{demo}.mp4",
+        truth="resources/demo/{demo}.truth.json",
+    log:
+        "logs/demo_video/{demo}.log",
+    benchmark:
+        "logs/benchmarks/demo_video/{demo}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/make_demo_video.py"

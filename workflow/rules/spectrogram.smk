@@ -1,0 +1,21 @@
+# Variable-Q spectrograms of point displacements, per session.
+
+
+rule spectrogram:
+    input:
+        tracking=f"{RESULTS}/{{session}}/tracking.h5",
+    output:
+        f"{RESULTS}/{{session}}/spectrograms.h5",
+    params:
+        spectrogram=config["spectrogram"],
+        session=lambda wc: wc.session,
+    log:
+        "logs/spectrogram/{session}.log",
+    benchmark:
+        "logs/benchmarks/spectrogram/{session}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    script:
+        "../scripts/spectrogram.py"

@@ -1,0 +1,42 @@
+# Tensor component analysis: one per session, and joint across groups of sessions.
+
+
+rule tca:
+    input:
+        spectrograms=f"{RESULTS}/{{session}}/spectrograms.h5",
+    output:
+        f"{RESULTS}/{{session}}/tca.h5",
+    params:
+        tca=config["tca"],
+        session=lambda wc: wc.session,
+    log:
+        "logs/tca/{session}.log",
+    benchmark:
+        "logs/benchmarks/tca/{session}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    script:
+        "../scripts/tca.py"
+
+
+rule tca_joint:
+    input:
+        spectrograms=joint_spectrograms,
+    output:
+        f"{RESULTS}/joint/{{group}}/tca.h5",
+    params:
+        tca=config["tca"],
+        group=lambda wc: wc.group,
+        sessions=lambda wc: list(JOINT[wc.group]),
+    log:
+        "logs/tca_joint/{group}.log",
+    benchmark:
+        "logs/benchmarks/tca_joint/{group}.tsv"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=480,
+    script:
+        "../scripts/tca_joint.py"

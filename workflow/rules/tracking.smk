@@ -1,0 +1,21 @@
+# Point tracking: Lucas-Kanade with an elastic mesh, per session.
+
+
+rule track_points:
+    input:
+        unpack(tracking_inputs),
+    output:
+        f"{RESULTS}/{{session}}/tracking.h5",
+    params:
+        tracking=tracking_params,
+        video=config["video"],
+    log:
+        "logs/track_points/{session}.log",
+    benchmark:
+        "logs/benchmarks/track_points/{session}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    script:
+        "../scripts/track_points.py"

@@ -1,0 +1,20 @@
+"""Probe a session's videos: frame counts, frame rate, size; fail early on bad input."""
+
+import json
+
+from _common import setup_logging
+
+from facerhythm_core.io import atomic_output
+from facerhythm_core.video import probe_session
+
+log = setup_logging(snakemake)
+vcfg = snakemake.params.video
+info = probe_session(list(snakemake.input.videos), fps_override=snakemake.params.fps,
+                     fps_clamp=vcfg["fps_clamp"], max_fps_spread=vcfg["max_fps_spread"])
+for v in info.videos:
+    log.info("%s: %d frames, %.4f fps, %dx%d, %s %s", v.path, v.num_frames, v.fps, v.width,
+             v.height, v.codec, v.pixel_format)
+log.info("session frame rate %.4f Hz, %d frames in %d video(s)", info.frame_rate,
+         info.num_frames_total, len(info.videos))
+with atomic_output(snakemake.output[0]) as tmp:
+    tmp.write_text(json.dumps(info.to_dict(), indent=1))
