@@ -1,0 +1,39 @@
+"""Atomic outputs and provenance records."""
+
+import h5py
+import pytest
+
+from facerhythm_core.io import atomic_output, read_provenance, write_provenance
+
+
+def test_atomic_output_renames_on_success(tmp_path):
+    target = tmp_path / "sub" / "out.h5"
+    with atomic_output(target) as tmp:
+        assert tmp.parent == target.parent and tmp.suffix == ".h5" and tmp != target
+        tmp.write_text("x")
+        assert not target.exists()
+    assert target.read_text() == "x"
+    assert list(target.parent.iterdir()) == [target]
+
+
+def test_atomic_output_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError):
+        with atomic_output(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_provenance_roundtrip(tmp_path):
+    src = tmp_path / "in.bin"
+    src.write_bytes(b"12345")
+    p = tmp_path / "o.h5"
+    with h5py.File(p, "w") as f:
+        write_provenance(f, "stage_x", params={"a": 1, "b": [1, 2]}, inputs=[src])
+    with h5py.File(p) as f:
+        prov = read_provenance(f)
+    assert prov["stage"] == "stage_x"
+    assert prov["params"] == {"a": 1, "b": [1, 2]}
+    assert prov["inputs"][0]["size"] == 5 and prov["inputs"][0]["path"].endswith("in.bin")
+    assert "numpy" in prov["versions"] and "torch" in prov["versions"]

@@ -1,0 +1,108 @@
+"""The real workflow: dry runs, config rejection, an end-to-end demo run, a no-op rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def snakemake(workdir, *args, check=True, timeout=1800):
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
+           *args]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and r.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
+    return r
+
+
+def make_workdir(tmp: Path, config_text: str | None = None, sessions_text: str | None = None) -> Path:
+    shutil.copytree(REPO / "config", tmp / "config")
+    if config_text is not None:
+        (tmp / "config" / "config.yaml").write_text(config_text)
+    if sessions_text is not None:
+        (tmp / "config" / "sessions.tsv").write_text(sessions_text)
+    return tmp
+
+
+def test_dry_run_lists_jobs_per_session(tmp_path):
+    wd = make_workdir(tmp_path)
+    r = snakemake(wd, "-n", "--quiet", "rules")
+    out = r.stdout + r.stderr
+    for rule, count in [("demo_video", 3), ("probe_videos", 2), ("rois", 2), ("track_points", 2),
+                        ("spectrogram", 2), ("tca", 2), ("tca_joint", 1)]:
+        line = next((ln for ln in out.splitlines() if ln.split()[:1] == [rule]), None)
+        assert line is not None, f"{rule} missing from the dry run:\n{out}"
+        assert int(line.split()[1]) == count, line
+
+
+def test_bad_config_rejected_before_any_job(tmp_path):
+    cfg = (REPO / "config" / "config.yaml").read_text() + "\ntrackign:\n  relaxation: 1\n"
+    wd = make_workdir(tmp_path, config_text=cfg)
+    r = snakemake(wd, "-n", check=False)
+    assert r.returncode != 0
+    assert "trackign" in r.stderr + r.stdout
+    assert not (wd / "results").exists()
+
+
+def test_missing_video_rejected_at_dag_build(tmp_path):
+    wd = make_workdir(tmp_path, sessions_text="session\tvideos\trois\nm1\tnowhere/video.mp4\tconfig:demo_face\n")
+    cfg = (REPO / "config" / "config.yaml").read_text().replace("demo: [demo_mouseA, demo_mouseB]", "{}")
+    (wd / "config" / "config.yaml").write_text(cfg)
+    r = snakemake(wd, "-n", check=False)
+    assert r.returncode != 0
+    assert "session 'm1': video not found: nowhere/video.mp4" in r.stderr + r.stdout
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    wd = make_workdir(tmp_path_factory.mktemp("demo_run"))
+    r = snakemake(wd, "-j2")
+    return wd, r
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(demo_run):
+    wd, _ = demo_run
+    res = wd / "results"
+    for s in ("demo_mouseA", "demo_mouseB"):
+        info = json.loads((res / s / "videos.json").read_text())
+        assert info["frame_rate"] == 120.0
+        with h5py.File(res / s / "rois.h5") as f:
+            n = len(f["point_positions"])
+            assert n > 100 and f["tracking_mask"][()].any()
+            assert f["provenance"].attrs["stage"] == "rois"
+        with h5py.File(res / s / "tracking.h5") as f:
+            keys = sorted(f["points_tracked"])
+            assert keys == (["0", "1"] if s == "demo_mouseA" else ["0"])
+            for k in keys:
+                p = f["points_tracked"][k][()]
+                assert p.shape[1:] == (n, 2) and np.isfinite(p).all()
+        with h5py.File(res / s / "spectrograms.h5") as f:
+            for k in keys:
+                assert f["spectrograms"][k].shape[:2] == (2, n)
+        with h5py.File(res / s / "tca.h5") as f:
+            assert "provenance" in f
+        for log in ("probe_videos", "rois", "track_points", "spectrogram", "tca"):
+            assert (wd / "logs" / log / f"{s}.log").stat().st_size > 0
+    assert (res / "joint" / "demo" / "tca.h5").exists()
+    # nothing half-written is left behind
+    assert not [p for p in res.rglob(".*tmp-*")]
+
+
+@pytest.mark.slow
+def test_second_run_does_nothing(demo_run):
+    wd, _ = demo_run
+    r = snakemake(wd, "-n")
+    assert "Nothing to be done" in r.stdout + r.stderr
