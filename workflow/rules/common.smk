@@ -130,3 +130,48 @@ def all_targets():
         ]
     out += [f"{RESULTS}/joint/{g}/tca.h5" for g in JOINT]
     return out
+
+
+# Stage outputs and their logs, for the run summary.
+SUMMARY_STAGES = [
+    ("probe_videos", "videos.json"),
+    ("rois", "rois.h5"),
+    ("track_points", "tracking.h5"),
+    ("spectrogram", "spectrograms.h5"),
+    ("tca", "tca.h5"),
+]
+
+
+def _last_error(log_path):
+    """The last ERROR/Exception line of a log, or ''."""
+    p = Path(log_path)
+    if not p.exists():
+        return ""
+    lines = [ln.strip() for ln in p.read_text(errors="replace").splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if " ERROR " in ln or "Error:" in ln or "Error" in ln.split(":")[0]:
+            return ln[:300]
+    return ""
+
+
+def write_run_summary(status):
+    """logs/run_summary.tsv: per session and stage, done / missing and the error if any."""
+    rows = ["session\tstage\tstatus\tlog\terror"]
+    failed = []
+    for s in SESSIONS:
+        for stage, name in SUMMARY_STAGES:
+            out = Path(RESULTS) / s / name
+            log = f"logs/{stage}/{s}.log"
+            if out.exists():
+                rows.append(f"{s}\t{stage}\tdone\t{log}\t")
+                continue
+            err = _last_error(log)
+            state = "failed" if err else "not run"
+            if err:
+                failed.append(f"{s} ({stage}): {err}  [see {log}]")
+            rows.append(f"{s}\t{stage}\t{state}\t{log}\t{err}")
+    Path("logs").mkdir(exist_ok=True)
+    Path("logs/run_summary.tsv").write_text("\n".join(rows) + "\n")
+    print(f"facerhythm run {status}: summary in logs/run_summary.tsv", file=sys.stderr)
+    for f in failed:
+        print(f"  FAILED {f}", file=sys.stderr)
