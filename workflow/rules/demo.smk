@@ -13,5 +13,7 @@ rule demo_video:
     resources:
         mem_mb=1000,
         runtime=10,
+    conda:
+        "../envs/facerhythm.yaml"
     script:
         "../scripts/make_demo_video.py"

@@ -17,5 +17,7 @@ rule spectrogram:
     resources:
         mem_mb=8000,
         runtime=120,
+    conda:
+        "../envs/facerhythm.yaml"
     script:
         "../scripts/spectrogram.py"

@@ -17,6 +17,8 @@ rule tca:
     resources:
         mem_mb=8000,
         runtime=240,
+    conda:
+        "../envs/facerhythm.yaml"
     script:
         "../scripts/tca.py"
 
@@ -38,5 +40,7 @@ rule tca_joint:
     resources:
         mem_mb=16000,
         runtime=480,
+    conda:
+        "../envs/facerhythm.yaml"
     script:
         "../scripts/tca_joint.py"

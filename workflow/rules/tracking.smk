@@ -17,5 +17,7 @@ rule track_points:
     resources:
         mem_mb=4000,
         runtime=240,
+    conda:
+        "../envs/facerhythm.yaml"
     script:
         "../scripts/track_points.py"
