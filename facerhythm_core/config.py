@@ -159,3 +159,33 @@ def read_sessions(path: str | Path, schema: Mapping, roi_sets: Mapping | None = 
             if s.roi_ref == s.session:
                 raise ConfigError(f"session {s.session!r} names itself as its ROI template")
     return sessions
+
+
+def check_vqt_window(num_frames: list[int], frame_rate: float, spectrogram: Mapping,
+                     contiguous: bool, session: str, paths: list[str] | None = None) -> int:
+    """Fail early when a video is shorter than the spectrogram's window.
+
+    With 'valid' padding the VQT needs at least W samples per tracked stream (each
+    video, or the whole session when tracked contiguously). Returns W.
+
+    Raises
+    ------
+    ConfigError
+        Naming the session, video, its length and W, and the fixes.
+    """
+    from .vqt import default_win_size
+
+    fs = spectrogram.get("fs") or frame_rate
+    w = spectrogram.get("win_size") or default_win_size(spectrogram["q_low_f"], fs, spectrogram["f_min"])
+    if spectrogram.get("padding", "valid") != "valid":
+        return int(w)
+    streams = [sum(num_frames)] if contiguous else list(num_frames)
+    names = ["all videos (contiguous)"] if contiguous else (paths or [f"video {i}" for i in range(len(num_frames))])
+    for name, n in zip(names, streams):
+        if n < w:
+            raise ConfigError(
+                f"session {session!r}: {name} has {n} frames ({n / fs:.2f} s at {fs:g} Hz) but the "
+                f"spectrogram window is {w} samples ({w / fs:.2f} s = q_low_f / f_min). Use longer "
+                "videos, track the session contiguously, raise spectrogram.f_min, lower "
+                "spectrogram.q_low_f, or set spectrogram.win_size.")
+    return int(w)

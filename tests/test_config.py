@@ -98,3 +98,15 @@ def test_bad_columns_and_values(tmp_path, sschema):
         read_sessions(_write(tmp_path, "session\tvideos\trois\tfps\nm\ta\tb\tfast\n"), sschema)
     with pytest.raises(ConfigError, match="not found"):
         read_sessions(tmp_path / "none.tsv", sschema)
+
+
+def test_vqt_window_check(schema):
+    from facerhythm_core.config import check_vqt_window
+
+    spec = validate_config({}, schema)["spectrogram"]
+    # defaults: W = ceil(4 * 120 / 1) made odd = 481 samples at 120 Hz
+    assert check_vqt_window([481, 600], 120.0, spec, False, "m1") == 481
+    with pytest.raises(ConfigError, match=r"session 'm1': b.mp4 has 300 frames .* window is 481"):
+        check_vqt_window([600, 300], 120.0, spec, False, "m1", ["a.mp4", "b.mp4"])
+    assert check_vqt_window([300, 300], 120.0, spec, True, "m1") == 481  # contiguous: 600 frames
+    assert check_vqt_window([300], 120.0, {**spec, "f_min": 2.0}, False, "m1") == 241

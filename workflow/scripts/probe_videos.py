@@ -4,6 +4,7 @@ import json
 
 from _common import setup_logging
 
+from facerhythm_core.config import check_vqt_window
 from facerhythm_core.io import atomic_output
 from facerhythm_core.video import probe_session
 
@@ -16,5 +17,10 @@ for v in info.videos:
              v.height, v.codec, v.pixel_format)
 log.info("session frame rate %.4f Hz, %d frames in %d video(s)", info.frame_rate,
          info.num_frames_total, len(info.videos))
+# cheap early check, so a short video fails here and not after tracking
+w = check_vqt_window(info.num_frames, info.frame_rate, snakemake.params.spectrogram,
+                     snakemake.params.contiguous, snakemake.wildcards.session,
+                     [v.path for v in info.videos])
+log.info("spectrogram window %d samples fits every tracked stream", w)
 with atomic_output(snakemake.output[0]) as tmp:
     tmp.write_text(json.dumps(info.to_dict(), indent=1))

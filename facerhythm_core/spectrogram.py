@@ -1,0 +1,380 @@
+"""Spectrograms of tracked points: displacement traces -> VQT -> normalisation -> HDF5.
+
+Re-implements face-rhythm 0.3.3 ``VQT_Analyzer`` (see ``docs/spectrogram.md``):
+
+1. each point's x and y displacement from its home position (no detrending), rows
+   ``0..N-1`` = x of points ``0..N-1``, rows ``N..2N-1`` = y;
+2. a VQT of every row (:mod:`facerhythm_core.vqt`);
+3. per-time-bin power normalisation pooled over all 2N rows of a video, then an
+   ``f**beta`` tilt, output shape ``(2, N, F, T')``.
+
+Unlike the reference, the sample rate defaults to the video frame rate, ``f_max`` is
+clamped below Nyquist with a warning, and a whole session is never held in memory:
+points go through in chunks, raw spectrograms are written to the HDF5 dataset and
+rescaled in place once the pooled power ``m(t)`` of the video is known.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .errors import ConfigError, SpectrogramError
+from .vqt import FilterBank, make_vqt_filters, plan_vqt, time_axis
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- pieces
+
+def displacement_traces(points_tracked: np.ndarray, point_positions: np.ndarray) -> np.ndarray:
+    """Displacement of every point from its home position, as rows.
+
+    Parameters
+    ----------
+    points_tracked : ndarray, shape (T, N, 2)
+        Tracked (x, y) positions in pixels.
+    point_positions : ndarray, shape (N, 2)
+        Home (x, y) positions in pixels.
+
+    Returns
+    -------
+    ndarray, float32, shape (2N, T)
+        Rows ``0..N-1``: x displacement of points ``0..N-1``; rows ``N..2N-1``: y.
+    """
+    pts = np.asarray(points_tracked)
+    home = np.asarray(point_positions)
+    if pts.ndim != 3 or pts.shape[2] != 2:
+        raise SpectrogramError(f"points_tracked must be (T, N, 2), got shape {pts.shape}")
+    if home.shape != (pts.shape[1], 2):
+        raise SpectrogramError(
+            f"point_positions must be (N, 2) = ({pts.shape[1]}, 2) to match points_tracked, "
+            f"got {home.shape}")
+    d = pts.astype(np.float32) - home.astype(np.float32)[None]     # (T, N, 2)
+    return np.ascontiguousarray(d.transpose(2, 1, 0).reshape(2 * pts.shape[1], pts.shape[0]))
+
+
+def resolve_f_max(f_max: float, fs: float, max_f_nyquist_fraction: float = 0.9) -> float:
+    """``f_max``, clamped to ``max_f_nyquist_fraction * fs / 2`` with a warning if above it.
+
+    The reference's defaults put the top filter exactly on Nyquist (60 Hz at 120 Hz),
+    where its analytic filter is degenerate. With a fraction of 1.0 that case is kept.
+    """
+    if not 0 < max_f_nyquist_fraction <= 1:
+        raise ConfigError(
+            f"spectrogram.max_f_nyquist_fraction must be in (0, 1], got {max_f_nyquist_fraction}")
+    limit = max_f_nyquist_fraction * fs / 2
+    if f_max > limit * (1 + 1e-12):
+        warnings.warn(
+            f"spectrogram f_max={f_max:g} Hz is above {max_f_nyquist_fraction:g} x Nyquist "
+            f"({limit:g} Hz at fs={fs:g} Hz); clamped to {limit:g} Hz", stacklevel=2)
+        return float(limit)
+    return float(f_max)
+
+
+def frame_power(spec, spectrogram_exponent: float = 1.0) -> np.ndarray:
+    """Sum over rows and frequencies of ``|spec| ** exponent`` per time bin.
+
+    Parameters
+    ----------
+    spec : ndarray, shape (R, F, T')
+        Raw VQT output (real magnitudes or complex).
+
+    Returns
+    -------
+    ndarray, float64, shape (T',)
+        Divide by the total number of rows (2N) to get the reference's m(t).
+    """
+    e = np.abs(spec).astype(np.float64) ** spectrogram_exponent
+    return e.sum(axis=(0, 1))
+
+
+def normalize_spectrogram(spec, freqs, mean_power, normalization_factor: float = 0.95,
+                          spectrogram_exponent: float = 1.0,
+                          one_over_f_exponent: float = 0.5) -> np.ndarray:
+    """The reference's normalisation (``VQT_Analyzer.transform`` step 3).
+
+    ``E = |S|**gamma``; ``S_hat = E / (alpha * m(t) + (1 - alpha)) * f**beta``; complex
+    input keeps its phase.
+
+    Parameters
+    ----------
+    spec : ndarray, shape (..., F, T')
+        Raw VQT output.
+    freqs : ndarray, shape (F,)
+        Centre frequencies in Hz.
+    mean_power : ndarray, shape (T',)
+        m(t): the mean over all 2N rows of the video of ``sum_f |S|**gamma``.
+    normalization_factor, spectrogram_exponent, one_over_f_exponent : float
+        alpha, gamma, beta.
+
+    Returns
+    -------
+    ndarray, float32 (complex64 for complex input), same shape as ``spec``.
+    """
+    spec = np.asarray(spec)
+    a = float(normalization_factor)
+    mag = np.abs(spec).astype(np.float64)
+    e = mag ** spectrogram_exponent
+    out = e / (a * np.asarray(mean_power, dtype=np.float64) + (1 - a))
+    if one_over_f_exponent != 0:
+        out = out * (np.asarray(freqs, dtype=np.float64) ** one_over_f_exponent)[:, None]
+    if np.iscomplexobj(spec):
+        phase = np.where(mag > 0, spec / np.where(mag > 0, mag, 1), 1)
+        return (out * phase).astype(np.complex64)
+    return out.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- parameters
+
+@dataclass(frozen=True)
+class SpectrogramParams:
+    """Parameters of the spectral stage (config section ``spectrogram``).
+
+    ``fs`` None means the session's frame rate. ``engine``, ``carrier_fix`` and
+    ``complex_pooling`` are not in the config schema: their defaults are this
+    project's choice, the other values reproduce the reference's pipeline defaults.
+    """
+
+    device: str = "auto"
+    fs: float | None = None
+    q_low_f: float = 4.0
+    q_high_f: float = 10.0
+    f_min: float = 1.0
+    f_max: float = 60.0
+    max_f_nyquist_fraction: float = 0.9
+    n_freq_bins: int = 36
+    win_size: int | None = None
+    window_type: str = "hann"
+    symmetry: str = "center"
+    taper_asymmetric: bool = True
+    downsample_factor: int = 20
+    padding: str = "valid"
+    take_abs: bool = True
+    normalization_factor: float = 0.95
+    spectrogram_exponent: float = 1.0
+    one_over_f_exponent: float = 0.5
+    points_per_chunk: int = 256
+    engine: str = "auto"
+    carrier_fix: bool = True
+    complex_pooling: str = "mean"
+
+    @classmethod
+    def from_mapping(cls, cfg: dict | None) -> "SpectrogramParams":
+        """Build from a config mapping; unknown keys are an error."""
+        cfg = dict(cfg or {})
+        known = set(cls.__dataclass_fields__)
+        extra = sorted(set(cfg) - known)
+        if extra:
+            raise ConfigError(f"unknown spectrogram setting(s) {extra}; known: {sorted(known)}")
+        p = cls(**cfg)
+        if not 0 <= p.normalization_factor <= 1:
+            raise ConfigError(
+                f"spectrogram.normalization_factor must be in [0, 1], got {p.normalization_factor}")
+        if p.spectrogram_exponent <= 0:
+            raise ConfigError(
+                f"spectrogram.spectrogram_exponent must be > 0, got {p.spectrogram_exponent}")
+        if int(p.points_per_chunk) < 1:
+            raise ConfigError(f"spectrogram.points_per_chunk must be >= 1, got {p.points_per_chunk}")
+        return p
+
+    def filter_bank(self, fs: float) -> FilterBank:
+        """The filter bank at sample rate ``fs`` (f_max clamped below Nyquist)."""
+        f_max = resolve_f_max(self.f_max, fs, self.max_f_nyquist_fraction)
+        return make_vqt_filters(
+            fs=fs, q_low_f=self.q_low_f, q_high_f=self.q_high_f, f_min=self.f_min, f_max=f_max,
+            n_freq_bins=self.n_freq_bins, win_size=self.win_size, window_type=self.window_type,
+            symmetry=self.symmetry, taper_asymmetric=self.taper_asymmetric,
+            carrier_fix=self.carrier_fix)
+
+
+# --------------------------------------------------------------------------- one video
+
+def spectrogram_from_tracks(points_tracked, point_positions, bank: FilterBank,
+                            params: SpectrogramParams | None = None, device: str = "cpu",
+                            label: str = "video"):
+    """Normalised spectrogram of one video, in memory (small data, tests, notebooks).
+
+    Returns
+    -------
+    spec : ndarray, shape (2, N, F, T')
+        float32, or complex64 when ``params.take_abs`` is False.
+    x_axis : ndarray, float64, shape (T',)
+        Sample index of each bin centre.
+    mean_power : ndarray, float64, shape (T',)
+        The pooled m(t) used for the normalisation.
+    """
+    p = params or SpectrogramParams()
+    rows = displacement_traces(points_tracked, point_positions)
+    plan = _plan(bank, rows.shape[1], p, device, label)
+    raw = plan.transform(rows).cpu().numpy()
+    m = frame_power(raw, p.spectrogram_exponent) / rows.shape[0]
+    spec = normalize_spectrogram(raw, bank.freqs, m, p.normalization_factor,
+                                 p.spectrogram_exponent, p.one_over_f_exponent)
+    n = rows.shape[0] // 2
+    x_axis = time_axis(rows.shape[1], bank.win_size, p.downsample_factor, p.padding)
+    return spec.reshape(2, n, *spec.shape[1:]), x_axis, m
+
+
+def _plan(bank, n_samples, p: SpectrogramParams, device, label):
+    return plan_vqt(bank, n_samples, downsample_factor=p.downsample_factor, padding=p.padding,
+                    take_abs=p.take_abs, complex_pooling=p.complex_pooling, device=device,
+                    engine=p.engine, label=label)
+
+
+# --------------------------------------------------------------------------- session file
+
+def _video_keys(group) -> list[str]:
+    return sorted(group.keys(), key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
+
+
+def compute_session_spectrograms(tracking_path, output_path, params: SpectrogramParams | dict | None = None,
+                                 session: str = "session", log: logging.Logger | None = None) -> dict:
+    """Spectrograms of every video of a session, from tracking.h5 to spectrograms.h5.
+
+    Memory is bounded by ``points_per_chunk``: each chunk of points is transformed
+    and its raw spectrogram written to the output dataset while its power is added to
+    the video's m(t); a second pass reads each chunk back and normalises it in place.
+
+    Parameters
+    ----------
+    tracking_path : path
+        ``tracking.h5`` (``points_tracked/{i}`` (T_i, N, 2), ``point_positions``,
+        attr ``frame_rate``).
+    output_path : path
+        HDF5 file to write (overwritten); layout in ``docs/spectrogram.md``.
+    params : SpectrogramParams or mapping
+        The config ``spectrogram`` section.
+    session : str
+        Session id, used in messages.
+    log : logging.Logger, optional
+        Where progress goes (default: this module's logger).
+
+    Returns
+    -------
+    dict
+        Summary: fs, f_max used, window size, shapes per video, seconds.
+    """
+    import h5py
+    import time
+
+    from .device import select_device
+    from .io import write_provenance
+
+    log = log or logger
+    started = _dt.datetime.now(_dt.timezone.utc)
+    t0 = time.perf_counter()
+    p = params if isinstance(params, SpectrogramParams) else SpectrogramParams.from_mapping(params)
+    device = select_device(p.device)
+    with h5py.File(tracking_path, "r") as tr:
+        if "points_tracked" not in tr or "point_positions" not in tr:
+            raise SpectrogramError(
+                f"session {session}: {tracking_path} lacks points_tracked/ or point_positions; "
+                "re-run the tracking rule")
+        frame_rate = tr.attrs.get("frame_rate")
+        if p.fs is None and frame_rate is None:
+            raise SpectrogramError(
+                f"session {session}: {tracking_path} has no frame_rate attribute and "
+                "spectrogram.fs is null; set spectrogram.fs or re-run tracking")
+        fs = float(p.fs if p.fs is not None else frame_rate)
+        home = tr["point_positions"][()].astype(np.float32)
+        keys = _video_keys(tr["points_tracked"])
+        paths = [v.decode() if isinstance(v, bytes) else str(v)
+                 for v in tr["video_paths"][()]] if "video_paths" in tr else []
+        n_pts = home.shape[0]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            bank = p.filter_bank(fs)
+        for w in caught:
+            log.warning("session %s: %s", session, w.message)
+        f_max_used = float(bank.freqs[-1])
+        log.info("session %s: fs=%g Hz (%s), %d filters %.3g-%.3g Hz, W=%d, ds=%d, %s, "
+                 "device=%s, %d points, %d video(s)", session, fs,
+                 "config" if p.fs is not None else "frame rate", bank.n_freq_bins,
+                 bank.freqs[0], f_max_used, bank.win_size, p.downsample_factor, p.padding,
+                 device, n_pts, len(keys))
+        # check every video before any work, so a short last video fails fast
+        for key in keys:
+            shape = tr["points_tracked"][key].shape
+            if len(shape) != 3 or shape[1:] != (n_pts, 2):
+                raise SpectrogramError(
+                    f"session {session}: points_tracked/{key} has shape {shape}, "
+                    f"expected (T, {n_pts}, 2)")
+            where = f" ({paths[int(key)]})" if key.isdigit() and int(key) < len(paths) else ""
+            _plan(bank, shape[0], p, "cpu", f"session {session}, video {key}{where}")
+        summary = {"fs": fs, "f_max": f_max_used, "win_size": bank.win_size, "videos": {}}
+        out_dtype = np.float32 if p.take_abs else np.complex64
+        with h5py.File(output_path, "w") as out:
+            out.attrs["fs"] = fs
+            out.attrs["frame_rate"] = float(frame_rate) if frame_rate is not None else fs
+            out.attrs["session"] = str(session)
+            out.attrs["win_size"] = bank.win_size
+            out.attrs["carrier_fix"] = bool(p.carrier_fix)
+            out.create_dataset("frequencies", data=bank.freqs.astype(np.float32))
+            out.create_dataset("filters", data=bank.filters)
+            out.create_dataset("wins", data=bank.wins)
+            out.create_dataset("point_positions", data=home)
+            g_spec = out.create_group("spectrograms")
+            g_x, g_t, g_m = out.create_group("x_axis"), out.create_group("times"), out.create_group("mean_power")
+            for key in keys:
+                dset_in = tr["points_tracked"][key]
+                T = dset_in.shape[0]
+                where = f" ({paths[int(key)]})" if key.isdigit() and int(key) < len(paths) else ""
+                label = f"session {session}, video {key}{where}"
+                plan = _plan(bank, T, p, device, label)
+                log.info("session %s video %s: VQT engine %s", session, key, plan.engine)
+                n_out = plan.n_out
+                x_axis = time_axis(T, bank.win_size, p.downsample_factor, p.padding)
+                chunk_t = max(1, min(n_out, max(1, 2**20 // max(1, bank.n_freq_bins * 16))))
+                dset = g_spec.create_dataset(
+                    key, shape=(2, n_pts, bank.n_freq_bins, n_out), dtype=out_dtype,
+                    chunks=(1, max(1, min(n_pts, 16)), bank.n_freq_bins, chunk_t) if n_pts else None)
+                power = np.zeros(n_out, dtype=np.float64)
+                tv = time.perf_counter()
+                # pass 1: raw spectrograms + pooled power
+                for a in range(0, n_pts, int(p.points_per_chunk)):
+                    b = min(n_pts, a + int(p.points_per_chunk))
+                    rows = displacement_traces(dset_in[:, a:b, :], home[a:b])
+                    raw = plan.transform(rows).cpu().numpy()
+                    power += frame_power(raw, p.spectrogram_exponent)
+                    dset[:, a:b] = raw.reshape(2, b - a, *raw.shape[1:])
+                m = power / max(1, 2 * n_pts)
+                # pass 2: normalise in place
+                for a in range(0, n_pts, int(p.points_per_chunk)):
+                    b = min(n_pts, a + int(p.points_per_chunk))
+                    dset[:, a:b] = normalize_spectrogram(
+                        dset[:, a:b], bank.freqs, m, p.normalization_factor,
+                        p.spectrogram_exponent, p.one_over_f_exponent)
+                g_x.create_dataset(key, data=x_axis)
+                g_t.create_dataset(key, data=x_axis / fs)
+                g_m.create_dataset(key, data=m)
+                dt = time.perf_counter() - tv
+                log.info("session %s video %s: %d frames -> (2, %d, %d, %d) in %.2f s "
+                         "(%.2f M samples/s)", session, key, T, n_pts, bank.n_freq_bins, n_out,
+                         dt, 2 * n_pts * T / max(dt, 1e-9) / 1e6)
+                summary["videos"][key] = {"num_frames": T, "shape": [2, n_pts, bank.n_freq_bins, n_out],
+                                          "seconds": dt}
+            summary["seconds"] = time.perf_counter() - t0
+            record = asdict(p)
+            record.update(fs_used=fs, f_max_used=f_max_used, win_size_used=bank.win_size,
+                          device_used=device)
+            write_provenance(out, "spectrogram", params=record, inputs=[tracking_path],
+                             extra={"session": session, "summary": summary}, started=started)
+    return summary
+
+
+def read_spectrograms(path) -> dict:
+    """Load a spectrograms.h5 into memory: {'spectrograms': {key: array}, 'frequencies', ...}."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        out = {name: {k: f[name][k][()] for k in _video_keys(f[name])}
+               for name in ("spectrograms", "x_axis", "times", "mean_power") if name in f}
+        for name in ("frequencies", "filters", "wins", "point_positions"):
+            out[name] = f[name][()]
+        out["attrs"] = dict(f.attrs)
+    return out

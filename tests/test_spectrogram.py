@@ -1,0 +1,185 @@
+"""Tests of the spectral stage (facerhythm_core.spectrogram) on tiny synthetic tracks."""
+
+import logging
+
+import h5py
+import numpy as np
+import pytest
+
+from facerhythm_core.errors import ConfigError, SpectrogramError
+from facerhythm_core.io import read_provenance
+from facerhythm_core.spectrogram import (SpectrogramParams, compute_session_spectrograms,
+                                         displacement_traces, frame_power, normalize_spectrogram,
+                                         read_spectrograms, resolve_f_max,
+                                         spectrogram_from_tracks)
+from facerhythm_core.vqt import output_length, vqt
+
+FS = 60.0
+PARAMS = dict(fs=None, q_low_f=3.0, q_high_f=6.0, f_min=2.0, f_max=25.0, n_freq_bins=10,
+              downsample_factor=6, device="cpu")
+
+
+def _tracks(T, N, fs=FS, seed=0, f_y=8.0):
+    rng = np.random.default_rng(seed)
+    home = rng.uniform(20, 200, (N, 2)).astype(np.float32)
+    t = np.arange(T) / fs
+    pts = home[None] + 0.05 * rng.standard_normal((T, N, 2))
+    pts[:, : N // 2, 1] += 1.5 * np.sin(2 * np.pi * f_y * t)[:, None]   # y rhythm, half the points
+    return pts.astype(np.float32), home
+
+
+def _write_tracking(path, videos, home, fs=FS):
+    with h5py.File(path, "w") as f:
+        f.create_dataset("point_positions", data=home)
+        g = f.create_group("points_tracked")
+        for i, pts in enumerate(videos):
+            g.create_dataset(str(i), data=pts)
+        f.attrs["frame_rate"] = fs
+        f.attrs["contiguous"] = False
+        f.attrs["num_keys"] = len(videos)
+        f.create_dataset("video_paths", data=[f"/data/v{i}.mp4" for i in range(len(videos))],
+                         dtype=h5py.string_dtype())
+        f.create_dataset("num_frames", data=np.array([len(v) for v in videos], dtype=np.int64))
+
+
+def test_displacement_rows_layout():
+    pts = np.arange(3 * 2 * 2, dtype=np.float32).reshape(3, 2, 2)   # T=3, N=2
+    home = np.array([[1, 2], [3, 4]], np.float32)
+    rows = displacement_traces(pts, home)
+    assert rows.shape == (4, 3) and rows.dtype == np.float32
+    np.testing.assert_array_equal(rows[0], pts[:, 0, 0] - 1)   # x of point 0
+    np.testing.assert_array_equal(rows[1], pts[:, 1, 0] - 3)   # x of point 1
+    np.testing.assert_array_equal(rows[2], pts[:, 0, 1] - 2)   # y of point 0
+    np.testing.assert_array_equal(rows[3], pts[:, 1, 1] - 4)   # y of point 1
+    with pytest.raises(SpectrogramError, match="point_positions"):
+        displacement_traces(pts, home[:1])
+
+
+@pytest.mark.parametrize("alpha,gamma,beta", [(0.95, 1.0, 0.5), (0.0, 2.0, 0.0), (1.0, 0.5, 1.0)])
+def test_normalization_matches_formula(alpha, gamma, beta):
+    rng = np.random.default_rng(1)
+    S = rng.gamma(2.0, 1.0, (6, 4, 9)).astype(np.float32)    # (2N rows, F, T')
+    freqs = np.array([1, 2, 4, 8], np.float32)
+    m = frame_power(S, gamma) / S.shape[0]
+    # direct evaluation, element by element
+    expect = np.empty_like(S, dtype=np.float64)
+    for t in range(S.shape[2]):
+        m_t = np.mean([sum(float(S[r, f, t]) ** gamma for f in range(4)) for r in range(6)])
+        for r in range(6):
+            for f in range(4):
+                expect[r, f, t] = float(S[r, f, t]) ** gamma / (alpha * m_t + 1 - alpha) * float(freqs[f]) ** beta
+    got = normalize_spectrogram(S, freqs, m, alpha, gamma, beta)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expect, rtol=1e-5)
+    if alpha == 1.0 and beta == 0.0:
+        np.testing.assert_allclose(frame_power(got, 1.0) / 6, 1.0, rtol=1e-5)
+
+
+def test_normalization_keeps_phase_of_complex():
+    rng = np.random.default_rng(2)
+    S = (rng.standard_normal((4, 3, 5)) + 1j * rng.standard_normal((4, 3, 5))).astype(np.complex64)
+    freqs = np.array([1.0, 3.0, 9.0])
+    m = frame_power(S, 1.0) / 4
+    got = normalize_spectrogram(S, freqs, m, 0.9, 1.0, 0.5)
+    assert got.dtype == np.complex64
+    np.testing.assert_allclose(np.angle(got), np.angle(S), atol=1e-5)
+    np.testing.assert_allclose(np.abs(got), normalize_spectrogram(np.abs(S), freqs, m, 0.9, 1.0, 0.5),
+                               rtol=1e-5)
+
+
+def test_f_max_clamped_below_nyquist():
+    with pytest.warns(UserWarning, match="clamped"):
+        assert resolve_f_max(60.0, 120.0, 0.9) == pytest.approx(54.0)
+    assert resolve_f_max(40.0, 120.0, 0.9) == 40.0
+    assert resolve_f_max(60.0, 120.0, 1.0) == 60.0          # the reference's setting, allowed
+
+
+def test_params_reject_unknown_keys():
+    with pytest.raises(ConfigError, match="unknown spectrogram"):
+        SpectrogramParams.from_mapping({"Fs_sample": 120})
+    with pytest.raises(ConfigError, match="normalization_factor"):
+        SpectrogramParams.from_mapping({"normalization_factor": 1.5})
+
+
+def test_in_memory_spectrogram_is_reference_pipeline():
+    pts, home = _tracks(400, 6)
+    p = SpectrogramParams.from_mapping(PARAMS)
+    bank = p.filter_bank(FS)
+    spec, x_axis, m = spectrogram_from_tracks(pts, home, bank, p)
+    T_out = output_length(400, bank.win_size, 6)
+    assert spec.shape == (2, 6, 10, T_out) and x_axis.shape == (T_out,)
+    # restate: rows -> VQT -> pooled normalisation -> (2, N, F, T') in C order
+    rows = displacement_traces(pts, home)
+    raw = vqt(rows, bank, 6, engine="direct")
+    e = raw.astype(np.float64)
+    m_ref = e.sum(1).mean(0)
+    ref = e / (0.95 * m_ref + 0.05) * bank.freqs[:, None].astype(np.float64) ** 0.5
+    np.testing.assert_allclose(spec, ref.reshape(2, 6, 10, T_out), rtol=1e-5, atol=1e-6 * ref.max())
+    np.testing.assert_allclose(m, m_ref, rtol=1e-6)
+
+
+def test_rhythm_shows_up_in_y_at_its_frequency():
+    pts, home = _tracks(900, 8, f_y=8.0)
+    p = SpectrogramParams.from_mapping(PARAMS)
+    bank = p.filter_bank(FS)
+    spec, _, _ = spectrogram_from_tracks(pts, home, bank, p)
+    prof_y = spec[1, :4].mean(axis=(0, 2))
+    assert np.argmax(prof_y) == np.argmin(np.abs(np.log(bank.freqs / 8.0)))
+    assert spec[1, :4].mean() > 10 * spec[0, :4].mean()     # x did not move
+
+
+def test_session_file_chunked_equals_in_memory(tmp_path, caplog):
+    (a, home), (b, _) = _tracks(500, 7, seed=3), _tracks(420, 7, seed=4)
+    b = b - _tracks(420, 7, seed=4)[1] + home                 # same home positions
+    trk = tmp_path / "tracking.h5"
+    _write_tracking(trk, [a, b], home)
+    out = tmp_path / "spectrograms.h5"
+    caplog.set_level(logging.INFO)
+    summary = compute_session_spectrograms(trk, out, {**PARAMS, "points_per_chunk": 3,
+                                                      "f_max": 40.0}, session="s9")
+    assert summary["f_max"] == pytest.approx(27.0)            # 0.9 x Nyquist at 60 Hz
+    assert any("clamped" in r.message for r in caplog.records)
+    res = read_spectrograms(out)
+    p = SpectrogramParams.from_mapping({**PARAMS, "f_max": 27.0})
+    bank = p.filter_bank(FS)
+    for key, pts in (("0", a), ("1", b)):
+        spec, x_axis, m = spectrogram_from_tracks(pts, home, bank, p)
+        np.testing.assert_allclose(res["spectrograms"][key], spec, rtol=2e-5, atol=1e-7)
+        np.testing.assert_allclose(res["x_axis"][key], x_axis)
+        np.testing.assert_allclose(res["times"][key], x_axis / FS)
+        np.testing.assert_allclose(res["mean_power"][key], m, rtol=1e-6)
+    assert res["spectrograms"]["0"].dtype == np.float32
+    np.testing.assert_allclose(res["frequencies"], bank.freqs)
+    assert res["filters"].dtype == np.complex64 and res["filters"].shape == (10, bank.win_size)
+    assert res["wins"].dtype == np.float32
+    np.testing.assert_array_equal(res["point_positions"], home)
+    assert res["attrs"]["fs"] == FS and res["attrs"]["frame_rate"] == FS
+    with h5py.File(out) as f:
+        prov = read_provenance(f)
+    assert prov["stage"] == "spectrogram" and prov["params"]["fs_used"] == FS
+
+
+def test_fs_override_and_complex_output(tmp_path):
+    pts, home = _tracks(500, 4)
+    trk = tmp_path / "tracking.h5"
+    _write_tracking(trk, [pts], home)
+    out = tmp_path / "spec.h5"
+    compute_session_spectrograms(trk, out, {**PARAMS, "fs": 50.0, "take_abs": False})
+    with h5py.File(out) as f:
+        assert f.attrs["fs"] == 50.0 and f.attrs["frame_rate"] == FS
+        d = f["spectrograms/0"]
+        assert d.dtype == np.complex64 and d.shape[:3] == (2, 4, 10)
+        np.testing.assert_allclose(f["times/0"][()], f["x_axis/0"][()] / 50.0)
+
+
+def test_short_video_fails_before_any_work(tmp_path):
+    ok, home = _tracks(500, 4)
+    short, _ = _tracks(30, 4)
+    trk = tmp_path / "tracking.h5"
+    _write_tracking(trk, [ok, short], home)
+    with pytest.raises(SpectrogramError) as err:
+        compute_session_spectrograms(trk, tmp_path / "x.h5", PARAMS, session="mouse7")
+    msg = str(err.value)
+    W = SpectrogramParams.from_mapping(PARAMS).filter_bank(FS).win_size
+    assert "mouse7" in msg and "video 1" in msg and "/data/v1.mp4" in msg
+    assert "30 frames" in msg and f"{W} frames" in msg and "Fix" in msg

@@ -1,0 +1,302 @@
+"""Tests of the VQT filter bank and transform (facerhythm_core.vqt).
+
+``slow_reference_vqt`` below restates the reference algorithm (algorithms.md 7.1-7.2)
+directly: a full-rate ``np.convolve`` per filter, the 'valid'/'same' crop, magnitude,
+then average pooling with ``ceil_mode`` (last block = mean of what is left). The fast
+implementation is compared with it on tiny inputs.
+"""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from facerhythm_core.device import select_device
+from facerhythm_core.errors import ConfigError, SpectrogramError
+from facerhythm_core.vqt import (default_win_size, make_vqt_filters, output_length,
+                                 plan_vqt, time_axis, vqt)
+
+
+def slow_reference_vqt(x, filters, ds, padding="valid", take_abs=True, pooling="mean"):
+    """Direct restatement of vqt.VQT.forward: (C, S) -> (C, F, T')."""
+    C, S = x.shape
+    F, W = filters.shape
+    out = []
+    for c in range(C):
+        rows = []
+        for f in range(F):
+            y = np.convolve(x[c].astype(np.float64), filters[f].astype(np.complex128), mode="full")
+            if padding == "valid":
+                y = y[W - 1:S]
+            else:
+                s0 = math.ceil((W - 1) / 2)
+                y = y[s0:s0 + S]
+            blocks = [y[i:i + ds] for i in range(0, len(y), ds)]
+            if take_abs:
+                rows.append([np.abs(b).mean() for b in blocks])
+            elif pooling == "polar":  # the reference: magnitude and raw angle pooled apart
+                rows.append([np.abs(b).mean() * np.exp(1j * np.angle(b).mean()) for b in blocks])
+            else:
+                rows.append([b.mean() for b in blocks])
+        out.append(rows)
+    return np.asarray(out)
+
+
+@pytest.fixture(scope="module")
+def bank120():
+    # the reference's pipeline defaults, but f_max below Nyquist
+    return make_vqt_filters(fs=120.0, q_low_f=4.0, q_high_f=10.0, f_min=1.0, f_max=54.0,
+                            n_freq_bins=36)
+
+
+@pytest.fixture(scope="module")
+def small_bank():
+    # a small bank (W = 61) so the slow reference stays fast
+    return make_vqt_filters(fs=60.0, q_low_f=3.0, q_high_f=6.0, f_min=3.0, f_max=25.0,
+                            n_freq_bins=9)
+
+
+def _signals(n_ch, S, fs, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(S) / fs
+    x = np.cumsum(rng.standard_normal((n_ch, S)), axis=1) * 0.05 + 2.0  # drift + offset
+    x += 0.3 * rng.standard_normal((n_ch, S))
+    x[0] += np.sin(2 * np.pi * 7.0 * t)
+    x[-1] = rng.standard_normal(S)                                        # white noise
+    return x.astype(np.float32)
+
+
+# ----------------------------------------------------------------------- filter bank
+
+def test_default_window_rule():
+    assert default_win_size(4.0, 120.0, 1.0) == 481        # algorithms.md 7.1
+    assert default_win_size(4.0, 100.0, 1.0) == 401        # 400 is even -> 401
+    assert default_win_size(0.01, 10.0, 5.0) == 3          # minimum 3
+
+
+def test_filter_bank_matches_reference_geometry():
+    with pytest.warns(UserWarning, match="Nyquist"):
+        bank = make_vqt_filters(fs=120.0, f_max=60.0, carrier_fix=False)   # pipeline defaults
+    assert bank.filters.shape == (36, 481) and bank.filters.dtype == np.complex64
+    assert bank.wins.dtype == np.float32 and bank.freqs.dtype == np.float32
+    np.testing.assert_allclose(bank.freqs[[0, -1]], [1.0, 60.0], rtol=1e-6)
+    np.testing.assert_allclose(np.diff(np.log(bank.freqs)), np.log(60) / 35, rtol=1e-4)
+    # unit L1 norm
+    np.testing.assert_allclose(np.abs(bank.filters.astype(np.complex128)).sum(1), 1.0, rtol=1e-5)
+    # nonzero hann widths measured on the reference (algorithms.md 7.1)
+    widths = (bank.wins > 0).sum(1)
+    assert list(widths[:3]) == [479, 437, 399]
+    assert list(widths[-3:]) == [23, 21, 19]
+    # windows are centred in the W-frame
+    np.testing.assert_allclose(bank.wins, bank.wins[:, ::-1], atol=1e-6)
+
+
+def test_carrier_fix_frequency():
+    kw = dict(fs=120.0, f_min=1.0, f_max=54.0, n_freq_bins=36)
+    fixed = make_vqt_filters(carrier_fix=True, **kw)
+    buggy = make_vqt_filters(carrier_fix=False, **kw)
+    W = fixed.win_size
+    c = (W - 1) // 2
+    for k in (5, 20, 30):
+        # instantaneous frequency of the analytic filter at its centre
+        f_fix = np.angle(fixed.filters[k, c + 1] / fixed.filters[k, c]) * 120.0 / (2 * np.pi)
+        f_bug = np.angle(buggy.filters[k, c + 1] / buggy.filters[k, c]) * 120.0 / (2 * np.pi)
+        assert f_fix == pytest.approx(fixed.freqs[k], rel=2e-4)
+        assert f_bug == pytest.approx(buggy.freqs[k] * W / (W - 1), rel=2e-4)
+
+
+def test_window_options():
+    g = make_vqt_filters(fs=100.0, f_min=2.0, f_max=40.0, n_freq_bins=5, window_type="gaussian")
+    assert np.all(np.isfinite(g.filters))
+    left = make_vqt_filters(fs=100.0, f_min=2.0, f_max=40.0, n_freq_bins=5, symmetry="left")
+    W = left.win_size
+    assert np.all(left.wins[:, W // 2 + 1:] == 0) and np.any(left.wins[:, :W // 2] > 0)
+    full = make_vqt_filters(fs=100.0, f_min=2.0, f_max=40.0, n_freq_bins=5, symmetry="left",
+                            taper_asymmetric=False)
+    np.testing.assert_allclose(left.wins[:, W // 2], 0.5 * full.wins[:, W // 2], rtol=1e-6)
+    with pytest.raises(ConfigError, match="window_type"):
+        make_vqt_filters(fs=100.0, f_min=2.0, f_max=40.0, window_type="no-such-window")
+
+
+def test_nyquist_checks():
+    with pytest.raises(ConfigError, match="Nyquist"):
+        make_vqt_filters(fs=100.0, f_min=1.0, f_max=51.0)
+    with pytest.raises(ConfigError, match="f_min < f_max"):
+        make_vqt_filters(fs=100.0, f_min=10.0, f_max=5.0)
+
+
+# ----------------------------------------------------------------------- transform
+
+@pytest.mark.parametrize("engine", ["direct", "fft"])
+@pytest.mark.parametrize("carrier_fix", [True, False])
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_exact_matches_slow_reference(carrier_fix, padding, engine):
+    bank = make_vqt_filters(fs=60.0, q_low_f=3.0, q_high_f=6.0, f_min=3.0, f_max=25.0,
+                            n_freq_bins=9, carrier_fix=carrier_fix)
+    x = _signals(3, 407, 60.0)
+    ref = slow_reference_vqt(x, bank.filters, 7, padding)
+    out = vqt(x, bank, 7, padding=padding, engine=engine)
+    assert out.shape == ref.shape == (3, 9, output_length(407, bank.win_size, 7, padding))
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
+def test_complex_output_matches_slow_reference(small_bank):
+    x = _signals(2, 300, 60.0, seed=1)
+    ref = slow_reference_vqt(x, small_bank.filters, 5, take_abs=False)
+    out = vqt(x, small_bank, 5, take_abs=False)
+    assert out.dtype == np.complex64
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+    ref_polar = slow_reference_vqt(x, small_bank.filters, 5, take_abs=False, pooling="polar")
+    out = vqt(x, small_bank, 5, take_abs=False, complex_pooling="polar")
+    np.testing.assert_allclose(out, ref_polar, rtol=0, atol=1e-5 * np.abs(ref_polar).max())
+
+
+def test_engines_agree_on_long_signal(bank120):
+    # several FFT blocks, with the partial last bin; 'direct' is the time-domain sum
+    x = _signals(3, 30013, 120.0, seed=2)
+    a = plan_vqt(bank120, 30013, 20, engine="fft")
+    b = plan_vqt(bank120, 30013, 20, engine="direct")
+    assert a.engine == "fft" and b.engine == "direct"
+    assert 30013 > 3 * a.fft_size
+    oa, ob = a.transform(x).numpy(), b.transform(x).numpy()
+    np.testing.assert_allclose(oa, ob, rtol=0, atol=1e-5 * np.abs(ob).max())
+    # and both against the slow restatement on a stretch from the middle and the end
+    ref = slow_reference_vqt(x[:1], bank120.filters, 20)
+    np.testing.assert_allclose(oa[:1], ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
+def test_sinusoid_peaks_in_nearest_bin_with_expected_amplitude(bank120):
+    fs, S, A = 120.0, 3000, 2.0
+    n = np.arange(S)
+    for f0 in (bank120.freqs[12], bank120.freqs[25], 9.3):
+        x = (A * np.cos(2 * np.pi * f0 * n / fs))[None].astype(np.float32)
+        out = vqt(x, bank120, 20)[0]                             # (F, T')
+        prof = out[:, 2:-2].mean(1)
+        nearest = np.argmin(np.abs(np.log(bank120.freqs) - np.log(f0)))
+        assert np.argmax(prof) == nearest
+        # |y| = A/2 |H(w0) e^{iw0 n} + H(-w0) e^{-iw0 n}|, H the filter's DTFT
+        h = bank120.filters[nearest].astype(np.complex128)
+        k = np.arange(h.size)
+        Hp = abs(np.sum(h * np.exp(-2j * np.pi * f0 / fs * k)))
+        Hm = abs(np.sum(h * np.exp(2j * np.pi * f0 / fs * k)))
+        assert abs(prof[nearest] - A / 2 * Hp) <= A / 2 * Hm + 1e-3 * A
+        if f0 == bank120.freqs[12]:            # on a bin centre the unit-L1 filter has gain ~1
+            assert prof[nearest] == pytest.approx(A / 2, rel=0.03)
+
+
+def test_valid_length_and_time_axis():
+    # reference numbers (algorithms.md 7.2): W=481, ds=20
+    assert output_length(1000, 481, 20) == 26
+    assert output_length(2000, 481, 20) == 76
+    x = time_axis(1000, 481, 20)
+    assert x.shape == (26,)
+    assert x[0] == 249.5 and x[1] == 269.5
+    S, W, ds = 1000, 481, 20
+    L = S - W + 1
+    m = np.arange(L // ds)
+    np.testing.assert_allclose(x[:L // ds], (W - 1) / 2 + m * ds + (ds - 1) / 2)
+    # last partial block (S = 1013: 533 samples = 26 blocks + 13): mean of its centres
+    x2 = time_axis(1013, W, ds)
+    assert x2.shape == (27,) and output_length(1013, W, ds) == 27
+    assert x2[-1] == pytest.approx((W - 1) / 2 + 26 * ds + (13 - 1) / 2)
+    assert output_length(1000, 481, 20, "same") == 50
+    xs = time_axis(1000, 481, 20, "same")
+    assert xs[0] == pytest.approx(9.5)          # odd W, 'same': sample m labelled m
+
+
+def test_too_short_signal_fails_clearly(bank120):
+    with pytest.raises(SpectrogramError, match=r"session s1, video 2.*400 frames.*481"):
+        plan_vqt(bank120, 400, 20, label="session s1, video 2")
+    # 'same' padding works on a short signal
+    out = vqt(np.ones((1, 400), np.float32), bank120, 20, padding="same")
+    assert out.shape == (1, 36, 20)
+
+
+@pytest.mark.parametrize("engine", ["direct", "fft"])
+def test_batching_does_not_change_results(small_bank, engine):
+    x = _signals(5, 1600, 60.0, seed=3)
+    big = plan_vqt(small_bank, 1600, 6, engine=engine).transform(x).numpy()
+    tiny = plan_vqt(small_bank, 1600, 6, engine=engine, max_batch_bytes=1).transform(x).numpy()
+    np.testing.assert_allclose(tiny, big, rtol=1e-5, atol=1e-6 * np.abs(big).max())
+    with pytest.raises(ConfigError, match="engine"):
+        plan_vqt(small_bank, 1600, 6, take_abs=False, engine="fft")
+
+
+def test_device_selection_falls_back(small_bank):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dev = select_device("cuda")
+    assert dev == ("cuda" if torch.cuda.is_available() else "cpu")
+    x = _signals(2, 300, 60.0, seed=4)
+    a = vqt(x, small_bank, 5, device="cpu")
+    b = vqt(x, small_bank, 5, device=dev)
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+    assert select_device("auto") in ("cpu", "cuda")
+    with pytest.raises(ValueError):
+        select_device("tpu")
+
+
+# ----------------------------------------------------------------------- baseband engine
+# The opt-in 'baseband' engine is approximate; its stated tolerance (docs/spectrogram.md)
+# is checked here against the exact 'fft' engine: max error / row max (all bins, times).
+BASEBAND_TOL = 2e-2            # defaults band_eps=1e-5, band_oversample=1 (measured <= 7.7e-3)
+BASEBAND_FINE_TOL = 2e-3       # band_eps=1e-5, band_oversample=4 (measured <= 6.5e-4)
+
+def _mixed_signals(S, fs=120.0, seed=5):
+    """Drift + noise + rhythm rows, a white-noise row and a chirp: the error's worst cases."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(S) / fs
+    x = np.cumsum(rng.standard_normal((4, S)), axis=1) * 0.05 + 0.3 * rng.standard_normal((4, S))
+    x[0] += np.sin(2 * np.pi * 7.0 * t)
+    x[1] = rng.standard_normal(S)
+    x[2] = np.sin(2 * np.pi * (1.0 + 2.0 * t / t[-1]) * 4.0 * t)
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_baseband_engine_within_stated_tolerance(bank120, padding):
+    S = 9013                                                   # several blocks + partial bin
+    x = _mixed_signals(S)
+    exact = plan_vqt(bank120, S, 20, padding=padding, engine="fft").transform(x).numpy()
+    fast = plan_vqt(bank120, S, 20, padding=padding, engine="baseband")
+    assert fast.engine == "baseband"
+    assert max(d for _, d, _, _ in fast.band_groups) > 1        # some filters are decimated
+    out = fast.transform(x).numpy()
+    assert out.shape == exact.shape
+    err = np.abs(out - exact) / np.abs(exact).max(axis=(1, 2), keepdims=True)
+    assert err.max() < BASEBAND_TOL
+    # more oversampling and a lower crop threshold only make it better
+    fine = plan_vqt(bank120, S, 20, padding=padding, engine="baseband", band_eps=1e-5,
+                    band_oversample=4.0).transform(x).numpy()
+    err_fine = np.abs(fine - exact) / np.abs(exact).max(axis=(1, 2), keepdims=True)
+    assert err_fine.max() < min(err.max(), BASEBAND_FINE_TOL)
+
+
+def test_baseband_engine_tracks_a_modulated_rhythm(bank120):
+    # slow envelope on a 5 Hz carrier: a time offset or scale error in the decimated
+    # bookkeeping would show on the bins that carry the rhythm
+    fs, S = 120.0, 6000
+    t = np.arange(S) / fs
+    x = ((1 + 0.8 * np.sin(2 * np.pi * 0.2 * t)) * np.cos(2 * np.pi * 5.0 * t))[None].astype(np.float32)
+    exact = vqt(x, bank120, 20, engine="fft")[0]
+    plan = plan_vqt(bank120, S, 20, engine="baseband")
+    out = plan.transform(x).numpy()[0]
+    strong = exact.max(axis=1) > 0.1 * exact.max()
+    decimation = {int(k): d for ks, d, _, _ in plan.band_groups for k in ks}
+    assert any(decimation[k] >= 4 for k in np.nonzero(strong)[0])
+    np.testing.assert_allclose(out[strong], exact[strong], rtol=0, atol=2e-3 * exact.max())
+
+
+def test_baseband_engine_options(small_bank):
+    x = _signals(5, 1600, 60.0, seed=3)
+    big = plan_vqt(small_bank, 1600, 6, engine="baseband").transform(x).numpy()
+    tiny = plan_vqt(small_bank, 1600, 6, engine="baseband", max_batch_bytes=1).transform(x).numpy()
+    np.testing.assert_allclose(tiny, big, rtol=1e-5, atol=1e-6 * np.abs(big).max())
+    with pytest.raises(ConfigError, match="magnitude"):
+        plan_vqt(small_bank, 1600, 6, take_abs=False, engine="baseband")
+    with pytest.raises(ConfigError, match="band_eps"):
+        plan_vqt(small_bank, 1600, 6, engine="baseband", band_eps=0.0)
+    with pytest.raises(ConfigError, match="band_oversample"):
+        plan_vqt(small_bank, 1600, 6, engine="baseband", band_oversample=0.5)
