@@ -15,8 +15,9 @@ rule spectrogram:
         "logs/benchmarks/spectrogram/{session}.tsv"
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=120,
+        gpu=1,
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
     conda:
         "../envs/facerhythm.yaml"
     script:

@@ -15,8 +15,9 @@ rule tca:
         "logs/benchmarks/tca/{session}.tsv"
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=240,
+        gpu=1,
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 240 * attempt,
     conda:
         "../envs/facerhythm.yaml"
     script:
@@ -38,8 +39,9 @@ rule tca_joint:
         "logs/benchmarks/tca_joint/{group}.tsv"
     threads: 2
     resources:
-        mem_mb=16000,
-        runtime=480,
+        gpu=1,
+        mem_mb=lambda wc, attempt: 16000 * attempt,
+        runtime=lambda wc, attempt: 480 * attempt,
     conda:
         "../envs/facerhythm.yaml"
     script:

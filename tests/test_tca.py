@@ -1,0 +1,385 @@
+"""Tests of the TCA stage (facerhythm_core.tca) on small synthetic tensors."""
+
+import runpy
+import sys
+import types
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import tensorly as tl
+import torch
+
+from facerhythm_core import tca
+from facerhythm_core.errors import TCAError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def planted(shape, rank, seed=0, noise=0.0):
+    """Non-negative rank-`rank` tensor with sparse-ish (well separated) factors."""
+    rng = np.random.default_rng(seed)
+    fac = []
+    for n in shape:
+        f = rng.random((n, rank)) ** 4  # peaky columns: components easy to tell apart
+        fac.append(f)
+    x = np.einsum("ir,jr,kr->ijk", *fac)
+    x = x + noise * x.std() * rng.random(shape)
+    return x, fac
+
+
+def spectros(n_points=5, n_freq=4, lengths=(20, 30), seed=0, complex_=False):
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i, t in enumerate(lengths):
+        a = rng.random((2, n_points, n_freq, t)).astype(np.float32)
+        if complex_:
+            a = (a + 1j * rng.random(a.shape)).astype(np.complex64)
+        out[str(i)] = a
+    return out
+
+
+# --- fitting ---------------------------------------------------------------------
+
+def test_planted_low_rank_tensor_is_recovered():
+    x, fac = planted((25, 10, 60), rank=3, seed=1, noise=0.01)
+    fit = tca.fit_cp(x, rank=3, n_iter_max=300, init="random", tol=1e-7, random_state=0)
+    score, per, perm = tca.factor_match_score(fac, fit.factors)
+    assert score >= 0.95, (score, per)
+    assert sorted(perm.tolist()) == [0, 1, 2]
+    assert all((f >= 0).all() for f in fit.factors)
+    # the tracked error (tensorly's expansion ||X||^2 + ||M||^2 - 2<X, M>, from float32
+    # products) agrees with the exactly recomputed one up to float32 cancellation
+    var = tca.explained_variance(x, fit.weights, fit.factors)
+    assert fit.errors[-1] == pytest.approx(var.rel_error, rel=2e-2)
+    assert fit.errors[-1] < fit.errors[0]
+
+
+def test_torch_engine_matches_tensorly_cp_nn_hals():
+    rng = np.random.default_rng(3)
+    x = rng.random((12, 7, 40))
+    t = torch.as_tensor(x)
+    with tl.backend_context("pytorch"):
+        model = tl.decomposition.CP_NN_HALS(rank=4, n_iter_max=25, init="random",
+                                            tol=1e-12, random_state=5)
+        ref = model.fit_transform(t)
+    ours = tca.fit_cp(x, rank=4, n_iter_max=25, init="random", tol=1e-12, random_state=5,
+                      dtype="float64", engine="torch")
+    assert ours.engine == "torch"
+    for a, b in zip(ref.factors, ours.factors):
+        np.testing.assert_allclose(b, a.numpy(), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(ours.errors, [float(e) for e in model.errors_], rtol=1e-8)
+    # and the same through our tensorly path
+    via_tl = tca.fit_cp(x, rank=4, n_iter_max=25, tol=1e-12, random_state=5,
+                        dtype="float64", engine="tensorly")
+    assert via_tl.engine == "tensorly"
+    for a, b in zip(via_tl.factors, ours.factors):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_svd_init_equivalence_and_stop_rule():
+    x, _ = planted((10, 6, 30), rank=2, seed=4)
+    with tl.backend_context("pytorch"):
+        model = tl.decomposition.CP_NN_HALS(rank=2, n_iter_max=500, init="svd", tol=1e-6)
+        ref = model.fit_transform(torch.as_tensor(x))
+    ours = tca.fit_cp(x, rank=2, n_iter_max=500, init="svd", tol=1e-6, dtype="float64")
+    # tol stops both at the same iteration, long before n_iter_max
+    assert len(ours.errors) == len(model.errors_) < 500
+    for a, b in zip(ref.factors, ours.factors):
+        np.testing.assert_allclose(b, a.numpy(), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("engine,backend", [("torch", "pytorch"), ("tensorly", "pytorch"),
+                                            ("tensorly", "numpy")])
+def test_backend_does_not_leak(engine, backend):
+    x = np.random.default_rng(0).random((6, 5, 8))
+    for outer in ("numpy", "pytorch"):
+        with tl.backend_context(outer):
+            before = tl.get_backend()
+            tca.fit_cp(x, rank=2, n_iter_max=3, engine=engine, backend=backend)
+            assert tl.get_backend() == before == outer
+
+
+@pytest.mark.parametrize("method,extra", [("CP", {}), ("ConstrainedCP", {"non_negative": True}),
+                                          ("RandomizedCP", {"n_samples": 20})])
+def test_other_methods_run_through_tensorly(method, extra):
+    x, _ = planted((8, 6, 20), rank=2, seed=2)
+    fit = tca.fit_cp(x, method=method, rank=2, n_iter_max=20, method_params=extra)
+    assert fit.engine == "tensorly"
+    assert [f.shape for f in fit.factors] == [(8, 2), (6, 2), (20, 2)]
+    var = tca.explained_variance(x, fit.weights, fit.factors)
+    assert var.evr_model > 0.5
+
+
+def test_fit_errors_are_clear():
+    x = np.ones((4, 4, 4))
+    with pytest.raises(TCAError, match="n_samples"):
+        tca.fit_cp(x, method="RandomizedCP", rank=2)
+    with pytest.raises(TCAError, match="torch HALS engine does not support"):
+        tca.fit_cp(x, rank=2, engine="torch", method_params={"normalize_factors": True})
+    bad = x.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(TCAError, match="NaN"):
+        tca.fit_cp(bad, rank=2)
+    with pytest.raises(TCAError, match="method"):
+        tca.fit_cp(x, method="PARAFAC2")
+    # unsupported CP_NN_HALS parameters fall back to tensorly under engine auto
+    fit = tca.fit_cp(np.random.default_rng(0).random((4, 5, 6)), rank=2, n_iter_max=5,
+                     method_params={"normalize_factors": True})
+    assert fit.engine == "tensorly"
+
+
+# --- explained variance ----------------------------------------------------------
+
+def reference_evr(x, factors):
+    """The reference's definition, written out on a copy of the data."""
+    X = x.ravel() - x.mean()
+    out = []
+    for r in range(factors[0].shape[1]):
+        v = np.einsum("i,j,k->ijk", *[f[:, r] for f in factors]).ravel()
+        v = v - v.mean()
+        a = X @ v / (v @ v)
+        out.append(1 - np.var(X - a * v) / np.var(X))
+    return np.array(out)
+
+
+def test_evr_matches_definition_orders_descending_and_leaves_data_alone():
+    x, _ = planted((15, 8, 30), rank=4, seed=7, noise=0.1)
+    x32 = x.astype(np.float32)
+    keep = x32.copy()
+    fit = tca.fit_cp(x32, rank=4, n_iter_max=100, random_state=1)
+    var = tca.explained_variance(x32, fit.weights, fit.factors)
+    np.testing.assert_array_equal(x32, keep)  # reference bug 12: data centred in place
+    np.testing.assert_allclose(var.evr, reference_evr(x32.astype(float), fit.factors),
+                               rtol=1e-6, atol=1e-9)
+    recon = np.einsum("ir,jr,kr->ijk", *fit.factors)
+    resid = x32 - recon
+    assert var.evr_model == pytest.approx(1 - resid.var() / x32.var(), rel=1e-6)
+    assert var.rel_error == pytest.approx(np.linalg.norm(resid) / np.linalg.norm(x32),
+                                          rel=1e-6)
+    ordered, evr, order = tca.order_by_evr(fit, var.evr)
+    assert np.all(np.diff(evr) <= 0)
+    assert sorted(order.tolist()) == [0, 1, 2, 3]
+    np.testing.assert_array_equal(ordered.factors[1], fit.factors[1][:, order])
+    assert np.all((evr >= 0) & (evr <= 1))
+    # components overlap, so their EVRs need not add to the model's, but each is below it
+    assert evr[0] <= var.evr_model + 1e-9
+    # weights are per component and cannot change a squared correlation
+    w = np.array([2.0, 0.5, 3.0, 1.0])
+    scaled = tca.explained_variance(x32, w, [f / w ** (1 / 3) for f in fit.factors])
+    np.testing.assert_allclose(scaled.evr, var.evr, rtol=1e-6)
+    assert scaled.evr_model == pytest.approx(var.evr_model, rel=1e-6)
+
+
+# --- rearrangement ---------------------------------------------------------------
+
+def test_rearrange_modes_give_documented_shapes():
+    data = spectros(n_points=5, n_freq=4, lengths=(20, 30))
+    sep = tca.rearrange_data(data, videos="separate")
+    assert {k: v.shape for k, v in sep.tensors.items()} == {"0": (10, 4, 20), "1": (10, 4, 30)}
+    # (xy points): x rows first, then y rows
+    np.testing.assert_array_equal(sep.tensors["1"][:5], data["1"][0])
+    np.testing.assert_array_equal(sep.tensors["1"][5:], data["1"][1])
+    cat = tca.rearrange_data(data, videos="concatenate")
+    assert cat.tensors["all"].shape == (10, 4, 50)
+    np.testing.assert_array_equal(cat.tensors["all"][..., 20:], sep.tensors["1"])
+    with pytest.raises(TCAError, match="equal time lengths"):
+        tca.rearrange_data(data, videos="stack")
+    st = tca.rearrange_data(data, videos="stack", windows={"0": (0, 19), "1": (5, 24)})
+    assert st.tensors["all"].shape == (2, 10, 4, 20)
+    assert st.layouts["all"].dims == ("video", "(xy points)", "frequency", "time")
+    np.testing.assert_array_equal(st.tensors["all"][1, :5], data["1"][0][..., 5:25])
+    with pytest.raises(TCAError, match="outside"):
+        tca.rearrange_data(data, windows={"0": (0, 20)})
+    with pytest.raises(TCAError, match="complex"):
+        tca.rearrange_data(spectros(complex_=True))
+
+
+def test_complex_unfold_interleaves_and_is_undone():
+    data = spectros(lengths=(6, 4), complex_=True)
+    re = tca.rearrange_data(data, videos="concatenate", complex_unfold=True)
+    t = re.tensors["all"]
+    assert t.shape == (10, 4, 20)
+    a = data["0"].reshape(10, 4, 6)
+    np.testing.assert_array_equal(t[..., 0:12:2], a.real)
+    np.testing.assert_array_equal(t[..., 1:12:2], a.imag)
+    # a "factor" made of time rows comes back complex per video
+    rows = t[3, 2][:, None].astype(np.float32)
+    facs = [np.ones((10, 1)), np.ones((4, 1)), rows]
+    out = tca.unrearrange_factors(facs, re.layouts["all"])
+    np.testing.assert_allclose(out["time"]["1"][:, 0], data["1"].reshape(10, 4, 4)[3, 2])
+    assert out["time"]["0"].shape == (6, 1)
+
+
+def test_unrearranged_factors_have_original_axis_lengths():
+    data = spectros(n_points=6, n_freq=5, lengths=(25, 35), seed=2)
+    common = dict(rank=3, n_iter_max=15, random_state=0)
+    sep = tca.decompose(data, videos="separate", **common)
+    assert list(sep.decompositions) == ["0", "1"]
+    for k, T in (("0", 25), ("1", 35)):
+        f = sep.decompositions[k].factors
+        assert f["points_x"].shape == f["points_y"].shape == (6, 3)
+        assert f["frequency"].shape == (5, 3)
+        assert f["time"].shape == (T, 3)
+        assert np.all(np.diff(sep.decompositions[k].evr) <= 0)
+    cat = tca.decompose(data, videos="concatenate", **common)
+    d = cat.decompositions["all"]
+    assert {k: v.shape for k, v in d.factors["time"].items()} == {"0": (25, 3), "1": (35, 3)}
+    # the split time factor is exactly the fitted one, cut at the video boundary
+    np.testing.assert_array_equal(d.factors["time"]["1"], d.fit.factors[2][25:])
+    np.testing.assert_array_equal(d.factors["points_y"], d.fit.factors[0][6:])
+    st = tca.decompose(data, videos="stack", windows=(0, 24), **common)
+    f = st.decompositions["all"].factors
+    assert f["video"].shape == (2, 3) and f["time"].shape == (25, 3)
+
+
+# --- normalization ---------------------------------------------------------------
+
+def test_normalize_uses_epsilon_and_never_modifies_input():
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 3, 50)).astype(np.float32) * 7
+    x[1, 2] = 3.0  # a constant fibre: the reference gives inf/NaN here
+    keep = x.copy()
+    dims = ("(xy points)", "frequency", "time")
+    y, info = tca.normalize_tensor(x, dims, std_divide=True, dim="time", epsilon=1e-6)
+    np.testing.assert_array_equal(x, keep)
+    assert np.isfinite(y).all() and y.dtype == np.float32
+    assert info["n_constant_fibres"] == 1
+    std = y.std(axis=2, ddof=1)
+    std[1, 2] = 1
+    np.testing.assert_allclose(std, 1, rtol=1e-4)
+    z, _ = tca.normalize_tensor(x, dims, mean_subtract=True, std_divide=True, dim="frequency")
+    np.testing.assert_allclose(z.mean(axis=1), 0, atol=1e-5)
+    same, _ = tca.normalize_tensor(x, dims)
+    assert same is x
+    with pytest.raises(TCAError, match="not an axis"):
+        tca.normalize_tensor(x, dims, std_divide=True, dim="session")
+
+
+# --- joint -----------------------------------------------------------------------
+
+def test_joint_needs_one_point_set():
+    a = spectros(n_points=5, lengths=(20,))
+    b = spectros(n_points=7, lengths=(20,))
+    with pytest.raises(TCAError, match="share one point set"):
+        tca.decompose_joint({"A": a, "B": b}, rank=2, n_iter_max=5)
+
+
+def test_joint_concatenate_and_stack():
+    a = spectros(n_points=5, lengths=(20, 10), seed=1)
+    b = spectros(n_points=5, lengths=(30,), seed=2)
+    res = tca.decompose_joint({"A": a, "B": b}, mode="concatenate", rank=2, n_iter_max=10)
+    time_f = res.decompositions["all"].factors["time"]
+    assert {k: v.shape for k, v in time_f.items()} == {"A/0": (20, 2), "A/1": (10, 2),
+                                                        "B/0": (30, 2)}
+    res = tca.decompose_joint({"A": a, "B": b}, mode="stack", rank=2, n_iter_max=10)
+    f = res.decompositions["all"].factors
+    assert f["session"].shape == (2, 2) and f["time"].shape == (30, 2)
+
+
+# --- files, sweep, script --------------------------------------------------------
+
+def test_rank_sweep_and_h5_round_trip(tmp_path):
+    x, _ = planted((10, 6, 30), rank=2, seed=5, noise=0.01)
+    data = {"0": x.reshape(2, 5, 6, 30).astype(np.float32)}
+    res = tca.decompose(data, rank=2, n_iter_max=40, rank_sweep_ranks=[1, 2],
+                        rank_sweep_seeds=[0, 1])
+    sw = res.decompositions["0"].sweep
+    assert sw["rel_error"].shape == sw["similarity"].shape == (2, 2)
+    assert sw["rel_error"][0].min() > sw["rel_error"][1].min()  # rank 1 fits worse
+    assert np.all(np.nanmax(sw["similarity"], axis=1) == pytest.approx(1.0))
+    path = tmp_path / "tca.h5"
+    with h5py.File(path, "w") as f:
+        tca.write_tca_h5(f, res, frequencies=np.arange(6.0), times={"0": np.arange(30) / 6})
+    back = tca.read_tca_h5(path)
+    d = back["0"]
+    np.testing.assert_allclose(d["factors"]["time"], res.decompositions["0"].factors["time"],
+                               rtol=1e-6)
+    assert d["factors"]["points_x"].shape == (5, 2)
+    np.testing.assert_allclose(d["evr"], res.decompositions["0"].evr)
+    assert d["rank_sweep"]["rel_error"].shape == (2, 2)
+    assert d["times"]["0"].shape == (30,)
+
+
+def test_factor_match_score_is_one_for_a_permuted_copy_only():
+    rng = np.random.default_rng(0)
+    fac = [rng.random((n, 3)) for n in (5, 6, 7)]
+    perm = [2, 0, 1]
+    # rescaling the axes without changing the model (2 * 0.5 * 1) keeps the score at 1
+    scaled = [f[:, perm] * c for f, c in zip(fac, (2.0, 0.5, 1.0))]
+    score, _, p = tca.factor_match_score(fac, scaled)
+    assert score == pytest.approx(1.0)
+    assert [perm[i] for i in p] == [0, 1, 2]
+    # a model scaled as a whole is penalized through the component norms
+    assert tca.factor_match_score(fac, [f * 2 for f in fac])[0] < 0.2
+    other = [rng.random((n, 3)) for n in (5, 6, 7)]
+    assert tca.factor_match_score(fac, other)[0] < 0.9
+
+
+def write_spectrograms(path, data, n_freq):
+    with h5py.File(path, "w") as f:
+        for k, a in data.items():
+            f[f"spectrograms/{k}"] = a
+            f[f"times/{k}"] = np.arange(a.shape[-1]) / 6.0
+        f["frequencies"] = np.geomspace(1, 30, n_freq).astype(np.float32)
+        f["point_positions"] = np.zeros((a.shape[1], 2), np.float32)
+        f.attrs["fs"] = 120.0
+
+
+def run_script(name, tmp_path, inputs, params, out):
+    smk = types.SimpleNamespace(
+        input=types.SimpleNamespace(spectrograms=inputs), output=[str(out)],
+        params=types.SimpleNamespace(**params), log=[str(tmp_path / f"{name}.log")],
+        threads=1, rule=name, wildcards={})
+    scripts = str(REPO / "workflow" / "scripts")
+    sys.path.insert(0, scripts)
+    hook = sys.excepthook
+    try:
+        runpy.run_path(f"{scripts}/{name}.py", init_globals={"snakemake": smk})
+    finally:
+        sys.excepthook = hook
+        sys.path.remove(scripts)
+
+
+CFG = dict(device="cpu", method="CP_NN_HALS", backend="pytorch", rank=2, n_iter_max=10,
+           init="random", tol=1e-9, random_state=0, method_params={}, videos="separate",
+           mean_subtract=False, std_divide=True, normalize_dim="time", epsilon=1e-8,
+           joint={}, rank_sweep={"enabled": False})
+
+
+def test_tca_script_writes_documented_file(tmp_path):
+    spec = tmp_path / "spectrograms.h5"
+    write_spectrograms(spec, spectros(n_points=4, n_freq=3, lengths=(16, 12), seed=3), 3)
+    out = tmp_path / "tca.h5"
+    run_script("tca", tmp_path, str(spec), {"tca": CFG, "session": "s1"}, out)
+    back = tca.read_tca_h5(out)
+    assert set(back) == {"0", "1", "frequencies"}
+    assert back["1"]["factors"]["time"].shape == (12, 2)
+    with h5py.File(out, "r") as f:
+        assert f.attrs["session"] == "s1"
+        assert "provenance" in f
+
+
+def test_tca_joint_script_splits_time_per_session(tmp_path):
+    paths = []
+    for sid, lengths in (("A", (16, 12)), ("B", (20,))):
+        p = tmp_path / f"{sid}.h5"
+        write_spectrograms(p, spectros(n_points=4, n_freq=3, lengths=lengths), 3)
+        paths.append(str(p))
+    out = tmp_path / "joint.h5"
+    run_script("tca_joint", tmp_path, paths,
+               {"tca": CFG, "group": "g", "sessions": ["A", "B"]}, out)
+    back = tca.read_tca_h5(out)
+    t = back["all"]["factors"]["time"]
+    assert {s: {k: v.shape for k, v in d.items()} for s, d in t.items()} == {
+        "A": {"0": (16, 2), "1": (12, 2)}, "B": {"0": (20, 2)}}
+    split = back["all"]["time_split"]
+    assert split["start"].tolist() == [0, 16, 28] and split["stop"].tolist() == [16, 28, 48]
+    assert [s.decode() for s in split["session"]] == ["A", "A", "B"]
+    # a session with another point set is refused with a clear message
+    write_spectrograms(tmp_path / "C.h5", spectros(n_points=6, n_freq=3, lengths=(20,)), 3)
+    with pytest.raises(TCAError, match="share one point set"):
+        run_script("tca_joint", tmp_path, [paths[0], str(tmp_path / "C.h5")],
+                   {"tca": CFG, "group": "g", "sessions": ["A", "C"]}, tmp_path / "x.h5")
+    assert not (tmp_path / "x.h5").exists()

@@ -1,0 +1,43 @@
+"""TCA of one session: results/{session}/spectrograms.h5 -> results/{session}/tca.h5."""
+
+import datetime as dt
+
+from _common import set_threads, setup_logging
+
+log = setup_logging(snakemake)
+set_threads(snakemake.threads)
+
+import h5py  # noqa: E402
+
+from facerhythm_core import tca  # noqa: E402
+from facerhythm_core.device import select_device  # noqa: E402
+from facerhythm_core.io import atomic_output, write_provenance  # noqa: E402
+
+started = dt.datetime.now(dt.timezone.utc)
+cfg = dict(snakemake.params.tca)
+session = snakemake.params.session
+spec = tca.load_spectrograms(snakemake.input.spectrograms)
+log.info("session %s: %d spectrogram(s) %s", session, len(spec.spectrograms),
+         {k: v.shape for k, v in spec.spectrograms.items()})
+sweep = cfg.get("rank_sweep") or {}
+result = tca.decompose(
+    spec.spectrograms,
+    videos=cfg["videos"], complex_unfold=cfg.get("complex_unfold", False),
+    windows=cfg.get("windows"), mean_subtract=cfg["mean_subtract"],
+    std_divide=cfg["std_divide"], normalize_dim=cfg["normalize_dim"], epsilon=cfg["epsilon"],
+    rank_sweep_ranks=sweep.get("ranks") if sweep.get("enabled") else None,
+    rank_sweep_seeds=sweep.get("seeds", [0, 1, 2]),
+    method=cfg["method"], rank=cfg["rank"], n_iter_max=cfg["n_iter_max"], init=cfg["init"],
+    tol=cfg["tol"], random_state=cfg["random_state"], method_params=cfg.get("method_params"),
+    backend=cfg["backend"], device=select_device(cfg["device"]),
+    engine=cfg.get("engine", "auto"), dtype=cfg.get("dtype", "float32"), log_every=25,
+)
+with atomic_output(snakemake.output[0]) as tmp, h5py.File(tmp, "w") as f:
+    f.attrs["session"] = session
+    tca.write_tca_h5(f, result, frequencies=spec.frequencies, times=spec.times,
+                     point_positions=spec.point_positions)
+    write_provenance(f, "tca", params=cfg, inputs=[snakemake.input.spectrograms],
+                     extra={"session": session, "engines": {k: d.fit.engine for k, d in
+                                                            result.decompositions.items()}},
+                     started=started)
+log.info("wrote %s", snakemake.output[0])

@@ -1,0 +1,64 @@
+"""Joint TCA of a group of sessions -> results/joint/{group}/tca.h5.
+
+Every (session, video) element is concatenated along time (``tca.videos`` other than
+``stack``), or each session's videos are joined and the sessions stacked on a leading
+``session`` axis (``tca.videos: stack``). Sessions must share one point set.
+"""
+
+import datetime as dt
+
+from _common import set_threads, setup_logging
+
+log = setup_logging(snakemake)
+set_threads(snakemake.threads)
+
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+
+from facerhythm_core import tca  # noqa: E402
+from facerhythm_core.device import select_device  # noqa: E402
+from facerhythm_core.errors import TCAError  # noqa: E402
+from facerhythm_core.io import atomic_output, write_provenance  # noqa: E402
+
+started = dt.datetime.now(dt.timezone.utc)
+cfg = dict(snakemake.params.tca)
+group = snakemake.params.group
+sessions = list(snakemake.params.sessions)
+paths = list(snakemake.input.spectrograms)
+if len(paths) != len(sessions):
+    raise TCAError(f"joint group {group!r}: {len(sessions)} sessions but {len(paths)} "
+                   "spectrogram files")
+specs = {sid: tca.load_spectrograms(p) for sid, p in zip(sessions, paths)}
+freqs = [s.frequencies for s in specs.values()]
+if any(f.shape != freqs[0].shape or not np.allclose(f, freqs[0]) for f in freqs[1:]):
+    raise TCAError(f"joint group {group!r}: sessions have different spectrogram frequencies; "
+                   "use one spectrogram configuration (fs, f_min, f_max, n_freq_bins) for all")
+mode = "stack" if cfg["videos"] == "stack" else "concatenate"
+log.info("joint group %s (%s): sessions %s", group, mode,
+         {sid: {k: v.shape for k, v in s.spectrograms.items()} for sid, s in specs.items()})
+sweep = cfg.get("rank_sweep") or {}
+result = tca.decompose_joint(
+    {sid: s.spectrograms for sid, s in specs.items()}, mode=mode,
+    complex_unfold=cfg.get("complex_unfold", False), mean_subtract=cfg["mean_subtract"],
+    std_divide=cfg["std_divide"], normalize_dim=cfg["normalize_dim"], epsilon=cfg["epsilon"],
+    rank_sweep_ranks=sweep.get("ranks") if sweep.get("enabled") else None,
+    rank_sweep_seeds=sweep.get("seeds", [0, 1, 2]),
+    method=cfg["method"], rank=cfg["rank"], n_iter_max=cfg["n_iter_max"], init=cfg["init"],
+    tol=cfg["tol"], random_state=cfg["random_state"], method_params=cfg.get("method_params"),
+    backend=cfg["backend"], device=select_device(cfg["device"]),
+    engine=cfg.get("engine", "auto"), dtype=cfg.get("dtype", "float32"), log_every=25,
+)
+times = {f"{sid}/{k}": t for sid, s in specs.items() for k, t in s.times.items()}
+if mode == "stack":  # one time axis per session: its videos' times, joined
+    times = {sid: np.concatenate([s.times[k] for k in s.spectrograms])
+             for sid, s in specs.items() if all(k in s.times for k in s.spectrograms)}
+with atomic_output(snakemake.output[0]) as tmp, h5py.File(tmp, "w") as f:
+    f.attrs["group"] = group
+    f.attrs["joint_mode"] = mode
+    f.create_dataset("sessions", data=sessions, dtype=h5py.string_dtype())
+    tca.write_tca_h5(f, result, frequencies=freqs[0], times=times,
+                     point_positions={sid: s.point_positions for sid, s in specs.items()})
+    write_provenance(f, "tca_joint", params=cfg, inputs=paths,
+                     extra={"group": group, "sessions": sessions, "mode": mode,
+                            **result.extra}, started=started)
+log.info("wrote %s", snakemake.output[0])
