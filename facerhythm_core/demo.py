@@ -65,7 +65,9 @@ def displacement_at(t: float, rhythms: Sequence[Rhythm]) -> np.ndarray:
 
 def render_frames(n_frames: int, fps: float = 120.0, height: int = 240, width: int = 320,
                   rhythms: Sequence[Rhythm] = DEFAULT_RHYTHMS, seed: int = 0,
-                  t0: float = 0.0, noise_sd: float = 2.0) -> Iterator[np.ndarray]:
+                  t0: float = 0.0, noise_sd: float = 2.0,
+                  global_shift: tuple[float, float] = (0.0, 0.0),
+                  global_rotation_deg: float = 0.0) -> Iterator[np.ndarray]:
     """Yield (H, W, 3) uint8 RGB frames of the synthetic face.
 
     Parameters
@@ -81,13 +83,29 @@ def render_frames(n_frames: int, fps: float = 120.0, height: int = 240, width: i
         Time of the first frame in seconds (to continue a session across files).
     noise_sd : float
         Sensor noise standard deviation (gray levels).
+    global_shift : (dx, dy)
+        Moves the whole face (texture and rhythm regions) by this many pixels, after
+        ``global_rotation_deg``: a copy of the animal filmed on another day. A face
+        point (x, y) lands at ``G @ (x, y, 1)`` with ``G = T(c + shift) R T(-c)``,
+        ``c = ((W - 1) / 2, (H - 1) / 2)`` and ``R = [[cos a, -sin a], [sin a, cos a]]``.
+    global_rotation_deg : float
+        Rotation ``a`` of the face about the frame centre, degrees.
     """
     import cv2
 
     tex = face_texture(height, width, seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    weights = [np.exp(-(((xx - r.center[0] * width) ** 2 + (yy - r.center[1] * height) ** 2)
-                        / (2 * (r.radius * width) ** 2))).astype(np.float32) for r in rhythms]
+    centers = [(r.center[0] * width, r.center[1] * height) for r in rhythms]
+    if tuple(global_shift) != (0.0, 0.0) or global_rotation_deg != 0.0:
+        a = np.deg2rad(global_rotation_deg)
+        c = np.array([(width - 1) / 2, (height - 1) / 2])
+        rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        g = np.hstack([rot, (c + np.asarray(global_shift, float) - rot @ c)[:, None]])
+        tex = cv2.warpAffine(tex, g, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        centers = [tuple(g[:, :2] @ np.asarray(ct) + g[:, 2]) for ct in centers]
+    weights = [np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2)
+                        / (2 * (r.radius * width) ** 2))).astype(np.float32)
+               for r, (cx, cy) in zip(rhythms, centers)]
     rng = np.random.default_rng(seed + 1)
     for i in range(n_frames):
         d = displacement_at(t0 + i / fps, rhythms)
@@ -131,11 +149,24 @@ def write_video(path: str | Path, frames: Iterator[np.ndarray], fps: float) -> i
 
 def write_demo_video(path: str | Path, n_frames: int, fps: float = 120.0, height: int = 240,
                      width: int = 320, seed: int = 0, t0: float = 0.0,
-                     rhythms: Sequence[Rhythm] = DEFAULT_RHYTHMS) -> dict:
-    """Render and write a demo video; return its ground truth as a dict."""
-    n = write_video(path, render_frames(n_frames, fps, height, width, rhythms, seed, t0), fps)
-    return {"path": str(path), "n_frames": n, "fps": fps, "height": height, "width": width,
-            "seed": seed, "t0": t0, "rhythms": [asdict(r) for r in rhythms]}
+                     rhythms: Sequence[Rhythm] = DEFAULT_RHYTHMS,
+                     global_shift: tuple[float, float] = (0.0, 0.0),
+                     global_rotation_deg: float = 0.0) -> dict:
+    """Render and write a demo video; return its ground truth as a dict.
+
+    ``global_shift`` and ``global_rotation_deg`` move the whole face (see
+    :func:`render_frames`); they enter the truth only when set.
+    """
+    moved = tuple(global_shift) != (0.0, 0.0) or global_rotation_deg != 0.0
+    n = write_video(path, render_frames(n_frames, fps, height, width, rhythms, seed, t0,
+                                        global_shift=global_shift,
+                                        global_rotation_deg=global_rotation_deg), fps)
+    truth = {"path": str(path), "n_frames": n, "fps": fps, "height": height, "width": width,
+             "seed": seed, "t0": t0, "rhythms": [asdict(r) for r in rhythms]}
+    if moved:
+        truth["global_shift"] = [float(v) for v in global_shift]
+        truth["global_rotation_deg"] = float(global_rotation_deg)
+    return truth
 
 
 def demo_polygons(height: int = 240, width: int = 320) -> dict[str, list[list[float]]]:
@@ -162,4 +193,7 @@ DEMO_VIDEOS: dict[str, dict] = {
     "mouseA_1": dict(n_frames=720, fps=120.0, seed=0, t0=0.0, rhythms=DEFAULT_RHYTHMS),
     "mouseA_2": dict(n_frames=720, fps=120.0, seed=0, t0=6.0, rhythms=DEFAULT_RHYTHMS),
     "mouseB_1": dict(n_frames=960, fps=120.0, seed=1, t0=0.0, rhythms=RHYTHMS_B),
+    # animal A on another day, camera moved: ROIs carried over from session A
+    "mouseA_day2": dict(n_frames=720, fps=120.0, seed=0, t0=0.0, rhythms=DEFAULT_RHYTHMS,
+                        global_shift=(6.5, -4.25), global_rotation_deg=2.0),
 }

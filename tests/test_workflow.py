@@ -40,8 +40,10 @@ def test_dry_run_lists_jobs_per_session(tmp_path):
     wd = make_workdir(tmp_path)
     r = snakemake(wd, "-n", "--quiet", "rules")
     out = r.stdout + r.stderr
-    for rule, count in [("demo_video", 3), ("probe_videos", 2), ("rois", 2), ("track_points", 2),
-                        ("spectrogram", 2), ("tca", 2), ("tca_joint", 1)]:
+    for rule, count in [("demo_video", 4), ("probe_videos", 3), ("rois", 2), ("reference_image", 2),
+                        ("rois_from_template", 1), ("track_points", 3), ("spectrogram", 3), ("tca", 3),
+                        ("tca_joint", 1), ("plot_rois", 3), ("plot_tracking", 3), ("overlay_video", 3),
+                        ("plot_spectrograms", 3), ("plot_tca", 3), ("plot_tca_joint", 1)]:
         line = next((ln for ln in out.splitlines() if ln.split()[:1] == [rule]), None)
         assert line is not None, f"{rule} missing from the dry run:\n{out}"
         assert int(line.split()[1]) == count, line
@@ -58,7 +60,7 @@ def test_bad_config_rejected_before_any_job(tmp_path):
 
 def test_missing_video_rejected_at_dag_build(tmp_path):
     wd = make_workdir(tmp_path, sessions_text="session\tvideos\trois\nm1\tnowhere/video.mp4\tconfig:demo_face\n")
-    cfg = (REPO / "config" / "config.yaml").read_text().replace("demo: [demo_mouseA, demo_mouseB]", "{}")
+    cfg = (REPO / "config" / "config.yaml").read_text().replace("demo: [demo_mouseA, demo_mouseB, demo_mouseA_day2]", "{}")
     (wd / "config" / "config.yaml").write_text(cfg)
     r = snakemake(wd, "-n", check=False)
     assert r.returncode != 0
@@ -76,13 +78,13 @@ def demo_run(tmp_path_factory):
 def test_demo_end_to_end(demo_run):
     wd, _ = demo_run
     res = wd / "results"
-    for s in ("demo_mouseA", "demo_mouseB"):
+    for s in ("demo_mouseA", "demo_mouseB", "demo_mouseA_day2"):
         info = json.loads((res / s / "videos.json").read_text())
         assert info["frame_rate"] == 120.0
         with h5py.File(res / s / "rois.h5") as f:
             n = len(f["point_positions"])
             assert n > 100 and f["tracking_mask"][()].any()
-            assert f["provenance"].attrs["stage"] == "rois"
+            assert f["provenance"].attrs["stage"].startswith("rois")
         with h5py.File(res / s / "tracking.h5") as f:
             keys = sorted(f["points_tracked"])
             assert keys == (["0", "1"] if s == "demo_mouseA" else ["0"])

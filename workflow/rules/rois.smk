@@ -1,4 +1,56 @@
 # Video metadata and ROIs (masks, seed points, example frame) per session.
+# Sessions whose `rois` column says template:ID get the template session's ROIs warped
+# onto their own reference image (docs/alignment.md).
+
+#: defaults of the `alignment` config section (docs/alignment.md); the schema's values win
+ALIGNMENT_DEFAULTS = {
+    "method": "ecc",
+    "constraint": "euclidean",
+    "nonrigid": False,
+    "init_phase_correlation": True,
+    "bandpass": None,
+    "z_threshold": 4.0,
+    "radius_in": 4.0,
+    "radius_out": 20.0,
+    "order": 5,
+    "match_search": True,
+    "all_to_all": False,
+    "on_failure": "error",
+    "ds_factor": 20,
+    "ptile_keep": 10.0,
+    "max_frames": 3600,
+    "clip_limit": 2.0,
+    "grid_size": 20,
+    "vqt": {"q_low_f": 3.5, "q_high_f": 20.0, "f_min": 0.5, "f_max": 60.0, "n_freq_bins": 50,
+            "window_type": "hann", "downsample_factor": 10},
+}
+ALIGNMENT = {**ALIGNMENT_DEFAULTS, **config.get("alignment", {})}
+ALIGNMENT["vqt"] = {**ALIGNMENT_DEFAULTS["vqt"], **(config.get("alignment", {}).get("vqt") or {})}
+
+TEMPLATE_SESSIONS = [s for s in SESSIONS.values() if s.roi_kind == "template"]
+
+
+def _session_regex(ids):
+    return "|".join(re.escape(i) for i in ids) if ids else "$^"
+
+
+def template_siblings(s):
+    """Other sessions that take their ROIs from the same template (match-search nodes)."""
+    return [o.session for o in TEMPLATE_SESSIONS if o.roi_ref == s.roi_ref and o.session != s.session]
+
+
+def template_roi_inputs(wildcards):
+    s = session_of(wildcards)
+    out = {
+        "videos_info": f"{RESULTS}/{s.session}/videos.json",
+        "template_rois": f"{RESULTS}/{s.roi_ref}/rois.h5",
+        "template_reference": f"{RESULTS}/{s.roi_ref}/reference_image.npy",
+        "reference": f"{RESULTS}/{s.session}/reference_image.npy",
+        "others": [],
+    }
+    if ALIGNMENT["match_search"]:
+        out["others"] = [f"{RESULTS}/{o}/reference_image.npy" for o in template_siblings(s)]
+    return out
 
 
 rule probe_videos:
@@ -9,19 +61,23 @@ rule probe_videos:
     params:
         fps=lambda wc: session_of(wc).fps,
         video=config["video"],
+        spectrogram=config["spectrogram"],
+        contiguous=session_contiguous,
     log:
         "logs/probe_videos/{session}.log",
     benchmark:
         "logs/benchmarks/probe_videos/{session}.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=lambda wc, attempt: 10 * attempt,
     script:
         "../scripts/probe_videos.py"
 
 
 rule rois:
+    wildcard_constraints:
+        session=_session_regex([s for s in SESSIONS if SESSIONS[s].roi_kind != "template"]),
     input:
         unpack(roi_inputs),
     output:
@@ -38,7 +94,56 @@ rule rois:
         "logs/benchmarks/rois/{session}.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 10 * attempt,
+    script:
+        "../scripts/make_rois.py"
+
+
+rule reference_image:
+    input:
+        videos=session_videos,
+        videos_info=f"{RESULTS}/{{session}}/videos.json",
+    output:
+        f"{RESULTS}/{{session}}/reference_image.npy",
+    params:
+        alignment=ALIGNMENT,
+        video=config["video"],
+    log:
+        "logs/reference_image/{session}.log",
+    benchmark:
+        "logs/benchmarks/reference_image/{session}.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
+    script:
+        "../scripts/reference_image.py"
+
+
+rule rois_from_template:
+    wildcard_constraints:
+        session=_session_regex([s.session for s in TEMPLATE_SESSIONS]),
+    input:
+        unpack(template_roi_inputs),
+    output:
+        rois=f"{RESULTS}/{{session}}/rois.h5",
+        example=f"{RESULTS}/{{session}}/example_frame.png",
+        qc=f"{RESULTS}/{{session}}/roi_transfer_qc.png",
+    params:
+        source=lambda wc: session_of(wc).rois,
+        template=lambda wc: session_of(wc).roi_ref,
+        others=lambda wc: template_siblings(session_of(wc)) if ALIGNMENT["match_search"] else [],
+        rois=config["rois"],
+        alignment=ALIGNMENT,
+        first_video=lambda wc: session_of(wc).videos[0],
+    log:
+        "logs/rois/{session}.log",
+    benchmark:
+        "logs/benchmarks/rois/{session}.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 20 * attempt,
     script:
         "../scripts/make_rois.py"
