@@ -129,6 +129,7 @@ def all_targets():
             f"{RESULTS}/{s}/tca.h5",
         ]
     out += [f"{RESULTS}/joint/{g}/tca.h5" for g in JOINT]
+    out += report_targets()
     return out
 
 

@@ -1,0 +1,163 @@
+"""Readers shared by the plot_* scripts: stage files (per docs/architecture.md and the
+file-format contract) into the plain arrays that facerhythm_core.plots draws."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import h5py
+import numpy as np
+
+from facerhythm_core.errors import FaceRhythmError
+from facerhythm_core.rois import load_rois_h5
+
+
+def limit_threads(n):
+    """Limit OpenCV (and torch, only if already imported: plots do not need it) to n threads."""
+    import cv2
+
+    n = max(1, int(n))
+    cv2.setNumThreads(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+
+
+def as_list(x):
+    """A Snakemake input entry as a list of paths (a single named file comes as a str)."""
+    return [x] if isinstance(x, str) else list(x)
+
+
+def natural(keys):
+    return sorted(keys, key=lambda s: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)])
+
+
+def read_rois(path):
+    """Example image (H, W, 3), masks {name: (H, W)}, seed points (N, 2), tracking mask."""
+    rois = load_rois_h5(path)
+    with h5py.File(path, "r") as f:
+        tmask = f["tracking_mask"][()].astype(bool) if "tracking_mask" in f else None
+        spacing = f.attrs.get("point_spacing")
+    return {"image": rois.example_image, "masks": rois.masks, "points": rois.point_positions,
+            "tracking_mask": tmask, "point_spacing": None if spacing is None else float(spacing)}
+
+
+def read_videos_info(path):
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def key_offsets(keys, num_frames, frame_rate):
+    """Session start time (s) of each tracked/spectrogram key.
+
+    One key per video (videos tracked separately) -> cumulative video durations; a
+    single key for several videos (contiguous tracking) -> 0.
+    """
+    n = np.asarray(num_frames, np.float64)
+    starts = np.concatenate([[0.0], np.cumsum(n)[:-1]]) / float(frame_rate)
+    if len(keys) == len(n):
+        return [float(s) for s in starts]
+    if len(keys) == 1:
+        return [0.0]
+    raise FaceRhythmError(f"{len(keys)} result keys {list(keys)} for {len(n)} videos: expected "
+                          "one key per video, or a single key (contiguous tracking)")
+
+
+def key_labels(keys, info):
+    """'video N (file name)' per key, or 'all videos' for a single contiguous key."""
+    vids = info["videos"]
+    if len(keys) == len(vids):
+        return [f"video {i + 1}" for i in range(len(keys))]
+    return ["all videos"]
+
+
+def tracking_keys(f):
+    return natural(list(f["points_tracked"].keys()))
+
+
+def violation_matrix(f, key, rows=None):
+    """(T, N) bool violation matrix of a key (optionally only rows [a, b))."""
+    T, N = f["points_tracked"][key].shape[:2]
+    a, b = (0, T) if rows is None else rows
+    out = np.zeros((b - a, N), bool)
+    if "violations" not in f or key not in f["violations"]:
+        return out
+    g = f["violations"][key]
+    r = g["row"][()].astype(np.int64)
+    c = g["col"][()].astype(np.int64)
+    d = g["data"][()].astype(bool) if "data" in g else np.ones(len(r), bool)
+    sel = (r >= a) & (r < b) & d
+    out[r[sel] - a, c[sel]] = True
+    return out
+
+
+def violation_share(f, key):
+    """Fraction of points violating in each frame, (T,)."""
+    T, N = f["points_tracked"][key].shape[:2]
+    if "violations" not in f or key not in f["violations"]:
+        return np.zeros(T)
+    g = f["violations"][key]
+    r = g["row"][()].astype(np.int64)
+    c = g["col"][()].astype(np.int64)
+    d = g["data"][()].astype(bool) if "data" in g else np.ones(len(r), bool)
+    pairs = np.unique(np.stack([r[d], c[d]], 1), axis=0) if d.any() else np.zeros((0, 2), np.int64)
+    return np.bincount(pairs[:, 0], minlength=T)[:T] / max(N, 1)
+
+
+def read_tca(path):
+    """Decompositions of a tca.h5 with joint keys flattened ('session/video').
+
+    Returns
+    -------
+    dict
+        ``decompositions``: {name: {"points_x", "points_y", "frequency", "time" (array or
+        {key: array}), "stack" (array or None), "stack_dim", "stack_names", "evr",
+        "evr_model", "rel_error", "errors", "times" {key: seconds}}}, plus
+        ``frequencies`` and ``point_positions`` (array or {session: array}), ``sessions``.
+    """
+    def flat(g, prefix=""):
+        out = {}
+        for k, v in g.items():
+            if isinstance(v, h5py.Group):
+                out.update(flat(v, f"{prefix}{k}/"))
+            else:
+                out[f"{prefix}{k}"] = v[()]
+        return out
+
+    out = {"decompositions": {}}
+    with h5py.File(path, "r") as f:
+        if "decompositions" not in f:
+            raise FaceRhythmError(f"{path} has no 'decompositions' group; was it written by the TCA stage?")
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in f["decomposition_names"][()]] \
+            if "decomposition_names" in f else natural(list(f["decompositions"]))
+        for name in names:
+            g = f["decompositions"][name]
+            fac = g["factors"]
+            dims = [d.decode() if isinstance(d, bytes) else str(d) for d in g.attrs.get("dims", [])]
+            stack_dim = dims[0] if len(dims) == 4 else None
+            t = fac["time"]
+            d = {
+                "points_x": fac["points_x"][()], "points_y": fac["points_y"][()],
+                "frequency": fac["frequency"][()],
+                "time": flat(t) if isinstance(t, h5py.Group) else t[()],
+                "stack_dim": stack_dim,
+                "stack": fac[stack_dim][()] if stack_dim and stack_dim in fac else None,
+                "stack_names": ([s.decode() if isinstance(s, bytes) else str(s)
+                                 for s in g[f"{stack_dim}_names"][()]]
+                                if stack_dim and f"{stack_dim}_names" in g else None),
+                "evr": g["evr"][()], "errors": g["errors"][()],
+                "evr_model": float(g["evr_model"][()]) if "evr_model" in g else None,
+                "rel_error": float(g.attrs["rel_error"]) if "rel_error" in g.attrs else None,
+                "times": flat(g["times"]) if "times" in g else {},
+                "sweep": (flat(f["rank_sweep"][name])
+                          if "rank_sweep" in f and name in f["rank_sweep"] else None),
+            }
+            out["decompositions"][name] = d
+        out["frequencies"] = f["frequencies"][()] if "frequencies" in f else None
+        pp = f.get("point_positions")
+        out["point_positions"] = (flat(pp) if isinstance(pp, h5py.Group) else
+                                  (pp[()] if pp is not None else None))
+        out["sessions"] = ([s.decode() if isinstance(s, bytes) else str(s) for s in f["sessions"][()]]
+                           if "sessions" in f else None)
+    return out
