@@ -23,3 +23,6 @@ report: demo
 
 clean-demo:
 	rm -rf results logs resources/demo report.html
+
+slurm-profile:
+	@bash tools/install_slurm_profile.sh

@@ -11,8 +11,8 @@ rule demo_video:
         "logs/benchmarks/demo_video/{demo}.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=lambda wc, attempt: 10 * attempt,
     conda:
         "../envs/facerhythm.yaml"
     script:

@@ -15,8 +15,8 @@ rule track_points:
         "logs/benchmarks/track_points/{session}.tsv"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=240,
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 240 * attempt,
     conda:
         "../envs/facerhythm.yaml"
     script:
