@@ -37,6 +37,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
     # keep the real suffix last: some writers (OpenCV, matplotlib) pick the format from it
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
@@ -47,6 +48,25 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temp files of ``path`` left by killed writers (their pid is gone)."""
+    prefix = f".{path.stem}.tmp-"
+    for p in path.parent.glob(f"{prefix}*{path.suffix}"):
+        pid = p.name[len(prefix):len(p.name) - len(path.suffix)]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            p.unlink(missing_ok=True)
 
 
 def file_record(path: str | os.PathLike) -> dict:

@@ -37,3 +37,19 @@ def test_provenance_roundtrip(tmp_path):
     assert prov["params"] == {"a": 1, "b": [1, 2]}
     assert prov["inputs"][0]["size"] == 5 and prov["inputs"][0]["path"].endswith("in.bin")
     assert "numpy" in prov["versions"] and "torch" in prov["versions"]
+
+
+def test_atomic_output_removes_temps_of_killed_writers(tmp_path):
+    import subprocess
+    import sys
+
+    target = tmp_path / "out.h5"
+    # a writer that dies without cleaning up (as after kill -9)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    stale = tmp_path / f".out.tmp-{int(dead.stdout)}.h5"
+    stale.write_text("half")
+    with atomic_output(target) as tmp:
+        tmp.write_text("whole")
+    assert not stale.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5"]

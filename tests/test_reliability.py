@@ -1,0 +1,99 @@
+"""Failure behaviour of the real workflow: keep-going, kill -9 and resume, nothing half-written."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from test_workflow import REPO, SNAKEMAKE, snakemake
+
+CONFIG = """
+sessions: config/sessions.tsv
+roi_sets:
+  face:
+    face: [[60, 50], [260, 50], [260, 190], [60, 190]]
+tracking:
+  progress_every: 50
+"""
+
+
+def workdir(tmp: Path, rows: list[str], config: str = CONFIG) -> Path:
+    (tmp / "config").mkdir(parents=True)
+    (tmp / "config" / "config.yaml").write_text(config)
+    (tmp / "config" / "sessions.tsv").write_text("session\tvideos\trois\n" + "".join(r + "\n" for r in rows))
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    from facerhythm_core.demo import write_demo_video
+
+    p = tmp_path_factory.mktemp("vid") / "face.mp4"
+    write_demo_video(p, n_frames=600)
+    return p
+
+
+@pytest.mark.slow
+def test_failing_session_does_not_stop_others(tmp_path, video):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(np.random.default_rng(1).integers(0, 255, 4000, dtype=np.uint8).tobytes())
+    wd = workdir(tmp_path / "wd", [f"bad\t{junk}\tconfig:face", f"good\t{video}\tconfig:face"])
+    r = snakemake(wd, "-j2", "--keep-going", "results/bad/rois.h5", "results/good/rois.h5", check=False)
+    assert r.returncode != 0
+    assert (wd / "results/good/rois.h5").exists()
+    assert not (wd / "results/bad").exists() or not list((wd / "results/bad").iterdir())
+    log = (wd / "logs/probe_videos/bad.log").read_text()
+    assert "junk.mp4" in log and "valid video file" in log
+    summary = (wd / "logs/run_summary.tsv").read_text().splitlines()
+    row = next(ln for ln in summary if ln.startswith("bad\tprobe_videos"))
+    assert "\tfailed\t" in row and "junk.mp4" in row
+    assert any(ln.startswith("good\trois\tdone") for ln in summary)
+
+
+def _tracks(path):
+    with h5py.File(path) as f:
+        return {k: f["points_tracked"][k][()] for k in f["points_tracked"]}
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_incomplete_gives_identical_output(tmp_path, video):
+    rows = [f"m1\t{video}\tconfig:face"]
+    target = "results/m1/tracking.h5"
+    ref = workdir(tmp_path / "ref", rows)
+    snakemake(ref, "-j2", target)
+
+    wd = workdir(tmp_path / "killed", rows)
+    snakemake(wd, "-j2", "results/m1/rois.h5")
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(wd), "-j2", target]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    log = wd / "logs/track_points/m1.log"
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline:  # kill once tracking is under way
+            if log.exists() and "frame 100/" in log.read_text():
+                break
+            assert proc.poll() is None, "tracking finished before it could be killed"
+            time.sleep(0.2)
+        else:
+            pytest.fail("tracking never reported progress")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (wd / target).exists(), "a killed job left a file under the final name"
+    assert list((wd / "results/m1").glob(".tracking.tmp-*.h5")), "the killed writer's temp file is expected"
+
+    snakemake(wd, "--unlock")  # a killed Snakemake leaves its lock, as documented in the README
+    snakemake(wd, "-j2", "--rerun-incomplete", target)
+    a, b = _tracks(ref / target), _tracks(wd / target)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(a[k], b[k])
+    assert not list((wd / "results/m1").glob(".tracking.tmp-*")), "stale temp file not cleaned"
