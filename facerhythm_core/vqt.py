@@ -8,6 +8,10 @@ convolution with 'valid' or 'same' cropping, then block averaging by
 (``avg_pool1d(ceil_mode=True)``). Rows go through in blocks of output time, so memory
 does not grow with the signal length.
 
+Engines: 'fft' (overlap-save, the CPU default) and 'direct' (strided ``conv1d``) give the
+same numbers; 'baseband' (opt-in) evaluates each filter at a reduced rate from a cropped
+band of its spectrum, faster but approximate (stated tolerance in docs/spectrogram.md).
+
 Deliberate differences from the reference (each can be switched back for comparison):
 
 - ``carrier_fix=True``: the carrier runs at exactly ``f_k`` (the reference's is
@@ -465,7 +469,8 @@ class VQTPlan:
                 X = torch.fft.fft(seg.reshape(nr * nk, N), n=N)          # (b, N) complex
                 r = torch.empty((nr * nk, F, B), device=xt.device, dtype=torch.float32)
                 for ks, D, idx, coef in self.band_groups:
-                    z = torch.fft.ifft(X[:, idx] * coef, dim=-1)[..., :B * ds // D]
+                    band = X[:, None, :] if D == 1 else X[:, idx]         # D = 1: no gather
+                    z = torch.fft.ifft(band * coef, dim=-1)[..., :B * ds // D]
                     a = torch.view_as_real(z).square().sum(-1).sqrt_()   # |z|, faster than abs
                     r[:, ks] = a.reshape(nr * nk, len(ks), B, ds // D).mean(-1)
                 r = r.reshape(nr, nk, F, B).permute(0, 2, 1, 3).reshape(nr, F, nk * B)
@@ -499,7 +504,7 @@ def _band_groups(h: np.ndarray, N: int, ds: int, j0: int, eps: float, oversample
         a = int(first) - (M - width) // 2                    # centre the run in the band
         # signed start: the bins are then the band's true frequencies, which matters for
         # the half-sample shift (D even) of the band-limited samples
-        a = (a + N // 2) % N - N // 2
+        a = (a + N // 2) % N - N // 2 if D > 1 else 0          # D = 1: all bins, in order
         b = a + np.arange(M)
         c = H[k, b % N] * np.exp(2j * np.pi * b * (j0 + (D - 1) / 2) / N) / D
         plan.setdefault(D, []).append((k, b % N, c))
