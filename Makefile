@@ -4,7 +4,7 @@
 VENV ?= .venv
 JOBS ?= 4
 
-.PHONY: setup demo test dryrun report clean-demo bench slurm-profile
+.PHONY: setup demo test dryrun report clean-demo bench bench-smoke bench-report slurm-profile
 
 setup:
 	@bash tools/setup_env.sh
@@ -26,3 +26,15 @@ clean-demo:
 
 slurm-profile:
 	@bash tools/install_slurm_profile.sh
+
+# Speed and fidelity against face-rhythm 0.3.3 (slow, not CI; see benchmarks/README.md)
+bench: setup
+	bash benchmarks/setup_reference_venv.sh
+	$(VENV)/bin/python benchmarks/bench.py --no-setup
+
+bench-smoke: setup
+	bash benchmarks/setup_reference_venv.sh
+	$(VENV)/bin/python benchmarks/bench.py --smoke --no-setup
+
+bench-report:
+	$(VENV)/bin/python benchmarks/compare.py

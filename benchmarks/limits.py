@@ -1,0 +1,137 @@
+"""Physical limits of the tracking stage's parts on this machine.
+
+Measures, on one video and one thread of work each:
+
+- raw decode rate: torchcodec ``VideoDecoder`` over consecutive frames in batches (RGB uint8);
+- gray conversion (equal-weight channel mean, truncated, as the reference);
+- CLAHE at the reference's parameters (clipLimit 40, 150 x 150 tile grid);
+- pyramidal LK at the reference's pipeline parameters (winSize 20, maxLevel 2,
+  criteria (EPS|COUNT, 2, 0.03)) on N points, frame to frame;
+- where facerhythm_core is importable (our venv), our streaming reader
+  ``iter_frame_chunks(gray=True)`` (decode + gray in its producer thread).
+
+Standalone (numpy, cv2, torchcodec only) so it runs under either venv: the OpenCV
+version differs (ours 5.x, the reference's 4.x) and LK/CLAHE speed may too.
+
+    python limits.py VIDEO --points inputs.h5 --frames 600 --out limits.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+
+def _gray(rgb_nhwc: np.ndarray) -> np.ndarray:
+    # floor((r+g+b)/3) in integers equals the reference's truncated float32 mean
+    return (rgb_nhwc.astype(np.uint16).sum(axis=-1) // 3).astype(np.uint8)
+
+
+def measure(video: str, points: np.ndarray | None, mask: np.ndarray | None, n_frames: int = 600,
+            ours_reader: bool = False,
+            batch: int = 128, win: int = 20, max_level: int = 2, iters: int = 2, eps: float = 0.03,
+            clip_limit: float = 40.0, grid: int = 150) -> dict:
+    import cv2
+    from torchcodec.decoders import VideoDecoder
+
+    dec = VideoDecoder(video, dimension_order="NHWC", seek_mode="exact")
+    n = min(n_frames, len(dec))
+    t0 = time.perf_counter()
+    frames = []
+    for s in range(0, n, batch):
+        frames.append(dec.get_frames_in_range(s, min(s + batch, n)).data.numpy())
+    t_decode = time.perf_counter() - t0
+    rgb = np.concatenate(frames)
+
+    t0 = time.perf_counter()
+    gray = np.stack([_gray(f) for f in rgb])
+    assert np.array_equal(gray[0], rgb[0].astype(np.float32).mean(-1).astype(np.uint8))
+    t_gray = time.perf_counter() - t0
+    if mask is not None:
+        gray = gray * mask[None].astype(np.uint8)
+
+    clahe = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(grid, grid))
+    t0 = time.perf_counter()
+    eq = np.stack([clahe.apply(g) for g in gray])
+    t_clahe = time.perf_counter() - t0
+
+    if points is None:
+        h, w = gray.shape[1:]
+        ys, xs = np.mgrid[20:h - 20:15, 20:w - 20:15]
+        points = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)
+    p = points.astype(np.float32).reshape(-1, 1, 2)
+    crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iters, eps)
+    t0 = time.perf_counter()
+    q = p
+    for i in range(1, n):
+        q, st, err = cv2.calcOpticalFlowPyrLK(eq[i - 1], eq[i], q, None, winSize=(win, win),
+                                              maxLevel=max_level, criteria=crit)
+    t_lk = time.perf_counter() - t0
+
+    # our own streaming reader (decode + gray in a producer thread), where importable
+    t_reader = None
+    try:
+        if not ours_reader:
+            raise ImportError("not asked for")
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from facerhythm_core.video import iter_frame_chunks
+
+        t0 = time.perf_counter()
+        for _ in iter_frame_chunks(video, chunk_size=128, gray=True, stop=n):
+            pass
+        t_reader = time.perf_counter() - t0
+    except ImportError:
+        pass
+
+    rate = lambda t, k: k / t if t > 0 else float("inf")
+    out = dict(
+        video=video, frames=int(n), height=int(gray.shape[1]), width=int(gray.shape[2]),
+        n_points=int(p.shape[0]), cv2_version=cv2.__version__, cv2_threads=cv2.getNumThreads(),
+        decode_fps=rate(t_decode, n), gray_fps=rate(t_gray, n), clahe_fps=rate(t_clahe, n),
+        lk_fps=rate(t_lk, n - 1),
+        ours_reader_gray_fps=None if t_reader is None else rate(t_reader, n),
+    )
+    # serial floor of a one-thread tracker: decode + gray + CLAHE + LK per frame
+    per = 1 / out["decode_fps"] + 1 / out["gray_fps"] + 1 / out["clahe_fps"] + 1 / out["lk_fps"]
+    out["serial_floor_fps"] = 1 / per
+    # with decoding overlapped on a second core, the floor is the slower of the two lanes
+    out["overlapped_floor_fps"] = 1 / max(1 / out["decode_fps"],
+                                          1 / out["gray_fps"] + 1 / out["clahe_fps"] + 1 / out["lk_fps"])
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("video")
+    ap.add_argument("--points", help="inputs.h5 with point_positions and tracking_mask")
+    ap.add_argument("--frames", type=int, default=600)
+    ap.add_argument("--threads", type=int, default=0, help="cv2.setNumThreads (0 = leave)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--ours-reader", action="store_true",
+                    help="also time facerhythm_core's iter_frame_chunks (our venv only)")
+    a = ap.parse_args(argv)
+    points = mask = None
+    if a.points:
+        import h5py
+
+        with h5py.File(a.points, "r") as f:
+            points = f["point_positions"][()]
+            mask = f["tracking_mask"][()].astype(bool)
+    if a.threads:
+        import cv2
+
+        cv2.setNumThreads(a.threads)
+    res = measure(a.video, points, mask, n_frames=a.frames, ours_reader=a.ours_reader)
+    with open(a.out, "w") as f:
+        json.dump(res, f, indent=2)
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
