@@ -514,6 +514,16 @@ def fit_cp(tensor, method: str = "CP_NN_HALS", rank: int = 10, n_iter_max: int =
         raise TCAError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     if int(rank) < 1:
         raise TCAError(f"rank must be >= 1, got {rank}")
+    # a rank above the shortest data axis ((xy points), frequency, time) gives degenerate,
+    # non-unique factors: say which axis is too short and how to fix it. A stacked
+    # video/session axis (leading, short by nature) is exempt.
+    shape = tuple(int(n) for n in tensor.shape)
+    data_axes = list(range(max(0, len(shape) - 3), len(shape)))
+    if int(rank) > min(shape[a] for a in data_axes):
+        ax = min(data_axes, key=lambda a: shape[a])
+        raise TCAError(f"rank {rank} is larger than axis {ax} of the tensor {shape} "
+                       f"({shape[ax]} entries); choose tca.rank <= {shape[ax]}, or give that "
+                       "axis more entries (longer videos or videos: concatenate for time)")
     params = dict(method_params or {})
     _check_method_params(method, params)
     if np.iscomplexobj(tensor) if isinstance(tensor, np.ndarray) else torch.is_complex(tensor):

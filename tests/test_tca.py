@@ -383,3 +383,14 @@ def test_tca_joint_script_splits_time_per_session(tmp_path):
         run_script("tca_joint", tmp_path, [paths[0], str(tmp_path / "C.h5")],
                    {"tca": CFG, "group": "g", "sessions": ["A", "C"]}, tmp_path / "x.h5")
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_rank_larger_than_an_axis_is_a_clear_error():
+    from facerhythm_core.errors import TCAError
+    from facerhythm_core.tca import fit_cp
+
+    x = np.random.default_rng(0).random((20, 6, 4)).astype(np.float32)
+    with pytest.raises(TCAError, match=r"rank 5 is larger than axis 2 of the tensor \(20, 6, 4\)"):
+        fit_cp(x, rank=5, n_iter_max=2)
+    fit = fit_cp(x, rank=4, n_iter_max=2)
+    assert fit.factors[2].shape == (4, 4)
