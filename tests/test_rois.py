@@ -143,3 +143,10 @@ def test_build_session_rois(tmp_path):
                             point_positions=np.array([[10, 10], [70, 3]], np.float32)))
     with pytest.raises(ROIError, match="outside"):
         build_session_rois(str(f2), (48, 64), roi_file=str(f2))
+
+
+def test_empty_mask_in_file_is_a_clear_error(tmp_path):
+    f = tmp_path / "empty.h5"
+    save_rois_h5(f, ROISet(masks={"m": np.zeros((30, 40), bool)}, example_image=np.zeros((30, 40, 3), np.uint8)))
+    with pytest.raises(ROIError, match="empty"):
+        build_session_rois(str(f), (30, 40), roi_file=str(f), point_rois=[0])

@@ -140,3 +140,13 @@ def test_session_checks(tmp_path, demo_video):
     assert probe_session([path], fps_clamp=100.0).frame_rate == 100.0
     with pytest.raises(VideoError, match="at least one"):
         probe_session([])
+
+
+def test_zero_frame_video(tmp_path):
+    import cv2
+
+    p = tmp_path / "zero.mp4"
+    w = cv2.VideoWriter(str(p), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (64, 48))
+    w.release()  # a container with no frame in it
+    with pytest.raises(VideoError, match="zero.mp4"):
+        probe_video(p)
