@@ -1176,3 +1176,19 @@ def read_tca_h5(path: str | Path) -> dict:
         if "frequencies" in f:
             out["frequencies"] = f["frequencies"][()]
     return out
+
+
+def options_from_config(cfg: Mapping, device: str) -> dict:
+    """Keyword arguments of :func:`decompose` / :func:`decompose_joint` from the config's
+    ``tca`` section (everything but the per-session ``videos``/``windows`` choice)."""
+    sweep = cfg.get("rank_sweep") or {}
+    return dict(
+        complex_unfold=cfg.get("complex_unfold", False), mean_subtract=cfg["mean_subtract"],
+        std_divide=cfg["std_divide"], normalize_dim=cfg["normalize_dim"], epsilon=cfg["epsilon"],
+        rank_sweep_ranks=sweep.get("ranks") if sweep.get("enabled") else None,
+        rank_sweep_seeds=sweep.get("seeds", [0, 1, 2]),
+        method=cfg["method"], rank=cfg["rank"], n_iter_max=cfg["n_iter_max"], init=cfg["init"],
+        tol=cfg["tol"], random_state=cfg["random_state"], method_params=cfg.get("method_params"),
+        backend=cfg["backend"], device=device,
+        engine=cfg.get("engine", "auto"), dtype=cfg.get("dtype", "float32"), log_every=25,
+    )

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
-import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .errors import ConfigError, ROIError, VideoError
+from .video import run_ahead
 
 logger = logging.getLogger(__name__)
 
@@ -660,54 +659,6 @@ def violations_to_coo(violations: Mapping[int, np.ndarray], shape: tuple[int, in
 
 # --------------------------------------------------------------------------- streaming helpers
 
-def _threaded(gen: Iterator, maxsize: int = 1) -> Iterator:
-    """Run a generator in a background thread, ``maxsize`` items ahead."""
-    q: queue.Queue = queue.Queue(maxsize=max(1, maxsize))
-    stop = threading.Event()
-    end = object()
-
-    def work():
-        try:
-            for item in gen:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(end)
-        except BaseException as exc:  # hand errors to the consumer
-            q.put(exc)
-        finally:
-            close = getattr(gen, "close", None)
-            if close is not None and stop.is_set():
-                try:
-                    close()
-                except Exception:  # pragma: no cover
-                    pass
-
-    t = threading.Thread(target=work, name="track-preprocess", daemon=True)
-    t.start()
-    try:
-        while True:
-            item = q.get()
-            if item is end:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while t.is_alive():
-            try:
-                q.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        t.join()
-
-
 _PIECE = 32  # frames per preprocessed piece
 
 
@@ -890,7 +841,7 @@ def track_stream(chunks: Iterable[tuple[int, np.ndarray]], point_positions: np.n
             for a in range(0, len(fr), _PIECE):
                 yield s + a, prep.process_chunk(fr[a:a + _PIECE])
 
-    frames_iter = _threaded(prepped(), maxsize=1) if preprocess_ahead else prepped()
+    frames_iter = run_ahead(prepped(), maxsize=1, name="track-preprocess") if preprocess_ahead else prepped()
     B, A = params.frames_halted_before, params.frames_halted_after
     cache = _FrameCache(frames_iter, first=start, lookback=B + 2)
 

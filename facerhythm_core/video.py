@@ -255,6 +255,58 @@ def _decode_sequential(dec, path: str, start: int, stop: int, n: int,
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
+def run_ahead(gen: Iterator, maxsize: int = 1, name: str = "run-ahead") -> Iterator:
+    """Run a generator in a background thread, ``maxsize`` items ahead.
+
+    Errors raised in the thread are re-raised in the consumer; closing the returned
+    iterator early stops the thread and closes ``gen``.
+    """
+    q: queue.Queue = queue.Queue(maxsize=max(1, maxsize))
+    stop = threading.Event()
+    end = object()
+
+    def work():
+        try:
+            for item in gen:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(end)
+        except BaseException as exc:  # hand errors to the consumer
+            q.put(exc)
+        finally:
+            close = getattr(gen, "close", None)
+            if close is not None and stop.is_set():
+                try:
+                    close()
+                except Exception:  # pragma: no cover
+                    pass
+
+    t = threading.Thread(target=work, name=name, daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        t.join()
+
+
 def iter_frame_chunks(path: str | Path, chunk_size: int = 128, gray: bool = True,
                       start: int = 0, stop: int | None = None, device: str = "cpu",
                       prefetch: int = 2) -> Iterator[tuple[int, np.ndarray]]:
@@ -290,63 +342,23 @@ def iter_frame_chunks(path: str | Path, chunk_size: int = 128, gray: bool = True
     if not 0 <= start <= stop:
         raise ValueError(f"frame range [{start}, {stop}) is outside video {path} ({n} frames)")
 
-    q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
-    stop_event = threading.Event()
-    _END = object()
+    def chunks():
+        # Always decode from frame 0 and never seek: on some H.264 files torchcodec's
+        # seeks land a few frames early. Frames before `start` are decoded and dropped.
+        last = None
+        state: dict = {}
+        for s in range(0, start, chunk_size):
+            last = _decode_sequential(dec[0], path, s, min(s + chunk_size, start), n, last, state)[-1]
+        for s in range(start, stop, chunk_size):
+            e = min(s + chunk_size, stop)
+            frames = _decode_sequential(dec[0], path, s, e, n, last, state)
+            if len(frames) != e - s:
+                raise VideoError(f"{path}: expected {e - s} frames at {s}, decoded {len(frames)}")
+            last = frames[-1]
+            yield s, (to_gray(frames) if gray else frames)
 
-    def producer():
-        try:
-            # Always decode from frame 0 and never seek: on some H.264 files torchcodec's
-            # seeks land a few frames early. Frames before `start` are decoded and dropped.
-            last = None
-            state: dict = {}
-            pos = 0
-            if start > 0:
-                for s in range(0, start, chunk_size):
-                    e = min(s + chunk_size, start)
-                    last = _decode_sequential(dec[0], path, s, e, n, last, state)[-1]
-                    if stop_event.is_set():
-                        return
-                pos = start
-            for s in range(pos, stop, chunk_size):
-                if stop_event.is_set():
-                    return
-                e = min(s + chunk_size, stop)
-                frames = _decode_sequential(dec[0], path, s, e, n, last, state)
-                if len(frames) != e - s:
-                    raise VideoError(f"{path}: expected {e - s} frames at {s}, decoded {len(frames)}")
-                last = frames[-1]
-                if gray:
-                    frames = to_gray(frames)
-                while not stop_event.is_set():
-                    try:
-                        q.put((s, frames), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-            q.put(_END)
-        except BaseException as exc:  # hand the error to the consumer
-            q.put(exc)
-
-    t = threading.Thread(target=producer, name=f"decode:{Path(path).name}", daemon=True)
-    t.start()
-    try:
-        while True:
-            item = q.get()
-            if item is _END:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop_event.set()
-        # drain so a blocked producer can see the stop flag
-        while t.is_alive():
-            try:
-                q.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        t.join()
+    # `yield from` keeps this a generator, so closing it early stops the decode thread
+    yield from run_ahead(chunks(), maxsize=prefetch, name=f"decode:{Path(path).name}")
 
 
 def read_frames(path: str | Path, indices: Sequence[int], gray: bool = False,

@@ -19,19 +19,8 @@ session = snakemake.params.session
 spec = tca.load_spectrograms(snakemake.input.spectrograms)
 log.info("session %s: %d spectrogram(s) %s", session, len(spec.spectrograms),
          {k: v.shape for k, v in spec.spectrograms.items()})
-sweep = cfg.get("rank_sweep") or {}
-result = tca.decompose(
-    spec.spectrograms,
-    videos=cfg["videos"], complex_unfold=cfg.get("complex_unfold", False),
-    windows=cfg.get("windows"), mean_subtract=cfg["mean_subtract"],
-    std_divide=cfg["std_divide"], normalize_dim=cfg["normalize_dim"], epsilon=cfg["epsilon"],
-    rank_sweep_ranks=sweep.get("ranks") if sweep.get("enabled") else None,
-    rank_sweep_seeds=sweep.get("seeds", [0, 1, 2]),
-    method=cfg["method"], rank=cfg["rank"], n_iter_max=cfg["n_iter_max"], init=cfg["init"],
-    tol=cfg["tol"], random_state=cfg["random_state"], method_params=cfg.get("method_params"),
-    backend=cfg["backend"], device=select_device(cfg["device"]),
-    engine=cfg.get("engine", "auto"), dtype=cfg.get("dtype", "float32"), log_every=25,
-)
+result = tca.decompose(spec.spectrograms, videos=cfg["videos"], windows=cfg.get("windows"),
+                       **tca.options_from_config(cfg, select_device(cfg["device"])))
 with atomic_output(snakemake.output[0]) as tmp, h5py.File(tmp, "w") as f:
     f.attrs["session"] = session
     tca.write_tca_h5(f, result, frequencies=spec.frequencies, times=spec.times,

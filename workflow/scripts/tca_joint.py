@@ -36,18 +36,8 @@ if any(f.shape != freqs[0].shape or not np.allclose(f, freqs[0]) for f in freqs[
 mode = "stack" if cfg["videos"] == "stack" else "concatenate"
 log.info("joint group %s (%s): sessions %s", group, mode,
          {sid: {k: v.shape for k, v in s.spectrograms.items()} for sid, s in specs.items()})
-sweep = cfg.get("rank_sweep") or {}
-result = tca.decompose_joint(
-    {sid: s.spectrograms for sid, s in specs.items()}, mode=mode,
-    complex_unfold=cfg.get("complex_unfold", False), mean_subtract=cfg["mean_subtract"],
-    std_divide=cfg["std_divide"], normalize_dim=cfg["normalize_dim"], epsilon=cfg["epsilon"],
-    rank_sweep_ranks=sweep.get("ranks") if sweep.get("enabled") else None,
-    rank_sweep_seeds=sweep.get("seeds", [0, 1, 2]),
-    method=cfg["method"], rank=cfg["rank"], n_iter_max=cfg["n_iter_max"], init=cfg["init"],
-    tol=cfg["tol"], random_state=cfg["random_state"], method_params=cfg.get("method_params"),
-    backend=cfg["backend"], device=select_device(cfg["device"]),
-    engine=cfg.get("engine", "auto"), dtype=cfg.get("dtype", "float32"), log_every=25,
-)
+result = tca.decompose_joint({sid: s.spectrograms for sid, s in specs.items()}, mode=mode,
+                             **tca.options_from_config(cfg, select_device(cfg["device"])))
 times = {f"{sid}/{k}": t for sid, s in specs.items() for k, t in s.times.items()}
 if mode == "stack":  # one time axis per session: its videos' times, joined
     times = {sid: np.concatenate([s.times[k] for k in s.spectrograms])
