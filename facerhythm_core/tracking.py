@@ -418,14 +418,19 @@ class FramePreprocessor:
         if self.use_clahe:
             tw, th = _clahe_tiles(H, W, gx, gy)
             Wp, Hp = tw * gx, th * gy  # the padded size OpenCV works on
+            # OpenCV builds a LUT for every tile of the padded image, but the frame's pixels
+            # interpolate only between tiles up to floor((W-1)/tw + 1/2); the tiles beyond
+            # (up to a whole grid's worth when W % gx is large) are never read
+            Wu = min(Wp, (math.floor((W - 1) / tw + 0.5) + 1) * tw)
+            Hu = min(Hp, (math.floor((H - 1) / th + 0.5) + 1) * th)
         else:
             tw = th = 1
-            Wp, Hp = W, H
+            Wp, Hp = Wu, Hu = W, H
         step = 2 ** int(max_level)
         ax, ay = math.lcm(tw, step), math.lcm(th, step)
         x0 = y0 = 0
-        x1p, y1p = Wp, Hp
-        rx0, ry0, rx1p, ry1p = 0, 0, Wp, Hp  # the region CLAHE is computed on
+        x1p, y1p = Wu, Hu
+        rx0, ry0, rx1p, ry1p = 0, 0, Wu, Hu  # the region CLAHE is computed on
         if crop:
             ys, xs = np.nonzero(mask)
             lk_margin = (max(win_size) // 2 + 3) * step
@@ -433,27 +438,31 @@ class FramePreprocessor:
             my = lk_margin + 2 * th + 2
             x0 = max(0, (int(xs.min()) - mx) // ax * ax)
             y0 = max(0, (int(ys.min()) - my) // ay * ay)
-            x1p = min(Wp, -(-(int(xs.max()) + 1 + mx) // tw) * tw)
-            y1p = min(Hp, -(-(int(ys.max()) + 1 + my) // th) * th)
+            x1p = min(Wu, -(-(int(xs.max()) + 1 + mx) // tw) * tw)
+            y1p = min(Hu, -(-(int(ys.max()) + 1 + my) // th) * th)
             # CLAHE itself only where a tile within one tile holds mask pixels; farther out
             # every fully masked tile maps 0 to the same constant
             rx0 = max(0, (int(xs.min()) - 2 * tw) // tw * tw)
             ry0 = max(0, (int(ys.min()) - 2 * th) // th * th)
-            rx1p = min(Wp, -(-(int(xs.max()) + 1 + 2 * tw) // tw) * tw)
-            ry1p = min(Hp, -(-(int(ys.max()) + 1 + 2 * th) // th) * th)
+            rx1p = min(Wu, -(-(int(xs.max()) + 1 + 2 * tw) // tw) * tw)
+            ry1p = min(Hu, -(-(int(ys.max()) + 1 + 2 * th) // th) * th)
             # OpenCV's bottom/right padding reflects the last rows/columns: if they hold mask
             # pixels, the padded tiles do too
-            if int(xs.max()) >= W - 1 - (Wp - W) - 2 * tw:
-                x1p = rx1p = Wp
-            if int(ys.max()) >= H - 1 - (Hp - H) - 2 * th:
-                y1p = ry1p = Hp
-            too_thin = min(x1p, W) - x0 <= x1p - min(x1p, W) or min(y1p, H) - y0 <= y1p - min(y1p, H)
-            too_thin |= min(rx1p, W) - rx0 <= rx1p - min(rx1p, W) or min(ry1p, H) - ry0 <= ry1p - min(ry1p, H)
-            if too_thin or (x1p - x0) * (y1p - y0) > 0.9 * Wp * Hp:  # not worth it / cannot pad
-                x0, y0, x1p, y1p = 0, 0, Wp, Hp
-        self.cropped = (x0, y0, x1p, y1p) != (0, 0, Wp, Hp)
-        if not self.cropped:
-            rx0, ry0, rx1p, ry1p = 0, 0, Wp, Hp
+            if int(xs.max()) >= W - 1 - (Wu - W) - 2 * tw:
+                x1p = rx1p = Wu
+            if int(ys.max()) >= H - 1 - (Hu - H) - 2 * th:
+                y1p = ry1p = Hu
+            region_thin = (min(rx1p, W) - rx0 <= rx1p - min(rx1p, W)
+                           or min(ry1p, H) - ry0 <= ry1p - min(ry1p, H))
+            too_thin = region_thin or (min(x1p, W) - x0 <= x1p - min(x1p, W)
+                                       or min(y1p, H) - y0 <= y1p - min(y1p, H))
+            if too_thin or (x1p - x0) * (y1p - y0) > 0.9 * Wu * Hu:  # not worth it / cannot pad
+                x0, y0, x1p, y1p = 0, 0, Wu, Hu
+            # CLAHE's cost grows with its tile count, so it is restricted to the region even
+            # when the LK crop (which needs a wide margin) is not worth it
+            if region_thin or (rx1p - rx0) * (ry1p - ry0) > 0.9 * Wu * Hu:
+                rx0, ry0, rx1p, ry1p = x0, y0, x1p, y1p
+        self.cropped = (x0, y0, x1p, y1p) != (0, 0, Wu, Hu)
         self.offset = (x0, y0)
         x1, y1 = min(x1p, W), min(y1p, H)
         self._src = (slice(y0, y1), slice(x0, x1))
@@ -468,7 +477,9 @@ class FramePreprocessor:
             self._rmask = np.ascontiguousarray(mask[self._rsrc], dtype=np.uint8)
             self._pad = (ry1p - ry1, rx1p - rx1)  # bottom/right padding OpenCV would add
             self._partial = (rx0, ry0, rx1, ry1) != (x0, y0, x1, y1)
-            if self.cropped:
+            # our own tile grid (aligned with the full frame's) unless OpenCV sees the whole frame
+            self._manual = self.cropped or self._partial or (Wu, Hu) != (Wp, Hp)
+            if self._manual:
                 # whole tiles of the full frame's tile size
                 grid = ((rx1p - rx0) // tw, (ry1p - ry0) // th)
                 # what a fully masked tile maps to (same tile size, so same clip limit)
@@ -477,7 +488,7 @@ class FramePreprocessor:
             else:
                 grid = (gx, gy)
             self._clahe = cv2.createCLAHE(clipLimit=float(clahe_clip_limit), tileGridSize=grid)
-            self._pad_needed = self.cropped and (self._pad[0] > 0 or self._pad[1] > 0)
+            self._pad_needed = self._manual and (self._pad[0] > 0 or self._pad[1] > 0)
         self.clahe_region = None if self._clahe is None else (rx0, ry0, min(rx1p, W), min(ry1p, H))
 
     def __repr__(self):

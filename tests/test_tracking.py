@@ -101,7 +101,10 @@ def test_mesh_and_relaxation_steps_by_hand():
 
 @pytest.mark.parametrize("box,grid", [((60, 140, 70, 180), (30, 25)), ((150, 239, 200, 319), (30, 25)),
                                       ((60, 140, 70, 180), (7, 5)), ((10, 40, 10, 50), (12, 12)),
-                                      ((150, 233, 200, 300), (30, 25))])
+                                      ((150, 233, 200, 300), (30, 25)),
+                                      # big mask: no LK crop, CLAHE still on a sub-region
+                                      ((30, 200, 40, 260), (150, 150)),
+                                      ((20, 239, 20, 319), (150, 150))])
 def test_cropped_preprocessing_matches_full_frame(box, grid):
     H, W = 240, 320  # not divisible by the tile counts above: exercises OpenCV's padding
     frames = np.stack([shifted(texture(H + 40, W + 40, s), 0, 0) for s in range(3)])
@@ -114,9 +117,20 @@ def test_cropped_preprocessing_matches_full_frame(box, grid):
     h, w = prep.shape
     full = np.stack([preprocess_frame(f, mask, 40.0, grid) for f in frames])[:, oy:oy + h, ox:ox + w]
     diff = np.abs(out.astype(int) - full)
-    assert prep.cropped == (grid != (7, 5))  # huge tiles: cropping is not worth it
+    if grid == (150, 150):  # tiny tiles, large masks: CLAHE on fewer tiles than OpenCV's
+        rx0, ry0, rx1, ry1 = prep.clahe_region
+        assert rx0 > 0 and ry0 > 0  # the 2-tile margin around the mask is inside the frame
+        assert prep.cropped == (box[0] >= 30)  # the whole-frame mask leaves nothing to crop
+    else:  # huge tiles: cropping is not worth it
+        assert prep.cropped == (grid != (7, 5))
     # identical up to float rounding of OpenCV's interpolation weights (+-1, rarely)
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    # no crop: the whole frame, but CLAHE only on the tiles the frame's pixels read
+    p0 = FramePreprocessor(mask, 40.0, grid, crop=False, win_size=(9, 9), max_level=1)
+    assert p0.offset == (0, 0) and p0.shape == (H, W)
+    full0 = np.stack([preprocess_frame(f, mask, 40.0, grid) for f in frames])
+    d0 = np.abs(p0.process_chunk(frames).astype(int) - full0)
+    assert d0.max() <= 1 and (d0 > 0).mean() < 0.01
     # colour input is grayed after cropping, the same way
     rgb = np.stack([frames, frames // 2, frames // 3], -1)
     g = (rgb.astype(np.float32).mean(-1)).astype(np.uint8)  # the reference's formula
