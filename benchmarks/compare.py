@@ -527,6 +527,63 @@ def fidelity_section(out: Path, case_names) -> tuple[list[str], dict]:
     return lines, data
 
 
+def _rss_extrapolation(results: list[dict], stage: str, to_s: float = 3600.0):
+    """Least-squares line of ours' peak RSS against video length -> (slope MB/min, RSS at to_s)."""
+    pts = {}
+    for r in results:
+        if r["status"] != "ok" or r["impl"] != "ours" or r["stage"] != stage:
+            continue
+        if not (r["case"].startswith("scaling_") or r["case"].startswith("synthetic_")):
+            continue
+        if stage != "track" and r["variant"] != "chain":
+            continue
+        dur = float(r["case"].split("_")[1].rstrip("s"))
+        pts.setdefault(dur, []).append(r["peak_rss_mb"])
+    if len(pts) < 2:
+        return None
+    x = np.array(sorted(pts), dtype=float)
+    y = np.array([statistics.median(pts[d]) for d in x])
+    slope, icpt = np.polyfit(x, y, 1)
+    return dict(lengths=x.tolist(), rss=y.tolist(), slope_mb_per_min=60 * slope, at=float(icpt + slope * to_s))
+
+
+def targets_section(summary: dict, results: list[dict]) -> list[str]:
+    """The issues' targets next to what this run measured."""
+    lines = ["| case | tracking frames/s (target >= 4x) | spectrogram (target >= 10x) | TCA | end to end | "
+             "tracking peak RSS, ours / reference |", "|---|---|---|---|---|---|"]
+    for case in sorted({k[0] for k in summary}):
+        def cell(stage):
+            d = summary.get((case, stage))
+            if not d or d.get("speedup_med") is None:
+                return "n/a"
+            return f"{fmt(d['speedup_min'])}x min-time / {fmt(d['speedup_med'])}x median"
+        tr = summary.get((case, "track"), {})
+        lines.append(f"| {case} | {cell('track')} | {cell('spectrogram')} | {cell('tca')} | {cell('e2e')} | "
+                     f"{fmt(tr.get('rss_ratio'))}x |")
+    ex = _rss_extrapolation(results, "track")
+    if ex:
+        lens = ", ".join(f"{int(a)} s: {fmt(b)} MB" for a, b in zip(ex["lengths"], ex["rss"]))
+        if ex["slope_mb_per_min"] > 0:
+            pred = (f"least-squares slope {fmt(ex['slope_mb_per_min'])} MB per minute of video, so a "
+                    f"1-hour video at this size is predicted at {fmt(ex['at'])} MB")
+        else:
+            pred = (f"no growth with length (least-squares slope {fmt(ex['slope_mb_per_min'])} MB per "
+                    f"minute, noise), so a 1-hour video is expected near the largest value seen, "
+                    f"{fmt(max(ex['rss']))} MB")
+        lines += ["", f"Tracking peak RSS against video length (ours, median over runs): {lens}; {pred} "
+                  "(the trajectory goes to the HDF5 file in blocks; memory holds a frame cache "
+                  "for rewinds, the decode queue and the libraries)."]
+    return lines
+
+
+def extra_sections(out: Path) -> list[str]:
+    """Markdown fragments other benchmark scripts left in OUT (e.g. bench_vqt.py --md)."""
+    lines = []
+    for f in sorted(out.glob("extra_*.md")):
+        lines += [f.read_text().rstrip(), ""]
+    return lines
+
+
 def write_markdown(out: Path, md: Path) -> None:
     results = load_results(out)
     info = json.loads((out / "run_info.json").read_text()) if (out / "run_info.json").exists() else {}
@@ -557,10 +614,12 @@ def write_markdown(out: Path, md: Path) -> None:
          "normalization (see benchmarks/cases.py). The machine is shared with other jobs: compare ratios, "
          "taken in the same run, rather than absolute times; process CPU time (user + sys, from wait4) is the "
          "least load-sensitive column.", "",
+         "## Targets at a glance", "", *targets_section(summary, results), "",
          "## Speed and memory per stage", "", *speed, "",
          "## Physical limits of the tracking stage's parts", "", *limits_table(out, case_names), "",
          "## Fidelity", "", *fid, "",
-         "## Scaling with video length (ours)", "", *scaling_section(out, results, md.parent), ""]
+         "## Scaling with video length (ours)", "", *scaling_section(out, results, md.parent), "",
+         *extra_sections(out)]
     md.write_text("\n".join(L))
     print(f"wrote {md}")
 
