@@ -10,8 +10,9 @@ Re-implements face-rhythm 0.3.3 ``VQT_Analyzer`` (see ``docs/spectrogram.md``):
 
 Unlike the reference, the sample rate defaults to the video frame rate, ``f_max`` is
 clamped below Nyquist with a warning, and a whole session is never held in memory:
-points go through in chunks, raw spectrograms are written to the HDF5 dataset and
-rescaled in place once the pooled power ``m(t)`` of the video is known.
+a video that fits a memory budget is transformed, normalised and written at once; a
+longer one goes through in chunks of points, its raw spectrograms written to the HDF5
+dataset and rescaled in place once the pooled power ``m(t)`` of the video is known.
 """
 
 from __future__ import annotations
@@ -89,17 +90,30 @@ def frame_power(spec, spectrogram_exponent: float = 1.0) -> np.ndarray:
     ndarray, float64, shape (T',)
         Divide by the total number of rows (2N) to get the reference's m(t).
     """
-    e = np.abs(spec).astype(np.float64) ** spectrogram_exponent
-    return e.sum(axis=(0, 1))
+    e = np.abs(np.asarray(spec))                    # float32 for float32 / complex64 input
+    if spectrogram_exponent != 1:
+        e = e.astype(np.float64) ** spectrogram_exponent
+    # accumulate in float64 without a float64 copy of the whole chunk
+    return np.add.reduce(e.reshape(-1, e.shape[-1]), axis=0, dtype=np.float64)
+
+
+def normalization_scale(freqs, mean_power, normalization_factor: float = 0.95,
+                        one_over_f_exponent: float = 0.5) -> np.ndarray:
+    """``f**beta / (alpha * m(t) + (1 - alpha))`` as float64, shape (F, T')."""
+    a = float(normalization_factor)
+    den = a * np.asarray(mean_power, dtype=np.float64) + (1 - a)
+    tilt = np.asarray(freqs, dtype=np.float64) ** one_over_f_exponent
+    return tilt[:, None] / den[None, :]
 
 
 def normalize_spectrogram(spec, freqs, mean_power, normalization_factor: float = 0.95,
                           spectrogram_exponent: float = 1.0,
-                          one_over_f_exponent: float = 0.5) -> np.ndarray:
+                          one_over_f_exponent: float = 0.5, out=None) -> np.ndarray:
     """The reference's normalisation (``VQT_Analyzer.transform`` step 3).
 
     ``E = |S|**gamma``; ``S_hat = E / (alpha * m(t) + (1 - alpha)) * f**beta``; complex
-    input keeps its phase.
+    input keeps its phase. The (F, T') factor is formed in float64 and applied in
+    float32 (within 1.5 float32 ulp of an all-float64 evaluation).
 
     Parameters
     ----------
@@ -111,22 +125,30 @@ def normalize_spectrogram(spec, freqs, mean_power, normalization_factor: float =
         m(t): the mean over all 2N rows of the video of ``sum_f |S|**gamma``.
     normalization_factor, spectrogram_exponent, one_over_f_exponent : float
         alpha, gamma, beta.
+    out : ndarray, optional
+        Where to write the result (may be ``spec`` itself, for in-place use).
 
     Returns
     -------
     ndarray, float32 (complex64 for complex input), same shape as ``spec``.
     """
     spec = np.asarray(spec)
-    a = float(normalization_factor)
-    mag = np.abs(spec).astype(np.float64)
-    e = mag ** spectrogram_exponent
-    out = e / (a * np.asarray(mean_power, dtype=np.float64) + (1 - a))
-    if one_over_f_exponent != 0:
-        out = out * (np.asarray(freqs, dtype=np.float64) ** one_over_f_exponent)[:, None]
+    scale = normalization_scale(freqs, mean_power, normalization_factor,
+                                one_over_f_exponent).astype(np.float32)
     if np.iscomplexobj(spec):
-        phase = np.where(mag > 0, spec / np.where(mag > 0, mag, 1), 1)
-        return (out * phase).astype(np.complex64)
-    return out.astype(np.float32)
+        spec = spec.astype(np.complex64, copy=False)
+        mag = np.abs(spec)
+        e = mag if spectrogram_exponent == 1 else (mag.astype(np.float64)
+                                                  ** spectrogram_exponent).astype(np.float32)
+        phase = np.where(mag > 0, spec / np.where(mag > 0, mag, 1), 1).astype(np.complex64)
+        res = np.multiply(e * scale, phase, out=out)
+        return res
+    spec = spec.astype(np.float32, copy=False)
+    if spectrogram_exponent == 1:
+        e = np.abs(spec, out=out) if out is not None else np.abs(spec)
+    else:
+        e = (np.abs(spec).astype(np.float64) ** spectrogram_exponent).astype(np.float32)
+    return np.multiply(e, scale, out=out if out is not None else e)
 
 
 # --------------------------------------------------------------------------- parameters
@@ -233,12 +255,16 @@ def _video_keys(group) -> list[str]:
 
 
 def compute_session_spectrograms(tracking_path, output_path, params: SpectrogramParams | dict | None = None,
-                                 session: str = "session", log: logging.Logger | None = None) -> dict:
+                                 session: str = "session", log: logging.Logger | None = None,
+                                 memory_budget: int = 512 * 2**20) -> dict:
     """Spectrograms of every video of a session, from tracking.h5 to spectrograms.h5.
 
-    Memory is bounded by ``points_per_chunk``: each chunk of points is transformed
-    and its raw spectrogram written to the output dataset while its power is added to
-    the video's m(t); a second pass reads each chunk back and normalises it in place.
+    A video whose spectrogram and tracks fit in ``memory_budget`` bytes is
+    transformed into memory, normalised there and written once. A longer one is
+    streamed: each chunk of ``points_per_chunk`` points is transformed and its raw
+    spectrogram written to the output dataset while its power is added to the
+    video's m(t); a second pass reads each chunk back and normalises it in place.
+    Both give the same file contents.
 
     Parameters
     ----------
@@ -253,6 +279,10 @@ def compute_session_spectrograms(tracking_path, output_path, params: Spectrogram
         Session id, used in messages.
     log : logging.Logger, optional
         Where progress goes (default: this module's logger).
+    memory_budget : int
+        Bytes a video's raw spectrogram plus its tracks may take for the in-memory
+        path; above it the two-pass streaming path bounds memory by
+        ``points_per_chunk``.
 
     Returns
     -------
@@ -333,22 +363,16 @@ def compute_session_spectrograms(tracking_path, output_path, params: Spectrogram
                 dset = g_spec.create_dataset(
                     key, shape=(2, n_pts, bank.n_freq_bins, n_out), dtype=out_dtype,
                     chunks=(1, max(1, min(n_pts, 16)), bank.n_freq_bins, chunk_t) if n_pts else None)
-                power = np.zeros(n_out, dtype=np.float64)
                 tv = time.perf_counter()
-                # pass 1: raw spectrograms + pooled power
-                for a in range(0, n_pts, int(p.points_per_chunk)):
-                    b = min(n_pts, a + int(p.points_per_chunk))
-                    rows = displacement_traces(dset_in[:, a:b, :], home[a:b])
-                    raw = plan.transform(rows).cpu().numpy()
-                    power += frame_power(raw, p.spectrogram_exponent)
-                    dset[:, a:b] = raw.reshape(2, b - a, *raw.shape[1:])
-                m = power / max(1, 2 * n_pts)
-                # pass 2: normalise in place
-                for a in range(0, n_pts, int(p.points_per_chunk)):
-                    b = min(n_pts, a + int(p.points_per_chunk))
-                    dset[:, a:b] = normalize_spectrogram(
-                        dset[:, a:b], bank.freqs, m, p.normalization_factor,
-                        p.spectrogram_exponent, p.one_over_f_exponent)
+                itemsize = np.dtype(out_dtype).itemsize
+                in_memory = (2 * n_pts * bank.n_freq_bins * n_out * itemsize
+                             + T * n_pts * 2 * dset_in.dtype.itemsize) <= memory_budget
+                if in_memory:
+                    m = _video_in_memory(dset_in, home, plan, p, dset, out_dtype)
+                else:
+                    m = _video_streaming(dset_in, home, plan, p, dset)
+                log.info("session %s video %s: %s normalisation", session, key,
+                         "in-memory" if in_memory else "streaming (two-pass)")
                 g_x.create_dataset(key, data=x_axis)
                 g_t.create_dataset(key, data=x_axis / fs)
                 g_m.create_dataset(key, data=m)
@@ -365,6 +389,48 @@ def compute_session_spectrograms(tracking_path, output_path, params: Spectrogram
             write_provenance(out, "spectrogram", params=record, inputs=[tracking_path],
                              extra={"session": session, "summary": summary}, started=started)
     return summary
+
+
+def _video_in_memory(dset_in, home, plan, p: SpectrogramParams, dset, out_dtype) -> np.ndarray:
+    """Whole video in memory: one read, VQT by point chunks, normalise in place, one write."""
+    n_pts = home.shape[0]
+    pts = dset_in[()]
+    raw = np.empty((2, n_pts, plan.bank.n_freq_bins, plan.n_out), dtype=out_dtype)
+    power = np.zeros(plan.n_out, dtype=np.float64)
+    for a in range(0, n_pts, int(p.points_per_chunk)):
+        b = min(n_pts, a + int(p.points_per_chunk))
+        r = plan.transform(displacement_traces(pts[:, a:b, :], home[a:b])).cpu().numpy()
+        power += frame_power(r, p.spectrogram_exponent)
+        raw[:, a:b] = r.reshape(2, b - a, *r.shape[1:])
+    m = power / max(1, 2 * n_pts)
+    for a in range(0, n_pts, int(p.points_per_chunk)):   # chunked: bounded temporaries
+        b = min(n_pts, a + int(p.points_per_chunk))
+        normalize_spectrogram(raw[:, a:b], plan.bank.freqs, m, p.normalization_factor,
+                              p.spectrogram_exponent, p.one_over_f_exponent, out=raw[:, a:b])
+    if raw.size:
+        dset[...] = raw                                   # one write
+    return m
+
+
+def _video_streaming(dset_in, home, plan, p: SpectrogramParams, dset) -> np.ndarray:
+    """Two passes over the output dataset; memory bounded by ``points_per_chunk``."""
+    n_pts = home.shape[0]
+    power = np.zeros(plan.n_out, dtype=np.float64)
+    # pass 1: raw spectrograms + pooled power
+    for a in range(0, n_pts, int(p.points_per_chunk)):
+        b = min(n_pts, a + int(p.points_per_chunk))
+        rows = displacement_traces(dset_in[:, a:b, :], home[a:b])
+        raw = plan.transform(rows).cpu().numpy()
+        power += frame_power(raw, p.spectrogram_exponent)
+        dset[:, a:b] = raw.reshape(2, b - a, *raw.shape[1:])
+    m = power / max(1, 2 * n_pts)
+    # pass 2: normalise in place
+    for a in range(0, n_pts, int(p.points_per_chunk)):
+        b = min(n_pts, a + int(p.points_per_chunk))
+        dset[:, a:b] = normalize_spectrogram(
+            dset[:, a:b], plan.bank.freqs, m, p.normalization_factor,
+            p.spectrogram_exponent, p.one_over_f_exponent)
+    return m
 
 
 def read_spectrograms(path) -> dict:

@@ -183,3 +183,40 @@ def test_short_video_fails_before_any_work(tmp_path):
     W = SpectrogramParams.from_mapping(PARAMS).filter_bank(FS).win_size
     assert "mouse7" in msg and "video 1" in msg and "/data/v1.mp4" in msg
     assert "30 frames" in msg and f"{W} frames" in msg and "Fix" in msg
+
+
+@pytest.mark.parametrize("extra", [{}, {"take_abs": False},
+                                   {"spectrogram_exponent": 2.0, "one_over_f_exponent": 0.0}])
+def test_in_memory_and_streaming_paths_write_the_same_file(tmp_path, caplog, extra):
+    pts, home = _tracks(480, 5, seed=5)
+    trk = tmp_path / "tracking.h5"
+    _write_tracking(trk, [pts, pts[:400] * 1.5 - 0.5 * home], home)
+    cfg = {**PARAMS, "points_per_chunk": 2, **extra}
+    caplog.set_level(logging.INFO)
+    compute_session_spectrograms(trk, tmp_path / "mem.h5", cfg)
+    assert any("in-memory normalisation" in r.message for r in caplog.records)
+    caplog.clear()
+    compute_session_spectrograms(trk, tmp_path / "stream.h5", cfg, memory_budget=0)
+    assert any("streaming (two-pass) normalisation" in r.message for r in caplog.records)
+    mem, stream = read_spectrograms(tmp_path / "mem.h5"), read_spectrograms(tmp_path / "stream.h5")
+    for name in ("spectrograms", "x_axis", "times", "mean_power"):
+        assert sorted(mem[name]) == ["0", "1"]
+        for key in mem[name]:
+            assert mem[name][key].dtype == stream[name][key].dtype
+            np.testing.assert_array_equal(mem[name][key], stream[name][key])
+    # and both are the in-memory reference pipeline
+    p = SpectrogramParams.from_mapping(cfg)
+    spec, _, m = spectrogram_from_tracks(pts, home, p.filter_bank(FS), p)
+    np.testing.assert_allclose(mem["spectrograms"]["0"], spec, rtol=2e-5, atol=1e-7 * np.abs(spec).max())
+    np.testing.assert_allclose(mem["mean_power"]["0"], m, rtol=1e-6)
+
+
+def test_normalization_in_place_equals_copy():
+    rng = np.random.default_rng(2)
+    raw = rng.uniform(0, 2, (2, 3, 4, 9)).astype(np.float32)
+    freqs, m = np.geomspace(1, 20, 4), rng.uniform(0.5, 2, 9)
+    ref = normalize_spectrogram(raw, freqs, m)
+    buf = raw.copy()
+    normalize_spectrogram(buf, freqs, m, out=buf)
+    np.testing.assert_array_equal(buf, ref)
+    assert ref.dtype == np.float32

@@ -300,3 +300,45 @@ def test_baseband_engine_options(small_bank):
         plan_vqt(small_bank, 1600, 6, engine="baseband", band_eps=0.0)
     with pytest.raises(ConfigError, match="band_oversample"):
         plan_vqt(small_bank, 1600, 6, engine="baseband", band_oversample=0.5)
+
+
+# ----------------------------------------------------------------------- scipy-free helpers
+
+def test_hann_windows_equal_the_references_cubic_spline():
+    # the reference: interp1d(cubic) through a 10000-sample scipy hann, at x * W / scale
+    import scipy.interpolate
+    import scipy.signal
+
+    bank = make_vqt_filters(fs=90.0, f_max=40.5)
+    W = bank.win_size
+    mother = scipy.signal.windows.hann(10000, sym=True)
+    xm = np.linspace(0, 1, 10000) - 0.5
+    f = scipy.interpolate.interp1d(xm, mother, kind="cubic", fill_value=0, bounds_error=False)
+    qs = np.geomspace(4.0, 10.0, 36, dtype=np.float32)
+    scales = np.clip(qs * (np.float32(90.0) * (np.float32(1) / bank.freqs)), 1, None).astype(int)
+    grid = np.linspace(0, 1, W) - 0.5
+    ref = np.stack([f(grid * (W / s)) for s in scales]).astype(np.float32)
+    np.testing.assert_allclose(bank.wins, ref, rtol=0, atol=6e-8)
+
+
+def test_numpy_hilbert_and_fast_len_match_scipy():
+    import scipy.fft
+    import scipy.signal
+
+    from facerhythm_core.vqt import _hilbert, _next_fast_len
+
+    x = np.random.default_rng(0).standard_normal((3, 101))
+    for n in (101, 100):
+        np.testing.assert_allclose(_hilbert(x[:, :n]), scipy.signal.hilbert(x[:, :n], axis=1),
+                                   atol=1e-12)
+    for n in list(range(1, 300)) + [3369, 4801, 65537]:
+        assert _next_fast_len(n) == scipy.fft.next_fast_len(n, real=True)
+        assert _next_fast_len(n, (2, 3, 5, 7, 11)) == scipy.fft.next_fast_len(n)
+
+
+def test_fft_engine_default_batch_equals_tiny_and_huge_batches(bank120):
+    x = _signals(5, 3000, 120.0, seed=4)
+    default = plan_vqt(bank120, 3000, 20, engine="fft").transform(x).numpy()
+    for mb in (1, 2**31):
+        other = plan_vqt(bank120, 3000, 20, engine="fft", max_batch_bytes=mb).transform(x).numpy()
+        np.testing.assert_allclose(other, default, rtol=1e-6, atol=1e-7 * default.max())
