@@ -563,16 +563,14 @@ def targets_section(summary: dict, results: list[dict]) -> list[str]:
     ex = _rss_extrapolation(results, "track")
     if ex:
         lens = ", ".join(f"{int(a)} s: {fmt(b)} MB" for a, b in zip(ex["lengths"], ex["rss"]))
-        if ex["slope_mb_per_min"] > 0:
-            pred = (f"least-squares slope {fmt(ex['slope_mb_per_min'])} MB per minute of video, so a "
-                    f"1-hour video at this size is predicted at {fmt(ex['at'])} MB")
-        else:
-            pred = (f"no growth with length (least-squares slope {fmt(ex['slope_mb_per_min'])} MB per "
-                    f"minute, noise), so a 1-hour video is expected near the largest value seen, "
-                    f"{fmt(max(ex['rss']))} MB")
-        lines += ["", f"Tracking peak RSS against video length (ours, median over runs): {lens}; {pred} "
-                  "(the trajectory goes to the HDF5 file in blocks; memory holds a frame cache "
-                  "for rewinds, the decode queue and the libraries)."]
+        lo, hi = min(ex["rss"]), max(ex["rss"])
+        lines += ["", f"Tracking peak RSS against video length (ours, median over runs): {lens}; "
+                  f"spread {fmt(hi - lo)} MB ({fmt(100 * (hi - lo) / lo)} %) over a "
+                  f"{fmt(max(ex['lengths']) / min(ex['lengths']))}x range of lengths. Peak RSS is a "
+                  "high-water mark and varies by tens of MB between runs of one length; see the "
+                  "10-minute run below, if present, for a longer video. (The trajectory goes to the HDF5 "
+                  "file in blocks; memory holds a frame cache for rewinds, the decode queue and the "
+                  "libraries.)"]
     return lines
 
 
@@ -582,6 +580,11 @@ def extra_sections(out: Path) -> list[str]:
     for f in sorted(out.glob("extra_*.md")):
         lines += [f.read_text().rstrip(), ""]
     return lines
+
+
+def _scaling_info(out: Path) -> dict:
+    f = out / "run_info_scaling.json"
+    return json.loads(f.read_text()) if f.exists() else {}
 
 
 def write_markdown(out: Path, md: Path) -> None:
@@ -601,6 +604,9 @@ def write_markdown(out: Path, md: Path) -> None:
          f"- reference: {json.dumps(m.get('reference_versions', {}))}",
          f"- command: `{shlex.join(info.get('argv', ['benchmarks/bench.py']))}` (started {info.get('started', '?')}; "
          f"{info.get('reps', '?')} repetition(s))",
+         *([f"- scaling runs: `{shlex.join(si.get('argv', []))}` (last started {si.get('started', '?')}; "
+            "the track and the spectrogram/TCA scaling stages may come from separate invocations "
+            "writing into the same folder)"] if (si := _scaling_info(out)) else []),
          "- every stage runs in its own niced process; peak RSS is that process's VmHWM (high-water resident set, "
          "all threads; `ru_maxrss` from wait4 is kept in results.jsonl but counts the driver's RSS at fork); "
          "stage time is measured inside the process after the heavy imports (torch, cv2, the package) and "
