@@ -527,8 +527,8 @@ def fidelity_section(out: Path, case_names) -> tuple[list[str], dict]:
     return lines, data
 
 
-def _rss_extrapolation(results: list[dict], stage: str, to_s: float = 3600.0):
-    """Least-squares line of ours' peak RSS against video length -> (slope MB/min, RSS at to_s)."""
+def _rss_by_length(results: list[dict], stage: str):
+    """Ours' median peak RSS per video length -> {'lengths': [s], 'rss': [MB]}, or None."""
     pts = {}
     for r in results:
         if r["status"] != "ok" or r["impl"] != "ours" or r["stage"] != stage:
@@ -543,8 +543,7 @@ def _rss_extrapolation(results: list[dict], stage: str, to_s: float = 3600.0):
         return None
     x = np.array(sorted(pts), dtype=float)
     y = np.array([statistics.median(pts[d]) for d in x])
-    slope, icpt = np.polyfit(x, y, 1)
-    return dict(lengths=x.tolist(), rss=y.tolist(), slope_mb_per_min=60 * slope, at=float(icpt + slope * to_s))
+    return dict(lengths=x.tolist(), rss=y.tolist())
 
 
 def targets_section(summary: dict, results: list[dict]) -> list[str]:
@@ -560,7 +559,7 @@ def targets_section(summary: dict, results: list[dict]) -> list[str]:
         tr = summary.get((case, "track"), {})
         lines.append(f"| {case} | {cell('track')} | {cell('spectrogram')} | {cell('tca')} | {cell('e2e')} | "
                      f"{fmt(tr.get('rss_ratio'))}x |")
-    ex = _rss_extrapolation(results, "track")
+    ex = _rss_by_length(results, "track")
     if ex:
         lens = ", ".join(f"{int(a)} s: {fmt(b)} MB" for a, b in zip(ex["lengths"], ex["rss"]))
         lo, hi = min(ex["rss"]), max(ex["rss"])

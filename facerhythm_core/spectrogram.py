@@ -392,44 +392,37 @@ def compute_session_spectrograms(tracking_path, output_path, params: Spectrogram
 
 
 def _video_in_memory(dset_in, home, plan, p: SpectrogramParams, dset, out_dtype) -> np.ndarray:
-    """Whole video in memory: one read, VQT by point chunks, normalise in place, one write."""
-    n_pts = home.shape[0]
-    pts = dset_in[()]
-    raw = np.empty((2, n_pts, plan.bank.n_freq_bins, plan.n_out), dtype=out_dtype)
-    power = np.zeros(plan.n_out, dtype=np.float64)
-    for a in range(0, n_pts, int(p.points_per_chunk)):
-        b = min(n_pts, a + int(p.points_per_chunk))
-        r = plan.transform(displacement_traces(pts[:, a:b, :], home[a:b])).cpu().numpy()
-        power += frame_power(r, p.spectrogram_exponent)
-        raw[:, a:b] = r.reshape(2, b - a, *r.shape[1:])
-    m = power / max(1, 2 * n_pts)
-    for a in range(0, n_pts, int(p.points_per_chunk)):   # chunked: bounded temporaries
-        b = min(n_pts, a + int(p.points_per_chunk))
-        normalize_spectrogram(raw[:, a:b], plan.bank.freqs, m, p.normalization_factor,
-                              p.spectrogram_exponent, p.one_over_f_exponent, out=raw[:, a:b])
+    """Whole video in memory: one read, the two passes on an array, one write."""
+    raw = np.empty((2, home.shape[0], plan.bank.n_freq_bins, plan.n_out), dtype=out_dtype)
+    m = _two_pass(dset_in[()], home, plan, p, raw)
     if raw.size:
-        dset[...] = raw                                   # one write
+        dset[...] = raw
     return m
 
 
 def _video_streaming(dset_in, home, plan, p: SpectrogramParams, dset) -> np.ndarray:
-    """Two passes over the output dataset; memory bounded by ``points_per_chunk``."""
-    n_pts = home.shape[0]
+    """The two passes straight on the HDF5 datasets; memory bounded by ``points_per_chunk``."""
+    return _two_pass(dset_in, home, plan, p, dset)
+
+
+def _two_pass(src, home, plan, p: SpectrogramParams, dst) -> np.ndarray:
+    """Raw spectrograms of ``src`` (T, N, 2) into ``dst`` (2, N, F, T') with the pooled
+    power m(t), then ``dst`` normalised in place, both by chunks of points. ``src`` and
+    ``dst`` are arrays or h5py datasets. Returns m(t)."""
+    n_pts, k = home.shape[0], int(p.points_per_chunk)
+    chunks = [(a, min(n_pts, a + k)) for a in range(0, n_pts, k)]
     power = np.zeros(plan.n_out, dtype=np.float64)
-    # pass 1: raw spectrograms + pooled power
-    for a in range(0, n_pts, int(p.points_per_chunk)):
-        b = min(n_pts, a + int(p.points_per_chunk))
-        rows = displacement_traces(dset_in[:, a:b, :], home[a:b])
-        raw = plan.transform(rows).cpu().numpy()
+    for a, b in chunks:
+        raw = plan.transform(displacement_traces(src[:, a:b, :], home[a:b])).cpu().numpy()
         power += frame_power(raw, p.spectrogram_exponent)
-        dset[:, a:b] = raw.reshape(2, b - a, *raw.shape[1:])
+        dst[:, a:b] = raw.reshape(2, b - a, *raw.shape[1:])
     m = power / max(1, 2 * n_pts)
-    # pass 2: normalise in place
-    for a in range(0, n_pts, int(p.points_per_chunk)):
-        b = min(n_pts, a + int(p.points_per_chunk))
-        dset[:, a:b] = normalize_spectrogram(
-            dset[:, a:b], plan.bank.freqs, m, p.normalization_factor,
-            p.spectrogram_exponent, p.one_over_f_exponent)
+    for a, b in chunks:
+        block = dst[:, a:b]        # a view of an array; a copy read from a dataset
+        normalize_spectrogram(block, plan.bank.freqs, m, p.normalization_factor,
+                              p.spectrogram_exponent, p.one_over_f_exponent, out=block)
+        if not isinstance(dst, np.ndarray):
+            dst[:, a:b] = block
     return m
 
 

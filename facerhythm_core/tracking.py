@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .errors import ConfigError, ROIError, VideoError
-from .video import run_ahead
+from .video import run_ahead, to_gray
 
 logger = logging.getLogger(__name__)
 
@@ -333,8 +333,6 @@ def preprocess_frame(frame: np.ndarray, mask: np.ndarray | None,
     """
     import cv2
 
-    from .video import to_gray
-
     f = np.asarray(frame)
     if f.ndim == 3:
         f = to_gray(f)
@@ -346,18 +344,6 @@ def preprocess_frame(frame: np.ndarray, mask: np.ndarray | None,
         return np.ascontiguousarray(f)
     clahe = cv2.createCLAHE(clipLimit=float(clahe_clip_limit), tileGridSize=tuple(clahe_tile_grid_size))
     return clahe.apply(np.ascontiguousarray(f))
-
-
-def _gray_exact(frames: np.ndarray) -> np.ndarray:
-    """(..., C) uint8 -> (...) uint8: floor of the channel mean, as the reference (and
-    ``video.to_gray``), computed with in-place uint16 adds (several times faster)."""
-    c = frames.shape[-1]
-    if c == 1:
-        return frames[..., 0]
-    s = frames[..., 0].astype(np.uint16)
-    for i in range(1, c):
-        s += frames[..., i]
-    return (s // c).astype(np.uint8)
 
 
 class FramePreprocessor:
@@ -513,11 +499,11 @@ class FramePreprocessor:
         if self._clahe is None:
             crop = frames[:, self._src[0], self._src[1]]
             if crop.ndim == 4:
-                crop = _gray_exact(crop)
+                crop = to_gray(crop)
             return np.multiply(crop, self._mask)
         src = frames[:, self._rsrc[0], self._rsrc[1]]
         if src.ndim == 4:
-            src = _gray_exact(src)
+            src = to_gray(src)
         masked = np.multiply(src, self._rmask)
         if self._partial:
             out = np.full((len(frames),) + self.shape, self._fill, dtype=np.uint8)
