@@ -503,8 +503,10 @@ class FramePreprocessor:
             return np.multiply(crop, self._mask)
         src = frames[:, self._rsrc[0], self._rsrc[1]]
         if src.ndim == 4:
-            src = to_gray(src)
-        masked = np.multiply(src, self._rmask)
+            masked = to_gray(src)
+            np.multiply(masked, self._rmask, out=masked)
+        else:
+            masked = np.multiply(src, self._rmask)
         if self._partial:
             out = np.full((len(frames),) + self.shape, self._fill, dtype=np.uint8)
         else:
@@ -861,9 +863,12 @@ def track_stream(chunks: Iterable[tuple[int, np.ndarray]], point_positions: np.n
     no_viol = np.zeros(N, dtype=bool)
     vmask = no_viol
 
+    k_mesh = neighbors.shape[1]
+
     def step_forces(q):
         if rho != 0:
-            m = q[neighbors].mean(axis=1, dtype=np.float32)
+            # = mean(axis=1) in float32 (same sum, same division), without np.mean's overhead
+            m = np.add.reduce(q[neighbors], axis=1, dtype=np.float32) / np.float32(k_mesh)
             q = q - rho * ((q - m) - d0)
         if lam != 0:
             q = q - lam * (q - home)
@@ -1087,8 +1092,10 @@ def track_session(video_paths: Sequence[str | Path], point_positions: np.ndarray
     starts = _resolve_starts(idx_start, num_frames, contiguous)
     # colour chunks: the tracker crops before graying, far cheaper than graying whole
     # frames in the reader; smaller chunks keep the 3x larger colour buffers small
+    # one FFmpeg thread: decoding is the lightest of the tracker's three pipelined stages,
+    # and frame threading would spend more CPU per frame on a machine that is already busy
     rkw = dict(chunk_size=max(1, min(int(chunk_size), 32)), gray=False, device=decode_device,
-               prefetch=prefetch)
+               prefetch=prefetch, decode_threads=1)
 
     def make_out(key, T):
         return out_factory(key, (T, len(home), 2)) if out_factory is not None else None

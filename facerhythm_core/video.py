@@ -67,7 +67,7 @@ class SessionVideos:
         }
 
 
-def _open_decoder(path: str, device: str = "cpu"):
+def _open_decoder(path: str, device: str = "cpu", threads: int = 0):
     try:
         from torchcodec.decoders import VideoDecoder
     except (ImportError, OSError, RuntimeError) as exc:  # missing FFmpeg shared libraries
@@ -85,7 +85,7 @@ def _open_decoder(path: str, device: str = "cpu"):
         raise VideoError(f"video file is empty (0 bytes): {path}")
     try:
         return VideoDecoder(str(p), seek_mode="exact", dimension_order="NHWC",
-                            num_ffmpeg_threads=0, device=device)
+                            num_ffmpeg_threads=int(threads), device=device)
     except Exception as exc:  # torchcodec raises RuntimeError/ValueError on bad files
         raise VideoError(f"cannot decode video {path}: {exc}. Is it a complete, valid video file?") from exc
 
@@ -162,27 +162,52 @@ def probe_session(paths: Sequence[str | Path], fps_override: float | None = None
     return SessionVideos(videos=infos, frame_rate=frame_rate, height=h, width=w)
 
 
-def to_gray(frames: np.ndarray) -> np.ndarray:
+# floor((R + G + B) / 3) as one affine map rounded to nearest: (R + G + B - 1) / 3 lies at
+# least 1/6 away from a rounding boundary, so float32 error cannot change the result
+# (checked over all 2**24 colours in the tests)
+_GRAY_MAP = np.array([[1 / 3, 1 / 3, 1 / 3, -1 / 3]])
+
+
+def to_gray(frames: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Equal-weight channel mean, truncated to uint8 (as the reference).
 
     Parameters
     ----------
     frames : ndarray, uint8, shape (..., H, W, C)
+        May be a strided view (e.g. a crop of whole frames).
+    out : ndarray, uint8, shape (..., H, W), optional
+        Where to write the result.
 
     Returns
     -------
     ndarray, uint8, shape (..., H, W)
     """
+    frames = np.asarray(frames)
     c = frames.shape[-1]
+    if out is None:
+        out = np.empty(frames.shape[:-1], dtype=np.uint8)
     if c == 1:
-        return frames[..., 0]
-    # integer floor division equals the reference's float mean + truncation; summing
-    # channel planes is much faster than a reduction over the short last axis
+        out[...] = frames[..., 0]
+        return out
+    if c == 3 and frames.dtype == np.uint8 and frames.ndim >= 3:
+        import cv2
+
+        # one pass per frame in OpenCV instead of five numpy passes (about 1.5x faster)
+        dst = out if out.flags.c_contiguous else np.empty(out.shape, dtype=np.uint8)
+        flat_in = frames.reshape((-1,) + frames.shape[-3:])
+        flat_out = dst.reshape((-1,) + dst.shape[-2:])  # a view: dst is contiguous
+        for i in range(len(flat_in)):
+            cv2.transform(flat_in[i], _GRAY_MAP, dst=flat_out[i])
+        if dst is not out:
+            out[...] = dst
+        return out
+    # integer floor division equals the reference's float mean + truncation
     acc = frames[..., 0].astype(np.uint16)
     for i in range(1, c):
         acc += frames[..., i]
     acc //= c
-    return acc.astype(np.uint8)
+    out[...] = acc
+    return out
 
 
 def _tail_frames_cv2(path: str, first: int, stop: int, check: np.ndarray | None) -> np.ndarray:
@@ -309,7 +334,7 @@ def run_ahead(gen: Iterator, maxsize: int = 1, name: str = "run-ahead") -> Itera
 
 def iter_frame_chunks(path: str | Path, chunk_size: int = 128, gray: bool = True,
                       start: int = 0, stop: int | None = None, device: str = "cpu",
-                      prefetch: int = 2) -> Iterator[tuple[int, np.ndarray]]:
+                      prefetch: int = 2, decode_threads: int = 0) -> Iterator[tuple[int, np.ndarray]]:
     """Stream a video in chunks, decoded ahead by a background thread.
 
     Parameters
@@ -326,6 +351,10 @@ def iter_frame_chunks(path: str | Path, chunk_size: int = 128, gray: bool = True
         torchcodec decode device; frames always come back as CPU numpy arrays.
     prefetch : int
         Chunks decoded ahead (memory is about (prefetch + 2) chunks).
+    decode_threads : int
+        FFmpeg decoding threads; 0 lets FFmpeg choose. One thread costs the least CPU
+        per frame (no frame-threading overhead), the better choice when the decoder
+        runs beside heavier work, as in the tracker.
 
     Yields
     ------
@@ -335,7 +364,7 @@ def iter_frame_chunks(path: str | Path, chunk_size: int = 128, gray: bool = True
     path = str(path)
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
-    dec = [_open_decoder(path, device)]
+    dec = [_open_decoder(path, device, threads=decode_threads)]
     n = len(dec[0])
     stop = n if stop is None else min(int(stop), n)
     start = int(start)

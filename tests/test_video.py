@@ -81,6 +81,23 @@ def test_gray_is_reference_formula(demo_video):
     assert to_gray(odd).tolist() == [[[0, 254]]]
 
 
+def test_gray_exact_for_every_colour():
+    # to_gray uses a rounded float affine map; it must equal the reference's float32 mean
+    # + truncation for all 2**24 colours, on strided crops, and into a given output
+    v = np.arange(256, dtype=np.uint8)
+    r, g, b = np.meshgrid(v, v, v, indexing="ij")
+    img = np.stack([r, g, b], -1).reshape(2, 2048, 4096, 3)
+    expected = img.astype(np.float32).mean(-1).astype(np.uint8)
+    assert np.array_equal(to_gray(img), expected)
+    crop = img[:, 5:900:1, 7:3000]
+    out = np.full(crop.shape[:3], 7, np.uint8)
+    assert to_gray(crop, out=out) is out
+    assert np.array_equal(out, expected[:, 5:900, 7:3000])
+    strided_out = np.zeros((2, 895, 2993 * 2), np.uint8)[:, :, ::2]
+    to_gray(crop, out=strided_out)
+    assert np.array_equal(strided_out, expected[:, 5:900, 7:3000])
+
+
 def test_chunk_range(demo_video):
     path, truth = demo_video
     chunks = list(iter_frame_chunks(path, chunk_size=50, start=30, stop=175))
