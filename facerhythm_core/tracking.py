@@ -863,15 +863,26 @@ def track_stream(chunks: Iterable[tuple[int, np.ndarray]], point_positions: np.n
     no_viol = np.zeros(N, dtype=bool)
     vmask = no_viol
 
-    k_mesh = neighbors.shape[1]
+    # neighbour columns for the mesh mean: k row-gathers summed in order give the same
+    # float32 result as q[neighbors].mean(axis=1) at a tenth of the cost (this runs every frame)
+    nb_cols = [np.ascontiguousarray(neighbors[:, j]) for j in range(neighbors.shape[1])]
+    k_mesh = np.float32(len(nb_cols))
 
     def step_forces(q):
         if rho != 0:
-            # = mean(axis=1) in float32 (same sum, same division), without np.mean's overhead
-            m = np.add.reduce(q[neighbors], axis=1, dtype=np.float32) / np.float32(k_mesh)
-            q = q - rho * ((q - m) - d0)
+            m = q.take(nb_cols[0], axis=0)
+            for c in nb_cols[1:]:
+                m += q.take(c, axis=0)
+            m /= k_mesh
+            # q - rho * ((q - m) - d0), the same float32 operations done in place
+            np.subtract(q, m, out=m)
+            m -= d0
+            m *= rho
+            q = q - m
         if lam != 0:
-            q = q - lam * (q - home)
+            r = q - home
+            r *= lam
+            q = q - r
         return q
 
     t = start
