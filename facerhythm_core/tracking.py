@@ -32,6 +32,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from .clahe import Clahe
 from .errors import ConfigError, ROIError, VideoError
 from .video import run_ahead, to_gray
 
@@ -376,6 +377,8 @@ class FramePreprocessor:
     win_size : (int, int)
     max_level : int
         LK settings, used for the margin and the alignment.
+    clahe_engine : {"auto", "numba", "opencv"}
+        See :class:`facerhythm_core.clahe.Clahe` (same output either way).
 
     Attributes
     ----------
@@ -388,7 +391,8 @@ class FramePreprocessor:
 
     def __init__(self, mask: np.ndarray, clahe_clip_limit: float | None = 40.0,
                  clahe_tile_grid_size: tuple[int, int] = (150, 150), crop: bool = True,
-                 win_size: tuple[int, int] = (20, 20), max_level: int = 2):
+                 win_size: tuple[int, int] = (20, 20), max_level: int = 2,
+                 clahe_engine: str = "auto"):
         import cv2
 
         mask = np.asarray(mask)
@@ -473,13 +477,15 @@ class FramePreprocessor:
                                  .apply(np.zeros((th, tw), np.uint8))[0, 0])
             else:
                 grid = (gx, gy)
-            self._clahe = cv2.createCLAHE(clipLimit=float(clahe_clip_limit), tileGridSize=grid)
+            # equal to cv2.createCLAHE(...).apply, about 2.5x faster on the tracker's tiny tiles
+            self._clahe = Clahe(float(clahe_clip_limit), grid, engine=clahe_engine)
             self._pad_needed = self._manual and (self._pad[0] > 0 or self._pad[1] > 0)
         self.clahe_region = None if self._clahe is None else (rx0, ry0, min(rx1p, W), min(ry1p, H))
 
     def __repr__(self):
+        engine = "" if self._clahe is None else f", clahe_engine={self._clahe.engine}"
         return (f"FramePreprocessor(frame={self.frame_shape}, offset={self.offset}, "
-                f"shape={self.shape}, clahe_region={self.clahe_region})")
+                f"shape={self.shape}, clahe_region={self.clahe_region}{engine})")
 
     def process_chunk(self, frames: np.ndarray) -> np.ndarray:
         """Preprocess frames -> (n, h, w) uint8.
