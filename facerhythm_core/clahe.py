@@ -39,7 +39,12 @@ HAVE_NUMBA = _numba is not None
 def _jit(fn):
     if _numba is None:  # pragma: no cover
         return fn
-    return _numba.njit(cache=True, nogil=True)(fn)
+    try:
+        return _numba.njit(cache=True, nogil=True)(fn)
+    except RuntimeError as exc:  # pragma: no cover - no writable cache location at all
+        # compile in memory each run (a few seconds) rather than fail the job
+        logger.info("numba cannot cache the CLAHE kernels (%s); compiling per process", exc)
+        return _numba.njit(cache=False, nogil=True)(fn)
 
 
 @_jit
