@@ -369,8 +369,8 @@ def compute_session_spectrograms(tracking_path, output_path, params: Spectrogram
                              + T * n_pts * 2 * dset_in.dtype.itemsize) <= memory_budget
                 if in_memory:
                     m = _video_in_memory(dset_in, home, plan, p, dset, out_dtype)
-                else:
-                    m = _video_streaming(dset_in, home, plan, p, dset)
+                else:  # the two passes straight on the HDF5 datasets, memory bounded by chunks
+                    m = _two_pass(dset_in, home, plan, p, dset)
                 log.info("session %s video %s: %s normalisation", session, key,
                          "in-memory" if in_memory else "streaming (two-pass)")
                 g_x.create_dataset(key, data=x_axis)
@@ -398,11 +398,6 @@ def _video_in_memory(dset_in, home, plan, p: SpectrogramParams, dset, out_dtype)
     if raw.size:
         dset[...] = raw
     return m
-
-
-def _video_streaming(dset_in, home, plan, p: SpectrogramParams, dset) -> np.ndarray:
-    """The two passes straight on the HDF5 datasets; memory bounded by ``points_per_chunk``."""
-    return _two_pass(dset_in, home, plan, p, dset)
 
 
 def _two_pass(src, home, plan, p: SpectrogramParams, dst) -> np.ndarray:
