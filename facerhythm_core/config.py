@@ -61,6 +61,7 @@ class Session:
     fps: float | None = None
     contiguous: bool | None = None
     frames_freeze: str | None = None
+    timestamps: tuple[str, ...] | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -146,8 +147,17 @@ def read_sessions(path: str | Path, schema: Mapping, roi_sets: Mapping | None = 
         videos = tuple(v.strip() for v in rec["videos"].split(";") if v.strip())
         if not videos:
             raise ConfigError(f"sessions table {path}, line {i}: no video path in `videos`")
+        stamps = None
+        if rec.get("timestamps"):
+            stamps = tuple(v.strip() for v in rec["timestamps"].split(";"))
+            if len(stamps) != len(videos) or not all(stamps):
+                raise ConfigError(
+                    f"sessions table {path}, line {i}: `timestamps` names {len(stamps)} file(s) "
+                    f"for {len(videos)} video(s); give one file per video, separated by ';' in "
+                    "the same order as `videos`")
         sessions.append(Session(session=sid, videos=videos, rois=rec["rois"], fps=rec.get("fps"),
-                                contiguous=rec.get("contiguous"), frames_freeze=rec.get("frames_freeze")))
+                                contiguous=rec.get("contiguous"), frames_freeze=rec.get("frames_freeze"),
+                                timestamps=stamps))
     ids = {s.session for s in sessions}
     for s in sessions:
         if s.roi_kind == "config" and s.roi_ref not in (roi_sets or {}):
@@ -189,3 +199,64 @@ def check_vqt_window(num_frames: list[int], frame_rate: float, spectrogram: Mapp
                 "videos, track the session contiguously, raise spectrogram.f_min, lower "
                 "spectrogram.q_low_f, or set spectrogram.win_size.")
     return int(w)
+
+
+def check_timestamp_files(session: Session, cache_dir: str | Path | None = None) -> list[str]:
+    """Problems with a session's user timestamp files, before any job runs.
+
+    Each file must load (finite, strictly increasing seconds) and hold exactly one time
+    per decodable frame of its video. Counting frames reads the video's packets (no
+    decoding); the count is cached in ``cache_dir`` by file size and modification time,
+    so repeated DAG builds do not read the videos again.
+
+    Returns
+    -------
+    list of str
+        One line per problem, naming the session and the file.
+    """
+    from .timing import load_timestamp_file
+
+    problems: list[str] = []
+    for video, stamp in zip(session.videos, session.timestamps or ()):
+        try:
+            times = load_timestamp_file(stamp)
+        except ConfigError as exc:
+            problems.append(f"session {session.session!r}: {exc}")
+            continue
+        if not Path(video).is_file():
+            continue  # reported as a missing video
+        try:
+            n = _decodable_frames(video, cache_dir)
+        except Exception as exc:  # a broken video is reported by the probe step
+            problems.append(f"session {session.session!r}: cannot count the frames of {video}: {exc}")
+            continue
+        if len(times) != n:
+            problems.append(f"session {session.session!r}: timestamps {stamp} has {len(times)} "
+                            f"times but video {video} has {n} decodable frames; give exactly one "
+                            "time (s) per frame")
+    return problems
+
+
+def _decodable_frames(video: str | Path, cache_dir: str | Path | None) -> int:
+    import json
+    import os
+
+    from .timing import read_container_timestamps
+
+    st = os.stat(video)
+    key = f"{Path(video).resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    cache = Path(cache_dir) / "frame_counts.json" if cache_dir else None
+    known: dict = {}
+    if cache is not None and cache.exists():
+        try:
+            known = json.loads(cache.read_text())
+        except ValueError:
+            known = {}
+    if key not in known:
+        known[key] = len(read_container_timestamps(video).times)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(known))
+            os.replace(tmp, cache)
+    return int(known[key])

@@ -67,7 +67,8 @@ def render_frames(n_frames: int, fps: float = 120.0, height: int = 240, width: i
                   rhythms: Sequence[Rhythm] = DEFAULT_RHYTHMS, seed: int = 0,
                   t0: float = 0.0, noise_sd: float = 2.0,
                   global_shift: tuple[float, float] = (0.0, 0.0),
-                  global_rotation_deg: float = 0.0) -> Iterator[np.ndarray]:
+                  global_rotation_deg: float = 0.0,
+                  times: Sequence[float] | None = None) -> Iterator[np.ndarray]:
     """Yield (H, W, 3) uint8 RGB frames of the synthetic face.
 
     Parameters
@@ -90,6 +91,10 @@ def render_frames(n_frames: int, fps: float = 120.0, height: int = 240, width: i
         ``c = ((W - 1) / 2, (H - 1) / 2)`` and ``R = [[cos a, -sin a], [sin a, cos a]]``.
     global_rotation_deg : float
         Rotation ``a`` of the face about the frame centre, degrees.
+    times : sequence of float, optional
+        The time (s) of each frame, for a camera that is not a constant-rate clock
+        (variable frame rate, dropped frames); replaces ``t0 + i / fps`` and
+        ``n_frames``.
     """
     import cv2
 
@@ -107,8 +112,9 @@ def render_frames(n_frames: int, fps: float = 120.0, height: int = 240, width: i
                         / (2 * (r.radius * width) ** 2))).astype(np.float32)
                for r, (cx, cy) in zip(rhythms, centers)]
     rng = np.random.default_rng(seed + 1)
-    for i in range(n_frames):
-        d = displacement_at(t0 + i / fps, rhythms)
+    frame_times = [t0 + i / fps for i in range(n_frames)] if times is None else list(times)
+    for t in frame_times:
+        d = displacement_at(t, rhythms)
         dx = np.zeros_like(xx)
         dy = np.zeros_like(yy)
         for w, (ax, ay) in zip(weights, d):

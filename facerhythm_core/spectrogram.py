@@ -328,14 +328,16 @@ def compute_session_spectrograms(tracking_path, output_path, params: Spectrogram
                  bank.freqs[0], f_max_used, bank.win_size, p.downsample_factor, p.padding,
                  device, n_pts, len(keys))
         # check every video before any work, so a short last video fails fast
+        clocks = {}
         for key in keys:
             shape = tr["points_tracked"][key].shape
             if len(shape) != 3 or shape[1:] != (n_pts, 2):
                 raise SpectrogramError(
                     f"session {session}: points_tracked/{key} has shape {shape}, "
                     f"expected (T, {n_pts}, 2)")
+            clocks[key] = _stream_clock(tr, key, shape[0], fs, session, log)
             where = f" ({paths[int(key)]})" if key.isdigit() and int(key) < len(paths) else ""
-            _plan(bank, shape[0], p, "cpu", f"session {session}, video {key}{where}")
+            _plan(bank, clocks[key].n_samples, p, "cpu", f"session {session}, video {key}{where}")
         summary = {"fs": fs, "f_max": f_max_used, "win_size": bank.win_size, "videos": {}}
         out_dtype = np.float32 if p.take_abs else np.complex64
         with h5py.File(output_path, "w") as out:
@@ -351,8 +353,9 @@ def compute_session_spectrograms(tracking_path, output_path, params: Spectrogram
             g_spec = out.create_group("spectrograms")
             g_x, g_t, g_m = out.create_group("x_axis"), out.create_group("times"), out.create_group("mean_power")
             for key in keys:
-                dset_in = tr["points_tracked"][key]
-                T = dset_in.shape[0]
+                clock = clocks[key]
+                dset_in = clock.source(tr["points_tracked"][key])
+                T = clock.n_samples
                 where = f" ({paths[int(key)]})" if key.isdigit() and int(key) < len(paths) else ""
                 label = f"session {session}, video {key}{where}"
                 plan = _plan(bank, T, p, device, label)
@@ -376,6 +379,7 @@ def compute_session_spectrograms(tracking_path, output_path, params: Spectrogram
                 g_x.create_dataset(key, data=x_axis)
                 g_t.create_dataset(key, data=x_axis / fs)
                 g_m.create_dataset(key, data=m)
+                clock.write(out, key, x_axis, bank.win_size)
                 dt = time.perf_counter() - tv
                 log.info("session %s video %s: %d frames -> (2, %d, %d, %d) in %.2f s "
                          "(%.2f M samples/s)", session, key, T, n_pts, bank.n_freq_bins, n_out,
@@ -389,6 +393,71 @@ def compute_session_spectrograms(tracking_path, output_path, params: Spectrogram
             write_provenance(out, "spectrogram", params=record, inputs=[tracking_path],
                              extra={"session": session, "summary": summary}, started=started)
     return summary
+
+
+class _StreamClock:
+    """One tracked stream's clock in the spectral stage: the frame times, and, for an
+    irregular stream, the uniform grid its tracks are resampled onto."""
+
+    def __init__(self, times: np.ndarray | None, clock: str, n_frames: int, fs: float):
+        from .timing import UniformGrid
+
+        self.times, self.clock = times, clock
+        self.grid = UniformGrid(times, fs) if clock == "resample" else None
+        self.n_samples = len(self.grid) if self.grid is not None else int(n_frames)
+        self.fs = fs
+
+    def source(self, dset):
+        """The tracks as the VQT sees them: as stored, or resampled onto the grid."""
+        return dset if self.grid is None else _ResampledTracks(dset, self.grid)
+
+    def write(self, out, key: str, x_axis: np.ndarray, win_size: int) -> None:
+        """``session_times/{key}`` (s, session clock, per time bin) and
+        ``gap_fraction/{key}`` (share of each bin's window bridged across a gap)."""
+        from .timing import bin_gap_fraction
+
+        if self.grid is not None:
+            t = self.grid.start + np.asarray(x_axis, np.float64) / self.fs
+            gap = bin_gap_fraction(self.grid.in_gap, x_axis, win_size)
+        elif self.times is not None:
+            t = np.interp(x_axis, np.arange(len(self.times)), self.times)
+            gap = np.zeros(len(x_axis), np.float32)
+        else:  # a tracking file from before timestamps: the frame-rate clock
+            t = np.asarray(x_axis, np.float64) / self.fs
+            gap = np.zeros(len(x_axis), np.float32)
+        ds = out.create_dataset(f"session_times/{key}", data=t)
+        ds.attrs["clock"] = self.clock
+        ds.attrs["units"] = "s"
+        out.create_dataset(f"gap_fraction/{key}", data=gap)
+
+
+class _ResampledTracks:
+    """Read access ``[:, a:b, :]`` / ``[()]`` to (T, N, 2) tracks, resampled in time."""
+
+    def __init__(self, dset, grid):
+        self._dset, self._grid = dset, grid
+        self.shape = (len(grid),) + tuple(dset.shape[1:])
+        self.dtype = np.dtype(np.float32)
+
+    def __getitem__(self, index):
+        block = self._dset[()] if index == () else self._dset[(slice(None),) + tuple(index[1:])]
+        return self._grid.apply(block, axis=0)
+
+
+def _stream_clock(tr, key: str, n_frames: int, fs: float, session: str, log) -> _StreamClock:
+    if "timestamps" not in tr or key not in tr["timestamps"]:
+        return _StreamClock(None, "regular", n_frames, fs)
+    ds = tr["timestamps"][key]
+    times, clock = ds[()], str(ds.attrs.get("clock", "regular"))
+    if len(times) != n_frames:
+        raise SpectrogramError(f"session {session}: timestamps/{key} has {len(times)} times for "
+                               f"{n_frames} tracked frames; re-run the tracking rule")
+    c = _StreamClock(times, clock, n_frames, fs)
+    if c.grid is not None:
+        log.info("session %s video %s: irregular clock, %d frames resampled to %d samples at "
+                 "%.6g Hz (%d inside gaps)", session, key, n_frames, c.n_samples, fs,
+                 int(c.grid.in_gap.sum()))
+    return c
 
 
 def _video_in_memory(dset_in, home, plan, p: SpectrogramParams, dset, out_dtype) -> np.ndarray:
@@ -427,7 +496,8 @@ def read_spectrograms(path) -> dict:
 
     with h5py.File(path, "r") as f:
         out = {name: {k: f[name][k][()] for k in _video_keys(f[name])}
-               for name in ("spectrograms", "x_axis", "times", "mean_power") if name in f}
+               for name in ("spectrograms", "x_axis", "times", "mean_power", "session_times",
+                            "gap_fraction") if name in f}
         for name in ("frequencies", "filters", "wins", "point_positions"):
             out[name] = f[name][()]
         out["attrs"] = dict(f.attrs)

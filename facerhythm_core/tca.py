@@ -1022,6 +1022,8 @@ class Spectrograms:
     point_positions: np.ndarray
     times: dict
     fs: float | None
+    session_times: dict = field(default_factory=dict)
+    gap_fraction: dict = field(default_factory=dict)
 
 
 def load_spectrograms(path: str | Path) -> Spectrograms:
@@ -1040,11 +1042,11 @@ def load_spectrograms(path: str | Path) -> Spectrograms:
         freqs = f["frequencies"][()] if "frequencies" in f else np.arange(
             next(iter(spec.values())).shape[2], dtype=np.float32)
         pts = f["point_positions"][()] if "point_positions" in f else np.zeros((0, 2), np.float32)
-        times = {}
-        if "times" in f:
-            times = {k: f["times"][k][()] for k in keys if k in f["times"]}
+        axes = {name: {k: f[name][k][()] for k in keys if k in f[name]} if name in f else {}
+                for name in ("times", "session_times", "gap_fraction")}
         fs = float(f.attrs["fs"]) if "fs" in f.attrs else None
-    return Spectrograms(spec, freqs, pts, times, fs)
+    return Spectrograms(spec, freqs, pts, axes["times"], fs, axes["session_times"],
+                        axes["gap_fraction"])
 
 
 def _window_times(t: np.ndarray, w) -> np.ndarray:
@@ -1052,7 +1054,8 @@ def _window_times(t: np.ndarray, w) -> np.ndarray:
 
 
 def write_tca_h5(h5, result: TCAResult, frequencies=None, times: Mapping | None = None,
-                 point_positions: Mapping | np.ndarray | None = None) -> None:
+                 point_positions: Mapping | np.ndarray | None = None,
+                 time_axes: Mapping[str, Mapping] | None = None) -> None:
     """Write a :class:`TCAResult` into an open h5py File (layout in ``docs/tca.md``).
 
     Parameters
@@ -1063,6 +1066,9 @@ def write_tca_h5(h5, result: TCAResult, frequencies=None, times: Mapping | None 
     times : mapping of element key -> (T_k,) seconds, optional
         Keys as in the layouts (``"0"`` or ``"session/0"``); windows are applied here.
     point_positions : ndarray (N, 2), or mapping session -> (N, 2), optional
+    time_axes : mapping of name -> (mapping of element key -> (T_k,)), optional
+        More per-time-bin axes written like ``times`` as ``{name}/{key}``, e.g.
+        ``session_times`` (s, session clock) and ``gap_fraction``.
     """
     import h5py
 
@@ -1117,11 +1123,12 @@ def write_tca_h5(h5, result: TCAResult, frequencies=None, times: Mapping | None 
                 ds.attrs["axis"] = axis
         if lay.stack_dim is not None:
             g.create_dataset(f"{lay.stack_dim}_names", data=list(lay.keys), dtype=str_dt)
-        if times:
+        for axis_name, axis in {"times": times or {}, **(time_axes or {})}.items():
             for key, w in zip(lay.keys, lay.windows or [None] * len(lay.keys)):
-                if key in times:
-                    g.create_dataset(f"times/{key}",
-                                     data=_window_times(np.asarray(times[key], np.float64), w))
+                if key in axis:
+                    dtype = np.float32 if axis_name == "gap_fraction" else np.float64
+                    g.create_dataset(f"{axis_name}/{key}",
+                                     data=_window_times(np.asarray(axis[key], dtype), w))
         if len(lay.keys) > 1 and lay.stack_dim is None:
             # where each element (video, or session/video) sits on the fitted time axis
             mult = 2 if lay.complex_unfolded else 1
@@ -1169,6 +1176,8 @@ def read_tca_h5(path: str | Path) -> dict:
                 "evr_model": float(g["evr_model"][()]), "errors": g["errors"][()],
                 "order": g["order"][()], "attrs": dict(g.attrs),
                 "times": tree(g["times"]) if "times" in g else {},
+                "session_times": tree(g["session_times"]) if "session_times" in g else {},
+                "gap_fraction": tree(g["gap_fraction"]) if "gap_fraction" in g else {},
                 "time_split": tree(g["time_split"]) if "time_split" in g else None,
                 "rank_sweep": (tree(f["rank_sweep"][name])
                                if "rank_sweep" in f and name in f["rank_sweep"] else None),

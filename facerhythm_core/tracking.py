@@ -1117,7 +1117,7 @@ def track_session(video_paths: Sequence[str | Path], point_positions: np.ndarray
             off = 0
             for p, n in zip(paths, num_frames):
                 if off + n > start:
-                    for s, fr in iter_frame_chunks(p, start=max(0, start - off), **rkw):
+                    for s, fr in iter_frame_chunks(p, start=max(0, start - off), n_frames=n, **rkw):
                         yield off + s, fr
                 off += n
 
@@ -1129,7 +1129,7 @@ def track_session(video_paths: Sequence[str | Path], point_positions: np.ndarray
         off = 0
         for i, (p, n, s) in enumerate(zip(paths, num_frames, starts)):
             ff = None if frames_freeze is None else frames_freeze[off:off + n]
-            results[str(i)] = track_stream(iter_frame_chunks(p, start=s, **rkw), home, mask, params,
+            results[str(i)] = track_stream(iter_frame_chunks(p, start=s, n_frames=n, **rkw), home, mask, params,
                                            n_frames=n, start=s, frames_freeze=ff, neighbors=neighbors,
                                            out=make_out(str(i), n), device=device,
                                            label=f"video {i} ({Path(p).name})")
@@ -1199,14 +1199,18 @@ def load_frames_freeze(path: str | Path, n_frames_total: int) -> np.ndarray:
     return out
 
 
-def write_tracking_h5(f, session: SessionTracking, frame_rate: float) -> None:
+def write_tracking_h5(f, session: SessionTracking, frame_rate: float,
+                      clocks: Mapping[str, Mapping] | None = None) -> None:
     """Write a :class:`SessionTracking` into an open, writable h5py File.
 
     Layout (readable with h5py alone): ``point_positions``, ``points_tracked/{key}``
     (skipped when already written there by ``out_factory``), ``violations/{key}/{row,
     col,data,shape}``, ``violation_fraction``, ``neighbors``, ``mesh_d0``, ``mask``,
     ``video_paths``, ``num_frames``; attributes ``frame_rate``, ``contiguous``,
-    ``num_keys``. Provenance is the caller's (``write_provenance``).
+    ``num_keys``. With ``clocks`` (key -> ``{"times", "clock"}``, see
+    :func:`facerhythm_core.timing.stream_clocks`): ``timestamps/{key}`` float64 (T,)
+    seconds on the session clock, attribute ``clock`` ("regular", "resample" or
+    "ignore"). Provenance is the caller's (``write_provenance``).
     """
     import h5py
 
@@ -1231,6 +1235,10 @@ def write_tracking_h5(f, session: SessionTracking, frame_rate: float) -> None:
     f.create_dataset("mask", data=session.mask.astype(bool), compression="gzip")
     f.create_dataset("video_paths", data=session.video_paths, dtype=h5py.string_dtype())
     f.create_dataset("num_frames", data=np.asarray(session.num_frames, dtype=np.int64))
+    for key, c in (clocks or {}).items():
+        ds = f.create_dataset(f"timestamps/{key}", data=np.asarray(c["times"], np.float64))
+        ds.attrs["clock"] = str(c["clock"])
+        ds.attrs["units"] = "s"
     f.attrs["frame_rate"] = float(frame_rate)
     f.attrs["contiguous"] = bool(session.contiguous)
     f.attrs["num_keys"] = len(session.results)

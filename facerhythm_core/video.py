@@ -24,7 +24,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """Metadata of one video file."""
+    """Metadata of one video file.
+
+    ``num_frames`` is the number of frames that decode; ``fps`` the rate the video is
+    analysed at (the container's average rate for a regular clock, the nominal rate
+    of an irregular one that is resampled, the measured rate of user timestamps).
+    ``timing`` is a :class:`facerhythm_core.timing.VideoTiming` as a dict, ``clock``
+    what the session does with it (``"regular"``, ``"resample"`` or ``"ignore"``).
+    """
 
     path: str
     num_frames: int
@@ -34,6 +41,9 @@ class VideoInfo:
     channels: int
     codec: str
     pixel_format: str | None
+    timing: dict | None = None
+    clock: str = "regular"
+    timestamps_file: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -41,12 +51,21 @@ class VideoInfo:
 
 @dataclass(frozen=True)
 class SessionVideos:
-    """The videos of one session, checked for consistency."""
+    """The videos of one session, checked for consistency.
+
+    ``times`` holds each video's frame times in seconds on the session clock
+    (:func:`facerhythm_core.timing.session_offsets`); ``warnings`` what a user should
+    know (cut-short copies accepted, irregular clocks, unrecorded time between videos).
+    """
 
     videos: tuple[VideoInfo, ...]
     frame_rate: float
     height: int
     width: int
+    times: tuple = ()
+    warnings: tuple = ()
+    timing_policy: str = "resample"
+    allow_truncated: bool = False
 
     @property
     def num_frames(self) -> list[int]:
@@ -64,6 +83,11 @@ class SessionVideos:
             "width": self.width,
             "num_frames": self.num_frames,
             "num_frames_total": self.num_frames_total,
+            "timing_policy": self.timing_policy,
+            "allow_truncated": self.allow_truncated,
+            "session_start": [float(t[0]) if len(t) else None for t in self.times],
+            "session_end": [float(t[-1]) if len(t) else None for t in self.times],
+            "warnings": list(self.warnings),
         }
 
 
@@ -116,8 +140,78 @@ def probe_video(path: str | Path) -> VideoInfo:
                      channels=c, codec=str(md.codec), pixel_format=getattr(md, "pixel_format", None))
 
 
+def probe_video_timing(path: str | Path, timestamps_file: str | Path | None = None,
+                       policy: str = "resample", allow_truncated: bool = False,
+                       log: logging.Logger | None = None) -> tuple[VideoInfo, np.ndarray]:
+    """:func:`probe_video` plus the video's clock: frame times and the integrity policy.
+
+    Parameters
+    ----------
+    path : path
+    timestamps_file : path, optional
+        The user's per-frame times (seconds), replacing the container's; must hold
+        exactly one time per decodable frame.
+    policy : {"resample", "strict", "ignore"}
+        ``video.timing``; see :func:`facerhythm_core.timing.check_timing`.
+    allow_truncated : bool
+        ``video.allow_truncated``: accept a cut-short copy with a warning.
+
+    Returns
+    -------
+    (VideoInfo, times)
+        ``times`` float64 (num_frames,), seconds on the video's own clock.
+
+    Raises
+    ------
+    VideoError, ConfigError
+        Cut short, irregular under ``strict``, or a timestamps file of the wrong
+        length; messages name the file and both numbers.
+    """
+    from .errors import ConfigError
+    from .timing import analyze_timestamps, check_timing, load_timestamp_file, read_container_timestamps
+
+    log = log or logger
+    info = probe_video(path)
+    ct = read_container_timestamps(info.path, fallback_rate=info.fps)
+    n_dec = min(info.num_frames, len(ct.times))
+    times = ct.times
+    if ct.source == "none":
+        log.warning("%s stores no frame timestamps; assuming a constant %.6g Hz clock",
+                    info.path, info.fps)
+    if len(ct.times) > info.num_frames:
+        # the packets and the decoder's own index disagree: trust the decoder's count
+        log.warning("%s: %d packets with timestamps but %d frames in the decoder's index; "
+                    "assuming a constant %.6g Hz clock", info.path, len(ct.times),
+                    info.num_frames, info.fps)
+        times, n_dec = np.arange(info.num_frames) / info.fps, info.num_frames
+    source = ct.source
+    if timestamps_file is not None:
+        user = load_timestamp_file(timestamps_file)
+        if len(user) != n_dec:
+            raise ConfigError(
+                f"timestamps {timestamps_file} has {len(user)} times but video {info.path} has "
+                f"{n_dec} decodable frames; give exactly one time (s) per frame")
+        times, source = user, "file"
+    tm = analyze_timestamps(times[:n_dec], source, ct.n_frames_header, ct.duration_header,
+                            ct.header_rate)
+    clock = check_timing(tm, info.path, policy, allow_truncated, log)
+    if clock == "resample":
+        fps = tm.nominal_rate
+    elif source == "file" and n_dec > 1:
+        fps = (n_dec - 1) / float(times[n_dec - 1] - times[0])   # the measured mean rate
+    else:
+        fps = info.fps
+    info = VideoInfo(**{**asdict(info), "num_frames": int(n_dec), "fps": float(fps),
+                        "timing": tm.to_dict(), "clock": clock,
+                        "timestamps_file": None if timestamps_file is None else str(timestamps_file)})
+    return info, np.asarray(times[:n_dec], dtype=np.float64)
+
+
 def probe_session(paths: Sequence[str | Path], fps_override: float | None = None,
-                  fps_clamp: float | None = None, max_fps_spread: float = 0.1) -> SessionVideos:
+                  fps_clamp: float | None = None, max_fps_spread: float = 0.1,
+                  timestamp_files: Sequence[str | Path | None] | None = None,
+                  timing: str | None = None, allow_truncated: bool = False,
+                  contiguous: bool = False, log: logging.Logger | None = None) -> SessionVideos:
     """Probe every video of a session and check they belong together.
 
     Parameters
@@ -131,15 +225,56 @@ def probe_session(paths: Sequence[str | Path], fps_override: float | None = None
     max_fps_spread : float
         Largest allowed (max - min) / mean of the videos' frame rates when no override
         is given.
+    timestamp_files : sequence of path or None, optional
+        One per video: the user's frame times replacing the container's.
+    timing : {"resample", "strict", "ignore"}, optional
+        ``video.timing``. None skips reading timestamps (metadata only, constant-rate
+        clock assumed, as before timestamps existed).
+    allow_truncated : bool
+        ``video.allow_truncated``.
+    contiguous : bool
+        The session is tracked as one stream: unrecorded time between its videos is
+        warned about.
 
     Returns
     -------
     SessionVideos
         With ``frame_rate`` = override, else clamp, else the median of the videos' rates.
     """
+    from .timing import gaps_between_videos, session_offsets
+
+    log = log or logger
     if len(paths) == 0:
         raise VideoError("a session needs at least one video")
-    infos = tuple(probe_video(p) for p in paths)
+    files = list(timestamp_files) if timestamp_files is not None else [None] * len(paths)
+    if len(files) != len(paths):
+        raise VideoError(f"{len(files)} timestamp files for {len(paths)} videos; give one per "
+                         "video, separated by ';' like the videos")
+    warns: list[str] = []
+    if timing is None:
+        infos = tuple(probe_video(p) for p in paths)
+        times = tuple(np.arange(v.num_frames) / v.fps for v in infos)
+    else:
+        probed = [probe_video_timing(p, f, timing, allow_truncated, log) for p, f in zip(paths, files)]
+        infos = tuple(i for i, _ in probed)
+        from .timing import VideoTiming
+
+        timings = [VideoTiming.from_dict(v.timing) for v in infos]
+        offsets = session_offsets(timings, [t.source for t in timings])
+        times = tuple(t + off for (_, t), off in zip(probed, offsets))
+        for v, tm in zip(infos, timings):
+            if tm.truncated:
+                warns.append(f"{v.path}: cut short, {tm.n_frames_decodable} of {tm.n_frames_header} "
+                             "frames decode (video.allow_truncated)")
+            if v.clock != "regular":
+                warns.append(f"{v.path}: irregular timing ({tm.describe()}); clock: {v.clock}")
+        if contiguous:
+            for i, gap in gaps_between_videos(times):
+                msg = (f"{paths[i - 1]} and {paths[i]} are {gap:.3f} s apart on the session clock "
+                       "but the session is tracked contiguously (as if no time passed); set "
+                       "`contiguous` to false for trials with gaps")
+                log.warning(msg)
+                warns.append(msg)
     h, w = infos[0].height, infos[0].width
     for v in infos[1:]:
         if (v.height, v.width) != (h, w):
@@ -159,7 +294,9 @@ def probe_session(paths: Sequence[str | Path], fps_override: float | None = None
                 f"frame rates differ by {spread:.0%} within one session ({listing}). "
                 "Give the session an `fps` value in the sessions table, or split it.")
         frame_rate = float(np.median(rates))
-    return SessionVideos(videos=infos, frame_rate=frame_rate, height=h, width=w)
+    return SessionVideos(videos=infos, frame_rate=frame_rate, height=h, width=w, times=times,
+                         warnings=tuple(warns), timing_policy=timing or "ignore",
+                         allow_truncated=bool(allow_truncated))
 
 
 # floor((R + G + B) / 3) as one affine map rounded to nearest: (R + G + B - 1) / 3 lies at
@@ -246,6 +383,40 @@ def _tail_frames_cv2(path: str, first: int, stop: int, check: np.ndarray | None)
         cap.release()
 
 
+def _tail_frames_av(path: str, first: int, stop: int) -> np.ndarray:
+    """Frames [first, stop) through PyAV, identified by their presentation timestamps
+    (exact where counting frames is not: cut-short copies end in partial packets)."""
+    import av
+
+    from .timing import read_container_timestamps
+
+    times = read_container_timestamps(path).times
+    if len(times) < stop:
+        raise VideoError(f"{path}: frames {len(times)}-{stop} do not decode; the file may be "
+                         "truncated or corrupt")
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        tb = float(stream.time_base)
+        wanted = {int(round(t / tb)): i for i, t in enumerate(times[first:stop])}
+        got: dict[int, np.ndarray] = {}
+        container.seek(int(round(times[max(0, first - 1)] / tb)), stream=stream, backward=True)
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                continue
+            for fr in frames:
+                i = wanted.get(fr.pts)
+                if i is not None:
+                    got[i] = fr.to_ndarray(format="rgb24")
+            if len(got) == len(wanted):
+                break
+    if len(got) != stop - first:
+        raise VideoError(f"the last {stop - first} frames of {path} cannot be decoded; the file "
+                         "may be truncated or corrupt")
+    return np.stack([got[i] for i in range(stop - first)])
+
+
 _TAIL = 4  # frames at the end decoded separately (more than any has_b_frames seen)
 
 
@@ -274,7 +445,10 @@ def _decode_sequential(dec, path: str, start: int, stop: int, n: int,
                              "The file may be truncated or corrupt.") from exc
         logger.info("torchcodec stops early at the end of %s (%s); reading frames %d-%d "
                     "with OpenCV", path, exc, start, stop)
-        tail = _tail_frames_cv2(path, start, n, last)
+        try:
+            tail = _tail_frames_cv2(path, start, n, last)
+        except VideoError:  # e.g. the partial last packets of a cut-short copy
+            tail = _tail_frames_av(path, start, n)
         state["tail"] = (start, tail)
         parts.append(tail[:stop - start])
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -334,7 +508,8 @@ def run_ahead(gen: Iterator, maxsize: int = 1, name: str = "run-ahead") -> Itera
 
 def iter_frame_chunks(path: str | Path, chunk_size: int = 128, gray: bool = True,
                       start: int = 0, stop: int | None = None, device: str = "cpu",
-                      prefetch: int = 2, decode_threads: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+                      prefetch: int = 2, decode_threads: int = 0,
+                      n_frames: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Stream a video in chunks, decoded ahead by a background thread.
 
     Parameters
@@ -355,6 +530,10 @@ def iter_frame_chunks(path: str | Path, chunk_size: int = 128, gray: bool = True
         FFmpeg decoding threads; 0 lets FFmpeg choose. One thread costs the least CPU
         per frame (no frame-threading overhead), the better choice when the decoder
         runs beside heavier work, as in the tracker.
+    n_frames : int, optional
+        The video's decodable frame count when known to be below the decoder's own
+        (a cut-short copy, see :mod:`facerhythm_core.timing`): frames past it are
+        never asked for.
 
     Yields
     ------
@@ -365,7 +544,7 @@ def iter_frame_chunks(path: str | Path, chunk_size: int = 128, gray: bool = True
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
     dec = [_open_decoder(path, device, threads=decode_threads)]
-    n = len(dec[0])
+    n = len(dec[0]) if n_frames is None else min(len(dec[0]), int(n_frames))
     stop = n if stop is None else min(int(stop), n)
     start = int(start)
     if not 0 <= start <= stop:

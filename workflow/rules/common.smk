@@ -12,7 +12,7 @@ REPO = Path(workflow.basedir).parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from facerhythm_core.config import read_sessions, validate_config  # noqa: E402
+from facerhythm_core.config import check_timestamp_files, read_sessions, validate_config  # noqa: E402
 from facerhythm_core.demo import DEMO_VIDEOS  # noqa: E402
 from facerhythm_core.errors import ConfigError  # noqa: E402
 
@@ -53,6 +53,7 @@ def _check_inputs():
             problems.append(f"session {s.session!r}: ROI file not found: {s.roi_ref}")
         if s.frames_freeze and not Path(s.frames_freeze).exists():
             problems.append(f"session {s.session!r}: frames_freeze file not found: {s.frames_freeze}")
+        problems += check_timestamp_files(s, cache_dir=".snakemake/facerhythm")
     for group, members in JOINT.items():
         for m in members:
             if m not in SESSIONS:
@@ -87,6 +88,14 @@ def session_contiguous(wildcards):
     return bool(config["tracking"]["contiguous"]) if config["tracking"]["contiguous"] is not None else False
 
 
+def probe_inputs(wildcards):
+    s = session_of(wildcards)
+    out = {"videos": list(s.videos)}
+    if s.timestamps:
+        out["timestamps"] = list(s.timestamps)
+    return out
+
+
 def roi_inputs(wildcards):
     s = session_of(wildcards)
     out = {"videos_info": f"{RESULTS}/{s.session}/videos.json"}
@@ -102,6 +111,7 @@ def tracking_inputs(wildcards):
     out = {
         "rois": f"{RESULTS}/{s.session}/rois.h5",
         "videos_info": f"{RESULTS}/{s.session}/videos.json",
+        "timestamps": f"{RESULTS}/{s.session}/timestamps.h5",
         "videos": list(s.videos),
     }
     if s.frames_freeze:
@@ -155,24 +165,42 @@ def _last_error(log_path):
     return ""
 
 
+def _probe_warnings(session):
+    """What the probe step found worth knowing (cut-short copies accepted, irregular
+    clocks), from videos.json."""
+    p = Path(RESULTS) / session / "videos.json"
+    try:
+        return list(json.loads(p.read_text()).get("warnings", []))
+    except (OSError, ValueError):
+        return []
+
+
 def write_run_summary(status):
-    """logs/run_summary.tsv: per session and stage, done / missing and the error if any."""
-    rows = ["session\tstage\tstatus\tlog\terror"]
-    failed = []
+    """logs/run_summary.tsv: per session and stage, done / missing, the error if any,
+    and the probe's warnings (timing, cut-short videos) as notes."""
+    rows = ["session\tstage\tstatus\tlog\terror\tnotes"]
+    failed, notes = [], []
     for s in SESSIONS:
         for stage, name in SUMMARY_STAGES:
             out = Path(RESULTS) / s / name
             log = f"logs/{stage}/{s}.log"
             if out.exists():
-                rows.append(f"{s}\t{stage}\tdone\t{log}\t")
+                note = ""
+                if stage == "probe_videos":
+                    warns = _probe_warnings(s)
+                    note = " | ".join(w.replace("\t", " ") for w in warns)
+                    notes += [f"{s}: {w}" for w in warns]
+                rows.append(f"{s}\t{stage}\tdone\t{log}\t\t{note}")
                 continue
             err = _last_error(log)
             state = "failed" if err else "not run"
             if err:
                 failed.append(f"{s} ({stage}): {err}  [see {log}]")
-            rows.append(f"{s}\t{stage}\t{state}\t{log}\t{err}")
+            rows.append(f"{s}\t{stage}\t{state}\t{log}\t{err}\t")
     Path("logs").mkdir(exist_ok=True)
     Path("logs/run_summary.tsv").write_text("\n".join(rows) + "\n")
     print(f"facerhythm run {status}: summary in logs/run_summary.tsv", file=sys.stderr)
     for f in failed:
         print(f"  FAILED {f}", file=sys.stderr)
+    for n in notes:
+        print(f"  NOTE {n}", file=sys.stderr)

@@ -55,9 +55,10 @@ def template_roi_inputs(wildcards):
 
 rule probe_videos:
     input:
-        videos=session_videos,
+        unpack(probe_inputs),
     output:
-        f"{RESULTS}/{{session}}/videos.json",
+        info=f"{RESULTS}/{{session}}/videos.json",
+        timestamps=f"{RESULTS}/{{session}}/timestamps.h5",
     params:
         fps=lambda wc: session_of(wc).fps,
         video=config["video"],

@@ -24,7 +24,8 @@ result = tca.decompose(spec.spectrograms, videos=cfg["videos"], windows=cfg.get(
 with atomic_output(snakemake.output[0]) as tmp, h5py.File(tmp, "w") as f:
     f.attrs["session"] = session
     tca.write_tca_h5(f, result, frequencies=spec.frequencies, times=spec.times,
-                     point_positions=spec.point_positions)
+                     point_positions=spec.point_positions,
+                     time_axes={"session_times": spec.session_times, "gap_fraction": spec.gap_fraction})
     write_provenance(f, "tca", params=cfg, inputs=[snakemake.input.spectrograms],
                      extra={"session": session, "engines": {k: d.fit.engine for k, d in
                                                             result.decompositions.items()}},

@@ -38,16 +38,26 @@ log.info("joint group %s (%s): sessions %s", group, mode,
          {sid: {k: v.shape for k, v in s.spectrograms.items()} for sid, s in specs.items()})
 result = tca.decompose_joint({sid: s.spectrograms for sid, s in specs.items()}, mode=mode,
                              **tca.options_from_config(cfg, select_device(cfg["device"])))
-times = {f"{sid}/{k}": t for sid, s in specs.items() for k, t in s.times.items()}
-if mode == "stack":  # one time axis per session: its videos' times, joined
-    times = {sid: np.concatenate([s.times[k] for k in s.spectrograms])
-             for sid, s in specs.items() if all(k in s.times for k in s.spectrograms)}
+
+
+def joint_axis(axis_of):
+    """An axis of every element (``session/video``), or per session when stacked."""
+    if mode == "stack":  # one time axis per session: its videos' axes, joined
+        return {sid: np.concatenate([axis_of(s)[k] for k in s.spectrograms])
+                for sid, s in specs.items() if all(k in axis_of(s) for k in s.spectrograms)}
+    return {f"{sid}/{k}": t for sid, s in specs.items() for k, t in axis_of(s).items()}
+
+
+times = joint_axis(lambda s: s.times)
+time_axes = {"session_times": joint_axis(lambda s: s.session_times),
+             "gap_fraction": joint_axis(lambda s: s.gap_fraction)}
 with atomic_output(snakemake.output[0]) as tmp, h5py.File(tmp, "w") as f:
     f.attrs["group"] = group
     f.attrs["joint_mode"] = mode
     f.create_dataset("sessions", data=sessions, dtype=h5py.string_dtype())
     tca.write_tca_h5(f, result, frequencies=freqs[0], times=times,
-                     point_positions={sid: s.point_positions for sid, s in specs.items()})
+                     point_positions={sid: s.point_positions for sid, s in specs.items()},
+                     time_axes=time_axes)
     write_provenance(f, "tca_joint", params=cfg, inputs=paths,
                      extra={"group": group, "sessions": sessions, "mode": mode,
                             **result.extra}, started=started)

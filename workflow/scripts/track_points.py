@@ -15,6 +15,7 @@ import h5py  # noqa: E402
 
 from facerhythm_core.errors import VideoError  # noqa: E402
 from facerhythm_core.io import atomic_output, write_provenance  # noqa: E402
+from facerhythm_core.timing import read_timestamps_h5, stream_clocks  # noqa: E402
 from facerhythm_core.tracking import (TrackingParams, load_frames_freeze,  # noqa: E402
                                       track_session, write_tracking_h5)
 
@@ -57,17 +58,21 @@ with atomic_output(snakemake.output[0]) as tmp, h5py.File(tmp, "w") as f:
         frames_freeze=frames_freeze, chunk_size=vcfg.get("chunk_size", 128),
         prefetch=vcfg.get("prefetch", 2), decode_device=vcfg.get("decode_device", "cpu"),
         device=cfg.get("device", "cpu"), out_factory=out_factory)
-    write_tracking_h5(f, session, frame_rate=float(info["frame_rate"]))
+    clocks = stream_clocks(read_timestamps_h5(snakemake.input.timestamps), contiguous,
+                           info.get("timing_policy", "resample"))
+    write_tracking_h5(f, session, frame_rate=float(info["frame_rate"]), clocks=clocks)
     stats = {k: {"n_rewinds": r.n_rewinds, "rewinds_capped": r.rewinds_capped,
                  "frames_processed": r.n_frames_processed, "seconds": round(r.seconds, 3),
                  "violation_fraction": r.violation_fraction}
              for k, r in session.results.items()}
-    inputs = [snakemake.input.rois, snakemake.input.videos_info, *videos]
+    inputs = [snakemake.input.rois, snakemake.input.videos_info, snakemake.input.timestamps, *videos]
     if freeze_path:
         inputs.append(freeze_path)
     write_provenance(f, "track_points", params={"tracking": cfg, "resolved": params.to_dict(),
                                                 "video": vcfg},
-                     inputs=inputs, extra={"streams": stats}, started=started)
+                     inputs=inputs, extra={"streams": stats, "probe_warnings": info.get("warnings", []),
+                                         "clocks": {k: c["clock"] for k, c in clocks.items()}},
+                     started=started)
 for k, s in stats.items():
     log.info("stream %s: %s", k, s)
 log.info("wrote %s", snakemake.output[0])
