@@ -36,8 +36,9 @@ def clips(tmp_path_factory, ffmpeg_cli):
     drop = d / "dropped.mp4"   # frames 100-129 dropped, the others keep their times
     ffmpeg("-i", reg, "-vf", "select='not(between(n,100,129))'", "-fps_mode", "passthrough",
            "-c:v", "libx264", "-movflags", "+faststart", drop)
-    cut = d / "cut.mp4"
-    cut.write_bytes(reg.read_bytes()[: int(reg.stat().st_size * 0.6)])
+    cut = d / "cut.mp4"         # an interrupted copy: the first 60 % of the bytes
+    with open(cut, "wb") as fh:
+        subprocess.run(["head", "-c", str(int(reg.stat().st_size * 0.6)), str(reg)], stdout=fh, check=True)
     return {"regular": reg, "dropped": drop, "cut": cut, "dir": d}
 
 
@@ -208,6 +209,14 @@ def test_user_timestamps_set_the_session_clock(clips, tmp_path):
     assert info.frame_rate == pytest.approx(29.97)
     with pytest.raises(ConfigError, match="has 1200 times but video"):
         probe_session([clips["cut"]], timestamp_files=[f], timing="resample", allow_truncated=True)
+    # two trials 60 s apart on the acquisition clock, tracked as one stream: warned
+    g = tmp_path / "ttl2.npy"
+    np.save(g, t + 100.0)
+    info = probe_session([clips["regular"], clips["regular"]], timestamp_files=[f, g],
+                         timing="resample", contiguous=True)
+    assert info.times[1][0] - info.times[0][-1] == pytest.approx(100 - 1199 / 29.97, rel=1e-6)
+    (w,) = [w for w in info.warnings if "tracked contiguously" in w]
+    assert "apart on the session clock" in w
 
 
 # --------------------------------------------------------------------------- the stages
