@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
-import csv
-from dataclasses import dataclass, field
+import math
+import warnings
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from .errors import ConfigError
+from .errors import ConfigError, FaceRhythmWarning
+from .tables import Table, TableRow, close_column, read_table
 
 
 def _validator_with_defaults():
@@ -51,6 +53,13 @@ def validate_config(config: Mapping, schema: Mapping, source: str = "config") ->
     return cfg2
 
 
+def _problem(err, where: str) -> str:
+    """A schema violation as ``where: problem``; a failed pattern adds the key's description."""
+    desc = err.schema.get("description", "") if isinstance(err.schema, Mapping) else ""
+    note = f" ({desc.strip()})" if err.validator == "pattern" and desc else ""
+    return f"{where}: {err.message}{note}"
+
+
 @dataclass(frozen=True)
 class Session:
     """One row of the sessions table."""
@@ -61,7 +70,10 @@ class Session:
     fps: float | None = None
     contiguous: bool | None = None
     frames_freeze: str | None = None
-    extra: dict = field(default_factory=dict)
+    #: other columns of the row (kept, not used), column name -> cell text
+    extra: dict = field(default_factory=dict, compare=False)
+    #: line of the row in the sessions table, as an editor shows it
+    line: int | None = field(default=None, compare=False)
 
     @property
     def roi_kind(self) -> str:
@@ -81,84 +93,188 @@ class Session:
 _BOOL = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
-def _coerce(row: dict, lineno: int, path: str) -> dict:
-    out: dict[str, Any] = {}
-    for k, v in row.items():
-        if k is None:
-            raise ConfigError(f"{path}, line {lineno}: more cells than header columns "
-                              "(is a value containing a tab?)")
-        k = k.strip()
-        v = "" if v is None else v.strip()
-        if v == "":
-            continue
-        if k == "fps":
-            try:
-                out[k] = float(v)
-            except ValueError:
-                raise ConfigError(f"{path}, line {lineno}: fps must be a number, got {v!r}") from None
-        elif k == "contiguous":
-            if v.lower() not in _BOOL:
-                raise ConfigError(f"{path}, line {lineno}: contiguous must be true/false, got {v!r}")
-            out[k] = _BOOL[v.lower()]
-        else:
-            out[k] = v
-    return out
+def _warn(message: str) -> None:
+    warnings.warn(message, FaceRhythmWarning, stacklevel=4)
 
 
-def read_sessions(path: str | Path, schema: Mapping, roi_sets: Mapping | None = None) -> list[Session]:
-    """Read and validate the sessions table (TSV with a header row).
+def _check_header(table: Table, schema: Mapping, warn: Callable[[str], None] = _warn) -> list[str]:
+    """Known columns present; errors for missing required ones, ``warn`` for near misses."""
+    known = list(schema.get("properties", {}))
+    present = [c for c in table.columns if c]
+    absent = [k for k in known if k not in present]
+    extra = [c for c in present if c not in known]
+    guesses = {c: close_column(c, absent) for c in extra}
+    missing = [k for k in schema.get("required", []) if k not in present]
+    if missing:
+        hints = [f"{c!r} for {g!r}?" for c, g in guesses.items() if g in missing]
+        raise ConfigError(f"{table.where(table.header_line)} (the header): missing required "
+                          f"column(s) {missing}; the header has {present}"
+                          + (f" (a misspelling: {', '.join(hints)})" if hints else ""))
+    for c, g in guesses.items():
+        if g is not None:
+            warn(f"{table.where(table.header_line)} (the header): column {c!r} is not a known "
+                 f"column and is ignored; did you mean {g!r}?")
+    return [k for k in known if k in present]
 
-    Checks every row against ``schema``, unique session ids, that ``config:NAME`` ROI
-    sources exist in ``roi_sets`` and that ``template:ID`` names another session.
-    Lines starting with ``#`` are comments.
+
+def _types(prop: Mapping) -> list[str]:
+    t = prop.get("type", "string")
+    return [t] if isinstance(t, str) else list(t)
+
+
+def cell_value(text: str, name: str, prop: Mapping, where: str) -> Any:
+    """Convert one non-empty cell to the type its schema property asks for.
+
+    Numbers must be finite (``nan``/``inf`` are rejected).
+
+    Parameters
+    ----------
+    text : str
+        The stripped, non-empty cell.
+    name : str
+        Column name, for messages.
+    prop : mapping
+        The column's schema property (its ``type`` decides the conversion).
+    where : str
+        File, line and column, for messages.
 
     Raises
     ------
     ConfigError
-        Naming the file, line and column.
+        Naming ``where`` (file, line and column), the value and the expected type.
     """
-    path = Path(path)
-    if not path.exists():
+    types = _types(prop)
+    if "boolean" in types:
+        if text.lower() not in _BOOL:
+            raise ConfigError(f"{where}: {name} must be true or false, got {text!r}")
+        return _BOOL[text.lower()]
+    if "integer" in types or "number" in types:
+        try:
+            value = int(text) if "number" not in types else float(text)
+        except ValueError:
+            kind = "an integer" if "number" not in types else "a number"
+            comma = " (use a decimal point, not a comma)" if "," in text else ""
+            raise ConfigError(f"{where}: {name} must be {kind}, got {text!r}{comma}") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {name} must be a finite number, got {text!r}")
+        return value
+    return text
+
+
+def _schema_problems(rec: dict, validator) -> list[str]:
+    return [_problem(e, f"column {e.absolute_path[0]!r}" if e.absolute_path else "row")
+            for e in validator.iter_errors(rec)]
+
+
+def _row_record(row: TableRow, known: list[str], table: Table, schema: Mapping, validator) -> dict:
+    """The row's known cells, converted and checked against the schema."""
+    props = schema.get("properties", {})
+    rec = {}
+    for k in known:
+        if row.cells.get(k):
+            rec[k] = cell_value(row.cells[k], k, props[k], table.where(row.line, k))
+    missing = [k for k in schema.get("required", []) if k not in rec]
+    if missing:
+        raise ConfigError(f"{table.where(row.line)}: required column(s) {missing} empty; every "
+                          "session needs a value there")
+    problems = _schema_problems(rec, validator)
+    if problems:
+        raise ConfigError(f"{table.where(row.line)}: " + "; ".join(problems))
+    return rec
+
+
+def _check_session_ids(sessions: list[Session], table: Table, reserved: Mapping[str, str]) -> None:
+    """Unique ids, also ignoring case (case-insensitive file systems), and none reserved."""
+    seen: dict[str, Session] = {}
+    for s in sessions:
+        why = next((w for r, w in reserved.items() if r.casefold() == s.session.casefold()), None)
+        if why is not None:
+            raise ConfigError(f"{table.where(s.line, 'session')}: session id {s.session!r} is "
+                              f"reserved: {why}; rename the session")
+        other = seen.get(s.session.casefold())
+        if other is not None and other.session == s.session:
+            raise ConfigError(f"{table.path}: session id {s.session!r} appears on lines {other.line} "
+                              f"and {s.line}; ids must be unique")
+        if other is not None:
+            raise ConfigError(f"{table.path}: session ids {other.session!r} (line {other.line}) and "
+                              f"{s.session!r} (line {s.line}) differ only in letter case; they would "
+                              "share one results folder on macOS and Windows, so ids must be unique "
+                              "ignoring case")
+        seen[s.session.casefold()] = s
+
+
+def _session_from(rec: dict, row: TableRow, extra: dict, where: str) -> Session:
+    """A :class:`Session` from a checked row; every field the row has a column for is set."""
+    videos = tuple(v.strip() for v in rec["videos"].split(";") if v.strip())
+    if not videos:
+        raise ConfigError(f"{where}: no video path in `videos`")
+    names = {f.name for f in fields(Session)} - {"videos", "extra", "line"}
+    return Session(videos=videos, extra=extra, line=row.line,
+                   **{k: v for k, v in rec.items() if k in names})
+
+
+def read_sessions(path: str | Path, schema: Mapping, roi_sets: Mapping | None = None,
+                  reserved: Mapping[str, str] | None = None,
+                  warn: Callable[[str], None] | None = None) -> list[Session]:
+    """Read and validate the sessions table.
+
+    The table is read by :func:`~facerhythm_core.tables.read_table` (spreadsheet output
+    included). Every known column (the schema's properties) is converted by
+    :func:`cell_value` and checked against ``schema``; other columns are kept in
+    :attr:`Session.extra` and otherwise ignored, with a warning when one looks like a
+    misspelled known column that is absent. Session ids must be unique (also ignoring
+    case) and not in ``reserved``; ``config:NAME`` ROI sources must exist in
+    ``roi_sets`` and ``template:ID`` must name another session.
+
+    Parameters
+    ----------
+    path : path
+    schema : mapping
+        ``workflow/schemas/sessions.schema.yaml``.
+    roi_sets : mapping, optional
+        Config ``roi_sets``.
+    reserved : mapping of str -> str, optional
+        Session ids the workflow uses itself, mapped to the reason.
+    warn : callable, optional
+        Called with each warning's text; default: :func:`warnings.warn` with a
+        :class:`~facerhythm_core.errors.FaceRhythmWarning`.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, line (as an editor shows it) and column.
+    """
+    if not Path(path).exists():
         raise ConfigError(f"sessions table not found: {path} (set `sessions:` in the config)")
-    with open(path, newline="") as fh:
-        lines = [ln for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
-    if not lines:
-        raise ConfigError(f"sessions table {path} is empty")
-    reader = csv.DictReader(lines, delimiter="\t")
-    allowed = set(schema.get("properties", {}))
-    unknown = [c for c in (reader.fieldnames or []) if c and c.strip() not in allowed]
-    if unknown:
-        raise ConfigError(f"sessions table {path}: unknown column(s) {unknown}; allowed: {sorted(allowed)}")
+    table = read_table(path, "sessions table", list(schema.get("properties", {})))
+    known = _check_header(table, schema, warn or _warn)
     validator = _validator_with_defaults()(schema)
     sessions: list[Session] = []
-    seen: dict[str, int] = {}
-    for i, row in enumerate(reader, start=2):
-        rec = _coerce(row, i, str(path))
-        errs = list(validator.iter_errors(rec))
-        if errs:
-            msg = "; ".join(f"{_where(e)}: {e.message}" for e in errs)
-            raise ConfigError(f"sessions table {path}, line {i}: {msg}")
-        sid = rec["session"]
-        if sid in seen:
-            raise ConfigError(f"sessions table {path}: session id {sid!r} appears on lines "
-                              f"{seen[sid]} and {i}; ids must be unique")
-        seen[sid] = i
-        videos = tuple(v.strip() for v in rec["videos"].split(";") if v.strip())
-        if not videos:
-            raise ConfigError(f"sessions table {path}, line {i}: no video path in `videos`")
-        sessions.append(Session(session=sid, videos=videos, rois=rec["rois"], fps=rec.get("fps"),
-                                contiguous=rec.get("contiguous"), frames_freeze=rec.get("frames_freeze")))
+    for row in table.rows:
+        rec = _row_record(row, known, table, schema, validator)
+        extra = {c: v for c, v in row.cells.items() if c not in known}
+        sessions.append(_session_from(rec, row, extra, table.where(row.line, "videos")))
+    if not sessions:
+        raise ConfigError(f"{table.path} has a header but no session rows")
+    _check_session_ids(sessions, table, reserved or {})
+    _check_roi_sources(sessions, table, roi_sets or {})
+    return sessions
+
+
+def _check_roi_sources(sessions: list[Session], table: Table, roi_sets: Mapping) -> None:
+    """``config:NAME`` names a set in ``roi_sets``; ``template:ID`` names another session."""
     ids = {s.session for s in sessions}
     for s in sessions:
-        if s.roi_kind == "config" and s.roi_ref not in (roi_sets or {}):
-            raise ConfigError(f"session {s.session!r}: ROI source {s.rois!r} names no set in config "
-                              f"`roi_sets` (have: {sorted(roi_sets or {})})")
+        where = table.where(s.line, "rois")
+        if s.roi_kind == "config" and s.roi_ref not in roi_sets:
+            raise ConfigError(f"{where}: session {s.session!r}: ROI source {s.rois!r} names no set "
+                              f"in config `roi_sets` (have: {sorted(roi_sets)})")
         if s.roi_kind == "template":
-            if s.roi_ref not in ids:
-                raise ConfigError(f"session {s.session!r}: template session {s.roi_ref!r} is not in the sessions table")
             if s.roi_ref == s.session:
-                raise ConfigError(f"session {s.session!r} names itself as its ROI template")
-    return sessions
+                raise ConfigError(f"{where}: session {s.session!r} names itself as its ROI template")
+            if s.roi_ref not in ids:
+                raise ConfigError(f"{where}: session {s.session!r}: template session {s.roi_ref!r} "
+                                  "is not in the sessions table")
 
 
 def check_vqt_window(num_frames: list[int], frame_rate: float, spectrogram: Mapping,

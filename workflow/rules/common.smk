@@ -22,17 +22,32 @@ def _load_schema(name):
         return yaml.safe_load(fh)
 
 
+def _reserved_session_ids(results_dir):
+    """Session ids that would collide with the workflow's own folders, with the reason."""
+    reserved = {"joint": f"{results_dir}/joint/ holds the joint TCAs of `tca.joint`"}
+    if Path(results_dir).resolve() == Path.cwd().resolve():
+        for d in ("config", "logs", "resources", "workflow", "profiles"):
+            reserved[d] = f"results_dir is the working directory, whose {d}/ folder is the workflow's"
+    return reserved
+
+
+def _warn(message):
+    # Python warnings raised while Snakemake parses the workflow are not shown
+    print(f"facerhythm warning: {message}", file=sys.stderr)
+
+
 # Validate once at DAG-build time; errors name the key, row or file.
 try:
     config.update(validate_config(config, _load_schema("config.schema.yaml")))
+    RESULTS = config["results_dir"].rstrip("/")
     SESSIONS = {
         s.session: s
-        for s in read_sessions(config["sessions"], _load_schema("sessions.schema.yaml"), config["roi_sets"])
+        for s in read_sessions(config["sessions"], _load_schema("sessions.schema.yaml"), config["roi_sets"],
+                               reserved=_reserved_session_ids(RESULTS), warn=_warn)
     }
 except ConfigError as exc:
     raise WorkflowError(f"facerhythm configuration error:\n{exc}") from None
 
-RESULTS = config["results_dir"].rstrip("/")
 JOINT = config["tca"]["joint"]
 DEMO_PREFIX = "resources/demo/"
 
@@ -42,17 +57,31 @@ def _is_demo_video(path):
     return p.startswith(DEMO_PREFIX) and Path(p).stem in DEMO_VIDEOS and p.endswith(".mp4")
 
 
+def _cell(s, column):
+    """Where a session's cell is, for messages: ' (config/sessions.tsv, line 3, column 'videos')'."""
+    return f" ({config['sessions']}, line {s.line}, column {column!r})"
+
+
+def _file_problem(s, column, what, path):
+    """Why a session's input file cannot be used (missing, a folder), or None."""
+    p = Path(path)
+    if p.is_file():
+        return None
+    problem = "is a folder, not a file" if p.is_dir() else "not found"
+    hint = "; use '/' between folders, not '\\'" if "\\" in path and not p.exists() else ""
+    return f"session {s.session!r}: {what} {problem}: {path}{_cell(s, column)}{hint}"
+
+
 def _check_inputs():
     """Fail before any job starts when an input is missing or a group is wrong."""
     problems = []
     for s in SESSIONS.values():
-        for v in s.videos:
-            if not _is_demo_video(v) and not Path(v).exists():
-                problems.append(f"session {s.session!r}: video not found: {v}")
-        if s.roi_kind == "file" and not Path(s.roi_ref).exists():
-            problems.append(f"session {s.session!r}: ROI file not found: {s.roi_ref}")
-        if s.frames_freeze and not Path(s.frames_freeze).exists():
-            problems.append(f"session {s.session!r}: frames_freeze file not found: {s.frames_freeze}")
+        checks = [("videos", "video", v) for v in s.videos if not _is_demo_video(v)]
+        if s.roi_kind == "file":
+            checks.append(("rois", "ROI file", s.roi_ref))
+        if s.frames_freeze:
+            checks.append(("frames_freeze", "frames_freeze file", s.frames_freeze))
+        problems += [m for m in (_file_problem(s, *c) for c in checks) if m]
     for group, members in JOINT.items():
         for m in members:
             if m not in SESSIONS:
