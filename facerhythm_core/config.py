@@ -33,8 +33,29 @@ def _where(err) -> str:
     return path or "(top level)"
 
 
+def _problem(err, where: str) -> str:
+    """A schema violation as ``where: problem``; a failed pattern adds the key's description."""
+    desc = err.schema.get("description", "") if isinstance(err.schema, Mapping) else ""
+    note = f" ({desc.strip()})" if err.validator == "pattern" and desc else ""
+    return f"{where}: {err.message}{note}"
+
+
+def non_finite_numbers(obj: Any, path: tuple = ()) -> list[tuple[str, float]]:
+    """Every NaN or infinite float in a nested mapping/list, as (``key.path``, value)."""
+    if isinstance(obj, float):
+        return [] if math.isfinite(obj) else [(".".join(map(str, path)) or "(top level)", obj)]
+    if isinstance(obj, Mapping):
+        return [hit for k, v in obj.items() for hit in non_finite_numbers(v, path + (k,))]
+    if isinstance(obj, (list, tuple)):
+        return [hit for i, v in enumerate(obj) for hit in non_finite_numbers(v, path + (i,))]
+    return []
+
+
 def validate_config(config: Mapping, schema: Mapping, source: str = "config") -> dict:
     """Validate ``config`` against ``schema`` and return a copy with defaults filled in.
+
+    Every number must also be finite: JSON schema lets NaN and infinity (YAML ``.nan``,
+    ``.inf``; ``--config key=nan``) through every bound.
 
     Raises
     ------
@@ -43,21 +64,16 @@ def validate_config(config: Mapping, schema: Mapping, source: str = "config") ->
     """
     cfg = copy.deepcopy(dict(config or {}))
     validator = _validator_with_defaults()(schema)
-    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = [f"  {_where(e)}: {e.message}" for e in errors]
+    problems = [(list(e.absolute_path), _problem(e, _where(e))) for e in validator.iter_errors(cfg)]
+    problems += [(where.split("."), f"{where}: {value!r} is not a finite number (NaN and infinity "
+                                    "are not allowed)") for where, value in non_finite_numbers(config)]
+    if problems:
+        lines = [f"  {msg}" for _, msg in sorted(problems, key=lambda p: [str(k) for k in p[0]])]
         raise ConfigError(f"{source} breaks the schema:\n" + "\n".join(lines))
     # a second pass fills defaults inside objects that the first pass created
     cfg2 = copy.deepcopy(cfg)
     list(validator.iter_errors(cfg2))
     return cfg2
-
-
-def _problem(err, where: str) -> str:
-    """A schema violation as ``where: problem``; a failed pattern adds the key's description."""
-    desc = err.schema.get("description", "") if isinstance(err.schema, Mapping) else ""
-    note = f" ({desc.strip()})" if err.validator == "pattern" and desc else ""
-    return f"{where}: {err.message}{note}"
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ def test_every_key_documented(schema):
     ({"spectrogram": {"n_freq_bins": 0}}, "spectrogram.n_freq_bins"),
     ({"tca": {"method": "PCA"}}, "tca.method"),
     ({"device": "tpu"}, "device"),
+    ({"tracking": {"criteria": [3, 2, "small"]}}, "tracking.criteria.2"),
 ])
 def test_schema_rejections_name_the_key(schema, bad, where):
     with pytest.raises(ConfigError) as e:
@@ -257,6 +258,37 @@ def test_reserved_and_case_colliding_session_ids(tmp_path, sschema):
     with pytest.raises(ConfigError, match=r"session ids 'M1' \(line 2\) and 'm1' \(line 3\) differ only "
                                           r"in letter case.* must be unique ignoring case"):
         read_sessions(_write(tmp_path, "session\tvideos\trois\nM1\ta\tr\nm1\tb\tr\n"), sschema)
+
+
+# --------------------------------------------------------------------- non-finite numbers
+
+@pytest.mark.parametrize("text,where", [
+    ("tracking:\n  mesh_rigidity: .nan\n", "tracking.mesh_rigidity"),
+    ("spectrogram:\n  f_min: .inf\n", "spectrogram.f_min"),
+    ("spectrogram:\n  fs: .nan\n", "spectrogram.fs"),
+    ("video:\n  fps_clamp: .inf\n", "video.fps_clamp"),
+    ("tca:\n  tol: .nan\n", "tca.tol"),
+    ("tca:\n  method_params:\n    l2_reg: -.inf\n", "tca.method_params.l2_reg"),
+    ("tracking:\n  criteria: [3, 2, .nan]\n", "tracking.criteria.2"),
+    ("roi_sets:\n  face:\n    cheek: [[1, 2], [3, .nan], [5, 6]]\n", "roi_sets.face.cheek.1.1"),
+])
+def test_non_finite_config_numbers_rejected_naming_the_key(schema, text, where):
+    cfg = yaml.safe_load(text)
+    with pytest.raises(ConfigError, match=rf"  {re.escape(where)}: (nan|inf|-inf) is not a finite number"):
+        validate_config(cfg, schema)
+
+
+def test_config_from_the_command_line_nan(schema):
+    # snakemake --config parses `relaxation=nan` with float(): a real NaN, not a string
+    with pytest.raises(ConfigError, match=r"tracking.relaxation: nan is not a finite number"):
+        validate_config({"tracking": {"relaxation": float("nan")}}, schema)
+
+
+def test_results_dir_must_name_a_folder(schema):
+    for bad in ("", "/", "//"):
+        with pytest.raises(ConfigError, match=r"results_dir: .* \(Folder that receives"):
+            validate_config({"results_dir": bad}, schema)
+    assert validate_config({"results_dir": "out/"}, schema)["results_dir"] == "out/"
 
 
 def test_frames_freeze_text_as_a_spreadsheet_saves_it(tmp_path):

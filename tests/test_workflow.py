@@ -135,3 +135,12 @@ def test_session_id_of_a_workflow_folder_rejected(tmp_path):
     assert ("sessions table config/sessions.tsv, line 3, column 'session': session id 'joint' is "
             "reserved: results/joint/ holds the joint TCAs") in r.stderr + r.stdout
     assert not (wd / "results").exists()
+
+
+def test_non_finite_config_number_rejected_before_any_job(tmp_path):
+    cfg = (REPO / "config" / "config.yaml").read_text() + "\nvideo:\n  fps_clamp: .inf\n"
+    wd = make_workdir(tmp_path, config_text=cfg)
+    r = snakemake(wd, "-n", check=False)
+    assert r.returncode != 0
+    assert "video.fps_clamp: inf is not a finite number" in r.stderr + r.stdout
+    assert not (wd / "results").exists()
