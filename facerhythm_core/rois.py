@@ -462,5 +462,8 @@ def save_example_png(path: str | Path, rois: ROISet, tracking_mask: np.ndarray |
         cv2.drawContours(canvas, cs, -1, colours[i % len(colours)], 1)
     for x, y in np.round(rois.point_positions).astype(int):
         cv2.circle(canvas, (int(x), int(y)), 1, (0, 0, 255), -1)
-    if not cv2.imwrite(str(path), canvas):
-        raise OSError(f"could not write {path}")
+    ok, png = cv2.imencode(".png", canvas)  # the bytes cv2.imwrite writes
+    if not ok:
+        raise ROIError(f"could not encode the example frame as PNG for {path}")
+    # written by Python, so that a full or read-only disk raises its real OSError
+    Path(path).write_bytes(png.tobytes())

@@ -97,3 +97,40 @@ def test_kill_9_then_rerun_incomplete_gives_identical_output(tmp_path, video):
     for k in a:
         assert np.array_equal(a[k], b[k])
     assert not list((wd / "results/m1").glob(".tracking.tmp-*")), "stale temp file not cleaned"
+
+
+def _summary_rows(wd: Path) -> dict:
+    rows = (wd / "logs/run_summary.tsv").read_text().splitlines()[1:]
+    return {tuple(r.split("\t")[:2]): r.split("\t")[2:] for r in rows}
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True)
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                           capture_output=True)
+    except FileNotFoundError:
+        return False
+    return r.returncode == 0
+
+
+@pytest.mark.slow
+def test_full_disk_summary_shows_the_root_cause(tmp_path, video):
+    """A real full disk (a 200 kB tmpfs) under the results: the summary and the FAILED line say
+    'No space left on device', which HDF5 puts only on the second line of its error."""
+    full = tmp_path / "full"
+    if not _mount_tmpfs(full, "200k"):
+        pytest.skip("mounting a small tmpfs needs root (CAP_SYS_ADMIN)")
+    try:
+        wd = workdir(tmp_path / "wd", [f"m1\t{video}\tconfig:face"],
+                     CONFIG + f"results_dir: {full}/results\n")
+        r = snakemake(wd, "-j1", f"{full}/results/m1/rois.h5", check=False)
+        assert r.returncode != 0
+        assert not (full / "results/m1/rois.h5").exists()
+        state, _, error = _summary_rows(wd)[("m1", "rois")]
+        assert state == "failed"
+        assert error.endswith("; root cause: No space left on device (errno 28, ENOSPC)")
+        failed = r.stderr[r.stderr.index("FAILED m1 (rois)"):].splitlines()
+        assert failed[1].strip() == "root cause: No space left on device (errno 28, ENOSPC)"
+    finally:
+        subprocess.run(["umount", str(full)], check=False)

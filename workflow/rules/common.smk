@@ -3,6 +3,7 @@
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -15,6 +16,8 @@ if str(REPO) not in sys.path:
 from facerhythm_core.config import read_sessions, validate_config  # noqa: E402
 from facerhythm_core.demo import DEMO_VIDEOS  # noqa: E402
 from facerhythm_core.errors import ConfigError  # noqa: E402
+from facerhythm_core.failures import ROOT_CAUSE, Failure, error_in_log  # noqa: E402
+from facerhythm_core.io import atomic_output  # noqa: E402
 
 
 def _load_schema(name):
@@ -172,36 +175,51 @@ SUMMARY_STAGES = [
 ]
 
 
-def _last_error(log_path):
-    """The last ERROR/Exception line of a log, or ''."""
-    p = Path(log_path)
-    if not p.exists():
-        return ""
-    lines = [ln.strip() for ln in p.read_text(errors="replace").splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        if " ERROR " in ln or "Error:" in ln or "Error" in ln.split(":")[0]:
-            return ln[:300]
-    return ""
+#: when this run began: a log written since is this run's
+RUN_STARTED = time.time()
+STOPPED = "ended without an error message (killed, out of memory, or crashed?)"
+
+
+def _stage_state(output, log):
+    """('done' | 'failed' | 'stopped' | 'not run', Failure or None) of one stage of a session."""
+    if output.exists():
+        return "done", None
+    failure = error_in_log(log)
+    if failure is not None:
+        return "failed", failure
+    if Path(log).is_file() and Path(log).stat().st_mtime >= RUN_STARTED - 1:
+        return "stopped", Failure(STOPPED)
+    return "not run", None
+
+
+def _write_summary_table(rows):
+    """Write logs/run_summary.tsv whole or not at all; say where it went or why not."""
+    try:
+        with atomic_output("logs/run_summary.tsv") as tmp:
+            tmp.write_text("\n".join(rows) + "\n")
+    except OSError as exc:
+        return f"could not write logs/run_summary.tsv: {exc.strerror or exc}"
+    return "summary in logs/run_summary.tsv"
 
 
 def write_run_summary(status):
-    """logs/run_summary.tsv: per session and stage, done / missing and the error if any."""
+    """logs/run_summary.tsv: per session and stage, done / failed / stopped / not run, and the error.
+
+    The error is the whole message of the job's last logged error with its root cause
+    (facerhythm_core.failures); the terminal gets a FAILED line for each.
+    """
     rows = ["session\tstage\tstatus\tlog\terror"]
     failed = []
     for s in SESSIONS:
         for stage, name in SUMMARY_STAGES:
-            out = Path(RESULTS) / s / name
             log = f"logs/{stage}/{s}.log"
-            if out.exists():
-                rows.append(f"{s}\t{stage}\tdone\t{log}\t")
-                continue
-            err = _last_error(log)
-            state = "failed" if err else "not run"
-            if err:
-                failed.append(f"{s} ({stage}): {err}  [see {log}]")
-            rows.append(f"{s}\t{stage}\t{state}\t{log}\t{err}")
-    Path("logs").mkdir(exist_ok=True)
-    Path("logs/run_summary.tsv").write_text("\n".join(rows) + "\n")
-    print(f"facerhythm run {status}: summary in logs/run_summary.tsv", file=sys.stderr)
-    for f in failed:
-        print(f"  FAILED {f}", file=sys.stderr)
+            state, failure = _stage_state(Path(RESULTS) / s / name, log)
+            rows.append(f"{s}\t{stage}\t{state}\t{log}\t{failure.one_line() if failure else ''}")
+            if failure is not None:
+                failed.append((state.upper(), s, stage, log, failure))
+    print(f"facerhythm run {status}: {_write_summary_table(rows)}", file=sys.stderr)
+    for state, s, stage, log, failure in failed:
+        print(f"  {state} {s} ({stage}): {Failure(failure.message).one_line(400)}  [see {log}]",
+              file=sys.stderr)
+        if failure.root_cause:
+            print(f"      {ROOT_CAUSE}{failure.root_cause}", file=sys.stderr)

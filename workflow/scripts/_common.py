@@ -13,9 +13,14 @@ _REPO = Path(__file__).resolve().parents[2]
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
+from facerhythm_core.failures import describe_exception  # noqa: E402
+
 
 def setup_logging(snakemake, name: str | None = None) -> logging.Logger:
     """Send logging, warnings and uncaught exceptions to ``snakemake.log[0]``.
+
+    An uncaught exception is logged with its whole message and root cause
+    (:func:`facerhythm_core.failures.describe_exception`) and its traceback.
 
     Returns the script's logger. Messages also go to stderr so that a local run shows
     progress live.
@@ -32,9 +37,18 @@ def setup_logging(snakemake, name: str | None = None) -> logging.Logger:
     logger = logging.getLogger(name or f"facerhythm.{snakemake.rule}")
 
     def _excepthook(exc_type, exc, tb):
-        logger.error("%s failed for %s: %s", snakemake.rule,
-                     dict(snakemake.wildcards), exc, exc_info=(exc_type, exc, tb))
+        # the whole message and its root cause: the run summary reads them back from here
+        logger.error("%s failed for %s: %s", snakemake.rule, dict(snakemake.wildcards),
+                     describe_exception(exc), exc_info=(exc_type, exc, tb))
+
+    def _unraisablehook(unraisable):
+        # errors Python can only ignore (e.g. HDF5 failing to close a file on a full disk)
+        # would go to stderr alone; a crash may follow before any other record
+        logger.warning("%s in %r: %s", unraisable.err_msg or "Exception ignored",
+                       unraisable.object, describe_exception(unraisable.exc_value)
+                       if unraisable.exc_value is not None else unraisable.exc_type)
     sys.excepthook = _excepthook
+    sys.unraisablehook = _unraisablehook
     return logger
 
 
