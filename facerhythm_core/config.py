@@ -293,31 +293,135 @@ def _check_roi_sources(sessions: list[Session], table: Table, roi_sets: Mapping)
                                   "is not in the sessions table")
 
 
-def check_vqt_window(num_frames: list[int], frame_rate: float, spectrogram: Mapping,
-                     contiguous: bool, session: str, paths: list[str] | None = None) -> int:
-    """Fail early when a video is shorter than the spectrogram's window.
+def _tca_time_need(tca: Mapping) -> tuple[int, str]:
+    """Time bins one TCA tensor needs: the largest rank fitted, and 2 to normalise over time."""
+    rank = int(tca.get("rank", 1))
+    sweep = tca.get("rank_sweep") or {}
+    swept = [int(r) for r in sweep.get("ranks") or []] if sweep.get("enabled") else []
+    need, why = rank, f"tca.rank {rank}"
+    if swept and max(swept) > rank:
+        need, why = max(swept), f"tca.rank_sweep.ranks up to {max(swept)}"
+    over_time = tca.get("normalize_dim", "time") == "time" and (tca.get("std_divide")
+                                                                  or tca.get("mean_subtract"))
+    if over_time and need < 2:
+        need, why = 2, "normalising over time (tca.std_divide or tca.mean_subtract)"
+    return need, why
 
-    With 'valid' padding the VQT needs at least W samples per tracked stream (each
-    video, or the whole session when tracked contiguously). Returns W.
+
+def _frames_for_bins(bins: int, w: int, ds: int, padding: str) -> int:
+    """Fewest samples whose transform has ``bins`` time bins."""
+    return (bins - 1) * ds + (w if padding == "valid" else 1)
+
+
+def _stream_names(num_frames: list[int], contiguous: bool, paths: list[str] | None) -> tuple[list, list]:
+    if contiguous:
+        return ["all videos (contiguous)"], [sum(num_frames)]
+    return list(paths or [f"video {i}" for i in range(len(num_frames))]), list(num_frames)
+
+
+def check_vqt_window(num_frames: list[int], frame_rate: float, spectrogram: Mapping,
+                     contiguous: bool, session: str, paths: list[str] | None = None,
+                     tca: Mapping | None = None) -> int:
+    """Fail early when a tracked stream is too short for the spectrogram (or the TCA).
+
+    A stream is each video, or the whole session when tracked contiguously. Under
+    'valid' padding it needs at least W samples (one full window); under 'same' at
+    least one full time bin (``downsample_factor`` samples, and 2 for one
+    displacement), since a shorter one gives a single bin of mostly zero padding.
+    With ``tca``, the time bins must also suffice for the TCA
+    (:func:`check_tca_time_bins`).
+
+    Parameters
+    ----------
+    num_frames : list of int
+        Frames per video, in order.
+    frame_rate : float
+        The session's frame rate (the sample rate unless ``spectrogram.fs`` is set).
+    spectrogram : mapping
+        The config's ``spectrogram`` section.
+    contiguous : bool
+        Whether the session is tracked as one stream.
+    session : str
+    paths : list of str, optional
+        Video paths, for messages.
+    tca : mapping, optional
+        The config's ``tca`` section; None skips the TCA check.
+
+    Returns
+    -------
+    int
+        The window length W in samples.
 
     Raises
     ------
     ConfigError
-        Naming the session, video, its length and W, and the fixes.
+        Naming the session, the video (or stream), its length, what it needs and the fixes.
     """
-    from .vqt import default_win_size
+    from .vqt import default_win_size, output_length
 
     fs = spectrogram.get("fs") or frame_rate
-    w = spectrogram.get("win_size") or default_win_size(spectrogram["q_low_f"], fs, spectrogram["f_min"])
-    if spectrogram.get("padding", "valid") != "valid":
-        return int(w)
-    streams = [sum(num_frames)] if contiguous else list(num_frames)
-    names = ["all videos (contiguous)"] if contiguous else (paths or [f"video {i}" for i in range(len(num_frames))])
+    w = int(spectrogram.get("win_size") or default_win_size(spectrogram["q_low_f"], fs, spectrogram["f_min"]))
+    padding, ds = spectrogram.get("padding", "valid"), int(spectrogram.get("downsample_factor", 20))
+    names, streams = _stream_names(num_frames, contiguous, paths)
     for name, n in zip(names, streams):
-        if n < w:
+        if padding == "valid" and n < w:
             raise ConfigError(
                 f"session {session!r}: {name} has {n} frames ({n / fs:.2f} s at {fs:g} Hz) but the "
                 f"spectrogram window is {w} samples ({w / fs:.2f} s = q_low_f / f_min). Use longer "
                 "videos, track the session contiguously, raise spectrogram.f_min, lower "
                 "spectrogram.q_low_f, or set spectrogram.win_size.")
-    return int(w)
+        if padding != "valid" and n < max(2, ds):
+            raise ConfigError(
+                f"session {session!r}: {name} has {n} frame(s) ({n / fs:.3f} s at {fs:g} Hz), too "
+                f"short for a spectrogram: with padding 'same' it needs at least {max(2, ds)} "
+                f"frames (one time bin of spectrogram.downsample_factor {ds} samples, and 2 for "
+                "one displacement); a shorter one gives a single bin of mostly zero padding. Use "
+                "longer videos, track the session contiguously, or lower "
+                "spectrogram.downsample_factor.")
+    if tca is not None:
+        check_tca_time_bins(session, [(name, n, output_length(n, w, ds, padding))
+                                      for name, n in zip(names, streams)], tca, (w, ds, padding))
+    return w
+
+
+def check_tca_time_bins(session: str, streams: list[tuple[str, int, int]], tca: Mapping,
+                        geometry: tuple[int, int, str]) -> None:
+    """Fail when a TCA tensor has fewer time bins than the TCA needs.
+
+    A tensor's time axis must hold the largest rank fitted (``tca.rank``, or
+    ``tca.rank_sweep.ranks``), and 2 bins to normalise over time; it is a stream's
+    bins, or the session's sum with ``tca.videos: concatenate`` (doubled with
+    ``complex_unfold``). Time windows (``tca.windows``) are checked by the TCA itself.
+
+    Parameters
+    ----------
+    session : str
+    streams : list of (name, frames, time bins)
+        Each spectrogram of the session.
+    tca : mapping
+        The config's ``tca`` section.
+    geometry : (W, downsample_factor, padding)
+        Of the spectrogram, for the frames needed.
+
+    Raises
+    ------
+    ConfigError
+        Naming the session, the video, its frames and bins, what the TCA needs and the fixes.
+    """
+    if tca.get("windows") is not None:
+        return
+    need, why = _tca_time_need(tca)
+    unfold = 2 if tca.get("complex_unfold") else 1
+    w, ds, padding = geometry
+    if tca.get("videos", "separate") == "concatenate":
+        streams = [("all videos (tca.videos: concatenate)", sum(s[1] for s in streams),
+                    sum(s[2] for s in streams))]
+    for name, n, bins in streams:
+        if bins * unfold < need:
+            frames = _frames_for_bins(-(-need // unfold), w, ds, padding)
+            raise ConfigError(
+                f"session {session!r}: {name} has {n} frames, which give {bins} spectrogram time "
+                f"bin(s) (padding {padding!r}, window {w}, downsample_factor {ds}), but TCA needs "
+                f"{need} along time ({why}), i.e. at least {frames} frames. Use longer videos, "
+                "lower tca.rank, lower spectrogram.downsample_factor, or join short videos "
+                "(tca.videos: concatenate, or contiguous tracking).")

@@ -9,7 +9,7 @@ import pytest
 import numpy as np
 import yaml
 
-from facerhythm_core.config import read_sessions, validate_config
+from facerhythm_core.config import check_vqt_window, read_sessions, validate_config
 from facerhythm_core.errors import ConfigError, FaceRhythmWarning
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "workflow" / "schemas"
@@ -300,3 +300,52 @@ def test_frames_freeze_text_as_a_spreadsheet_saves_it(tmp_path):
     with pytest.raises(ConfigError, match=rf"frames_freeze file {re.escape(str(p))} is not valid UTF-8 "
                                           r"text: byte 0xe0 on line 1, column 14"):
         load_frames_freeze(p, 20)
+
+
+# --------------------------------------------------------------------- usable length
+
+@pytest.fixture()
+def spec_same(schema):
+    return {**validate_config({}, schema)["spectrogram"], "padding": "same"}
+
+
+@pytest.mark.parametrize("frames", [[1], [2], [19], [600, 2]])
+def test_too_short_for_a_time_bin_under_same_padding(spec_same, frames):
+    names = [f"v{i}.mp4" for i in range(len(frames))]
+    with pytest.raises(ConfigError, match=rf"session 'm1': v{len(frames) - 1}.mp4 has {frames[-1]} "
+                                          r"frame\(s\) .* with padding 'same' it needs at least 20 frames"):
+        check_vqt_window(frames, 120.0, spec_same, False, "m1", names)
+
+
+def test_same_padding_accepts_one_full_bin_and_joined_videos(spec_same):
+    assert check_vqt_window([20], 120.0, spec_same, False, "m1") == 481  # shorter than W: allowed
+    assert check_vqt_window([10, 10], 120.0, spec_same, True, "m1") == 481  # contiguous: 20 frames
+    with pytest.raises(ConfigError, match="needs at least 2 frames"):
+        check_vqt_window([1], 120.0, {**spec_same, "downsample_factor": 1}, False, "m1")
+
+
+def test_tca_time_bins_checked_in_frames(schema, spec_same):
+    cfg = validate_config({}, schema)
+    spec, tca = cfg["spectrogram"], cfg["tca"]
+    # valid: W = 481, ds = 20: 600 frames give ceil(120 / 20) = 6 bins < rank 10; 661 give 10
+    with pytest.raises(ConfigError, match=r"session 'm1': a.mp4 has 600 frames, which give 6 spectrogram "
+                                          r"time bin\(s\) \(padding 'valid', window 481, downsample_factor "
+                                          r"20\), but TCA needs 10 along time \(tca.rank 10\), i.e. at "
+                                          r"least 661 frames"):
+        check_vqt_window([600], 120.0, spec, False, "m1", ["a.mp4"], tca=tca)
+    assert check_vqt_window([661], 120.0, spec, False, "m1", tca=tca) == 481
+    # same: ceil(S / 20) bins; 181 frames give 10
+    assert check_vqt_window([181], 120.0, spec_same, False, "m1", tca=tca) == 481
+    with pytest.raises(ConfigError, match=r"at least 181 frames"):
+        check_vqt_window([180], 120.0, spec_same, False, "m1", tca=tca)
+    # joined by tca.videos: concatenate (10 + 10 bins), or not checked here with time windows
+    assert check_vqt_window([200, 200], 120.0, spec_same, False, "m1", tca={**tca, "rank": 20,
+                                                                            "videos": "concatenate"})
+    assert check_vqt_window([40], 120.0, spec_same, False, "m1", tca={**tca, "windows": [0, 1]})
+    # the largest swept rank counts; 2 bins to normalise over time; complex_unfold doubles time
+    with pytest.raises(ConfigError, match=r"TCA needs 12 along time \(tca.rank_sweep.ranks up to 12\)"):
+        check_vqt_window([200], 120.0, spec_same, False, "m1",
+                         tca={**tca, "rank_sweep": {"enabled": True, "ranks": [2, 12], "seeds": [0]}})
+    with pytest.raises(ConfigError, match=r"TCA needs 2 along time \(normalising over time"):
+        check_vqt_window([20], 120.0, spec_same, False, "m1", tca={**tca, "rank": 1})
+    assert check_vqt_window([100], 120.0, spec_same, False, "m1", tca={**tca, "complex_unfold": True})

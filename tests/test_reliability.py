@@ -104,6 +104,43 @@ def _summary_rows(wd: Path) -> dict:
     return {tuple(r.split("\t")[:2]): r.split("\t")[2:] for r in rows}
 
 
+@pytest.mark.slow
+def test_too_short_video_and_inconsistent_roi_file_stop_at_their_first_step(tmp_path, video, ffmpeg_cli):
+    """A 2-frame video under padding 'same' fails at probe time; an ROI file whose exampleImage
+    is not the masks' size fails at the rois step. Both name the problem, nothing is written."""
+    short = tmp_path / "two_frames.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=120",
+                    "-frames:v", "2", "-pix_fmt", "yuv420p", str(short)], check=True)
+    roi_file = tmp_path / "ROIs.h5"
+    with h5py.File(roi_file, "w") as f:
+        m = np.zeros((240, 320), bool)
+        m[50:190, 60:260] = True
+        f["mask_images/mask_0"] = m
+        f["exampleImage"] = np.zeros((100, 100, 3), np.uint8)  # drawn on another picture
+    wd = workdir(tmp_path / "wd", [f"short\t{short}\tconfig:face", f"badroi\t{video}\t{roi_file}"],
+                 CONFIG + "spectrogram:\n  padding: same\ntca:\n  rank: 40\n")
+    r = snakemake(wd, "-j2", "--keep-going", "results/short/rois.h5", "results/badroi/rois.h5", check=False)
+    assert r.returncode != 0
+    assert not (wd / "results/short/videos.json").exists()
+    assert not (wd / "results/badroi/rois.h5").exists()
+    probe = "two_frames.mp4 has 2 frame(s) (0.017 s at 120 Hz), too short for a spectrogram: with " \
+            "padding 'same' it needs at least 20 frames"
+    assert probe in (wd / "logs/probe_videos/short.log").read_text()
+    # the 600-frame video is long enough to track, but its 30 time bins are too few for rank 40:
+    # only the tca step needs them, so the probe warns and goes on
+    assert (wd / "results/badroi/videos.json").exists()
+    assert ("WARNING facerhythm.probe_videos: the tca step will fail on this session: session 'badroi': "
+            f"{video} has 600 frames, which give 30 spectrogram time bin(s) (padding 'same', window "
+            "481, downsample_factor 20), but TCA needs 40 along time (tca.rank 40), i.e. at least 781 "
+            "frames") in (wd / "logs/probe_videos/badroi.log").read_text()
+    roi = f"ROI file {roi_file}: exampleImage is 100x100 but the masks in mask_images are 320x240"
+    assert roi in (wd / "logs/rois/badroi.log").read_text()
+    rows = _summary_rows(wd)
+    assert rows[("short", "probe_videos")][0] == "failed" and probe in rows[("short", "probe_videos")][2]
+    assert rows[("badroi", "rois")][0] == "failed" and roi in rows[("badroi", "rois")][2]
+    assert f"FAILED badroi (rois): ROIError: {roi}" in r.stderr
+
+
 def _mount_tmpfs(path: Path, size: str) -> bool:
     path.mkdir(parents=True)
     try:

@@ -5,6 +5,7 @@ import json
 from _common import setup_logging
 
 from facerhythm_core.config import check_vqt_window
+from facerhythm_core.errors import ConfigError
 from facerhythm_core.io import atomic_output
 from facerhythm_core.video import probe_session
 
@@ -17,10 +18,18 @@ for v in info.videos:
              v.height, v.codec, v.pixel_format)
 log.info("session frame rate %.4f Hz, %d frames in %d video(s)", info.frame_rate,
          info.num_frames_total, len(info.videos))
-# cheap early check, so a short video fails here and not after tracking
-w = check_vqt_window(info.num_frames, info.frame_rate, snakemake.params.spectrogram,
-                     snakemake.params.contiguous, snakemake.wildcards.session,
-                     [v.path for v in info.videos])
-log.info("spectrogram window %d samples fits every tracked stream", w)
+# cheap early checks, so a short video fails here and not after tracking
+spec, session = snakemake.params.spectrogram, snakemake.wildcards.session
+streams = (info.num_frames, info.frame_rate, spec, snakemake.params.contiguous, session,
+           [v.path for v in info.videos])
+w = check_vqt_window(*streams)
+log.info("spectrogram window %d samples: every tracked stream is long enough", w)
+if spec["padding"] == "same" and min(info.num_frames) < w:
+    log.warning("session %s: a video is shorter than the spectrogram window (%d samples); its "
+                "lowest frequencies are computed mostly from zero padding", session, w)
+try:  # only the tca step needs this, and it may not be a target: warn here, it fails there
+    check_vqt_window(*streams, tca=snakemake.config["tca"])
+except ConfigError as exc:
+    log.warning("the tca step will fail on this session: %s", exc)
 with atomic_output(snakemake.output[0]) as tmp:
     tmp.write_text(json.dumps(info.to_dict(), indent=1))
