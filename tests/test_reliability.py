@@ -171,3 +171,62 @@ def test_full_disk_summary_shows_the_root_cause(tmp_path, video):
         assert failed[1].strip() == "root cause: No space left on device (errno 28, ENOSPC)"
     finally:
         subprocess.run(["umount", str(full)], check=False)
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of ``pid``, from /proc."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux /proc")
+def test_killed_snakemake_takes_its_running_job_with_it(tmp_path, video):
+    """kill -9 of the Snakemake process alone (not its process group, as when a terminal or an
+    SSH session dies): its running job stops within seconds instead of finishing unseen, and a
+    rerun after --unlock redoes it."""
+    target = "results/m1/tracking.h5"
+    wd = workdir(tmp_path / "wd", [f"m1\t{video}\tconfig:face"])
+    snakemake(wd, "-j2", "results/m1/rois.h5")
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(wd), "-j2", target]
+    head = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    log = wd / "logs/track_points/m1.log"
+    jobs: list[int] = []
+    try:
+        deadline = time.time() + 600
+        while not (log.exists() and "frame 100/" in log.read_text()):
+            assert head.poll() is None and time.time() < deadline, "tracking never got under way"
+            time.sleep(0.2)
+        jobs = _children(head.pid)
+        assert jobs, "the tracking job is not a child of the Snakemake process"
+        head.kill()  # the head only: its job is re-parented and would run on
+        head.wait()
+        deadline = time.time() + 15
+        while any(_alive(j) for j in jobs) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(j) for j in jobs), "the orphaned job is still running"
+    finally:
+        for j in jobs:
+            if _alive(j):
+                os.kill(j, signal.SIGKILL)
+    assert not (wd / target).exists(), "the orphaned job finished its output"
+    assert "is gone; stopping this job" in log.read_text()
+
+    snakemake(wd, "--unlock")
+    snakemake(wd, "-j2", target)
+    assert (wd / target).exists() and not list((wd / "results/m1").glob(".tracking.tmp-*"))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -49,7 +52,38 @@ def setup_logging(snakemake, name: str | None = None) -> logging.Logger:
                        if unraisable.exc_value is not None else unraisable.exc_type)
     sys.excepthook = _excepthook
     sys.unraisablehook = _unraisablehook
+    stop_when_orphaned(logger)
     return logger
+
+
+#: seconds between checks that the Snakemake process that started the job is still there
+ORPHAN_CHECK_S = 1.0
+
+
+def stop_when_orphaned(logger: logging.Logger, interval: float = ORPHAN_CHECK_S) -> None:
+    """Stop this job soon after the Snakemake process that started it dies (e.g. ``kill -9``).
+
+    An orphaned job would run on unseen, hold CPU and memory, and rename its output into
+    place while a restarted Snakemake may be redoing the same job. A daemon thread
+    checks the parent process every ``interval`` seconds; once it is gone (the job was
+    re-parented), it logs why and exits at once. Outputs are written under temporary
+    names (:func:`facerhythm_core.io.atomic_output`), so nothing half-written is left
+    under a final name, and the next run removes the temporary file.
+    """
+    parent = os.getppid()
+    if parent <= 1:  # already orphaned, or started by init: nothing to watch
+        return
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(interval)
+        logger.error("the Snakemake process that started this job (pid %d) is gone; stopping "
+                     "this job. Resume with `snakemake --unlock`, then the same command with "
+                     "--rerun-incomplete", parent)
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="stop-when-orphaned", daemon=True).start()
 
 
 def set_threads(n: int) -> None:
