@@ -224,6 +224,10 @@ def _session_from(rec: dict, row: TableRow, extra: dict, where: str) -> Session:
     videos = tuple(v.strip() for v in rec["videos"].split(";") if v.strip())
     if not videos:
         raise ConfigError(f"{where}: no video path in `videos`")
+    twice = sorted({v for v in videos if videos.count(v) > 1})
+    if twice:
+        raise ConfigError(f"{where}: session {rec['session']!r} lists {twice} more than once; "
+                          "list each video of the session once, in recording order")
     names = {f.name for f in fields(Session)} - {"videos", "extra", "line"}
     return Session(videos=videos, extra=extra, line=row.line,
                    **{k: v for k, v in rec.items() if k in names})
@@ -291,6 +295,22 @@ def _check_roi_sources(sessions: list[Session], table: Table, roi_sets: Mapping)
             if s.roi_ref not in ids:
                 raise ConfigError(f"{where}: session {s.session!r}: template session {s.roi_ref!r} "
                                   "is not in the sessions table")
+    _check_template_cycles(sessions, table)
+
+
+def _check_template_cycles(sessions: list[Session], table: Table) -> None:
+    """Following ``template:`` links must end at a session with its own ROIs."""
+    by_id = {s.session: s for s in sessions}
+    for s in sessions:
+        path = [s]
+        while path[-1].roi_kind == "template":
+            nxt = by_id[path[-1].roi_ref]
+            if nxt in path:
+                loop = path[path.index(nxt):] + [nxt]
+                chain = " -> ".join(f"{x.session!r} (line {x.line})" for x in loop)
+                raise ConfigError(f"{table.where(s.line, 'rois')}: template sessions form a loop: "
+                                  f"{chain}; one of them needs its own ROI file or config: set")
+            path.append(nxt)
 
 
 def _tca_time_need(tca: Mapping) -> tuple[int, str]:

@@ -349,3 +349,17 @@ def test_tca_time_bins_checked_in_frames(schema, spec_same):
     with pytest.raises(ConfigError, match=r"TCA needs 2 along time \(normalising over time"):
         check_vqt_window([20], 120.0, spec_same, False, "m1", tca={**tca, "rank": 1})
     assert check_vqt_window([100], 120.0, spec_same, False, "m1", tca={**tca, "complex_unfold": True})
+
+
+def test_template_loop_and_repeated_video_named(tmp_path, sschema):
+    text = ("session\tvideos\trois\n# day 1 and 2 take each other's ROIs\n"
+            "d1\ta.mp4\ttemplate:d2\nd2\tb.mp4\ttemplate:d3\nd3\tc.mp4\ttemplate:d1\nd4\te.mp4\ttemplate:d1\n")
+    with pytest.raises(ConfigError, match=r"line 3, column 'rois': template sessions form a loop: 'd1' "
+                                          r"\(line 3\) -> 'd2' \(line 4\) -> 'd3' \(line 5\) -> 'd1' \(line 3\)"):
+        read_sessions(_write(tmp_path, text), sschema)
+    # a chain that ends at a session with its own ROIs is fine
+    chain = read_sessions(_write(tmp_path, text.replace("template:d1\nd4", "r.h5\nd4")), sschema)
+    assert [s.roi_ref for s in chain] == ["d2", "d3", "r.h5", "d1"]
+    with pytest.raises(ConfigError, match=r"line 2, column 'videos': session 'm1' lists \['a.mp4'\] more "
+                                          r"than once"):
+        read_sessions(_write(tmp_path, "session\tvideos\trois\nm1\ta.mp4; b.mp4;a.mp4\tr.h5\n"), sschema)

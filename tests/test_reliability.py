@@ -24,10 +24,10 @@ tracking:
 """
 
 
-def workdir(tmp: Path, rows: list[str], config: str = CONFIG) -> Path:
+def workdir(tmp: Path, rows: list[str], config: str = CONFIG, header: str = "session\tvideos\trois") -> Path:
     (tmp / "config").mkdir(parents=True)
     (tmp / "config" / "config.yaml").write_text(config)
-    (tmp / "config" / "sessions.tsv").write_text("session\tvideos\trois\n" + "".join(r + "\n" for r in rows))
+    (tmp / "config" / "sessions.tsv").write_text(header + "\n" + "".join(r + "\n" for r in rows))
     return tmp
 
 
@@ -106,8 +106,9 @@ def _summary_rows(wd: Path) -> dict:
 
 @pytest.mark.slow
 def test_too_short_video_and_inconsistent_roi_file_stop_at_their_first_step(tmp_path, video, ffmpeg_cli):
-    """A 2-frame video under padding 'same' fails at probe time; an ROI file whose exampleImage
-    is not the masks' size fails at the rois step. Both name the problem, nothing is written."""
+    """A 2-frame video under padding 'same' and frames_freeze ranges beyond the video fail at
+    probe time; an ROI file whose exampleImage is not the masks' size fails at the rois step.
+    Each names the problem, nothing is written."""
     short = tmp_path / "two_frames.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=120",
                     "-frames:v", "2", "-pix_fmt", "yuv420p", str(short)], check=True)
@@ -117,10 +118,18 @@ def test_too_short_video_and_inconsistent_roi_file_stop_at_their_first_step(tmp_
         m[50:190, 60:260] = True
         f["mask_images/mask_0"] = m
         f["exampleImage"] = np.zeros((100, 100, 3), np.uint8)  # drawn on another picture
-    wd = workdir(tmp_path / "wd", [f"short\t{short}\tconfig:face", f"badroi\t{video}\t{roi_file}"],
-                 CONFIG + "spectrogram:\n  padding: same\ntca:\n  rank: 40\n")
-    r = snakemake(wd, "-j2", "--keep-going", "results/short/rois.h5", "results/badroi/rois.h5", check=False)
+    freeze = tmp_path / "grooming.txt"
+    freeze.write_text("# grooming bouts\n10 20\n590 700\n")
+    wd = workdir(tmp_path / "wd", [f"short\t{short}\tconfig:face\t", f"badroi\t{video}\t{roi_file}\t",
+                                   f"freeze\t{video}\tconfig:face\t{freeze}"],
+                 CONFIG + "spectrogram:\n  padding: same\ntca:\n  rank: 40\n",
+                 header="session\tvideos\trois\tframes_freeze")
+    r = snakemake(wd, "-j2", "--keep-going", "results/short/rois.h5", "results/badroi/rois.h5",
+                  "results/freeze/rois.h5", check=False)
     assert r.returncode != 0
+    assert not (wd / "results/freeze/videos.json").exists()
+    assert (f"frames_freeze {freeze}:3: range 590-700 must satisfy 0 <= start <= end < 600"
+            in (wd / "logs/probe_videos/freeze.log").read_text())
     assert not (wd / "results/short/videos.json").exists()
     assert not (wd / "results/badroi/rois.h5").exists()
     probe = "two_frames.mp4 has 2 frame(s) (0.017 s at 120 Hz), too short for a spectrogram: with " \

@@ -60,6 +60,7 @@ rule probe_videos:
         f"{RESULTS}/{{session}}/videos.json",
     params:
         fps=lambda wc: session_of(wc).fps,
+        frames_freeze=lambda wc: session_of(wc).frames_freeze,
         video=config["video"],
         spectrogram=config["spectrogram"],
         contiguous=session_contiguous,

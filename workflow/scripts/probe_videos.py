@@ -7,6 +7,7 @@ from _common import setup_logging
 from facerhythm_core.config import check_vqt_window
 from facerhythm_core.errors import ConfigError
 from facerhythm_core.io import atomic_output
+from facerhythm_core.tracking import load_frames_freeze
 from facerhythm_core.video import probe_session
 
 log = setup_logging(snakemake)
@@ -27,6 +28,10 @@ log.info("spectrogram window %d samples: every tracked stream is long enough", w
 if spec["padding"] == "same" and min(info.num_frames) < w:
     log.warning("session %s: a video is shorter than the spectrogram window (%d samples); its "
                 "lowest frequencies are computed mostly from zero padding", session, w)
+if snakemake.params.frames_freeze:  # its frame ranges against the frames now known
+    frozen = load_frames_freeze(snakemake.params.frames_freeze, info.num_frames_total)
+    log.info("frames_freeze %s: %d of %d frames frozen", snakemake.params.frames_freeze,
+             int(frozen.sum()), info.num_frames_total)
 try:  # only the tca step needs this, and it may not be a target: warn here, it fails there
     check_vqt_window(*streams, tca=snakemake.config["tca"])
 except ConfigError as exc:
