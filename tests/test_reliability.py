@@ -239,3 +239,32 @@ def test_killed_snakemake_takes_its_running_job_with_it(tmp_path, video):
     snakemake(wd, "--unlock")
     snakemake(wd, "-j2", target)
     assert (wd / target).exists() and not list((wd / "results/m1").glob(".tracking.tmp-*"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux /proc")
+def test_job_killed_without_an_error_reads_stopped(tmp_path, video):
+    """A job killed from outside (as by the out-of-memory killer) logs no error: the summary
+    says 'stopped', not 'not run', and the run prints a STOPPED line."""
+    target = "results/m1/tracking.h5"
+    wd = workdir(tmp_path / "wd", [f"m1\t{video}\tconfig:face"])
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(wd), "-j1", target]
+    head = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    log = wd / "logs/track_points/m1.log"
+    try:
+        deadline = time.time() + 600
+        while not (log.exists() and "frame 100/" in log.read_text()):
+            assert head.poll() is None and time.time() < deadline, "tracking never got under way"
+            time.sleep(0.2)
+        for job in _children(head.pid):
+            os.kill(job, signal.SIGKILL)
+        _, stderr = head.communicate(timeout=120)
+    finally:
+        if head.poll() is None:
+            os.killpg(head.pid, signal.SIGKILL)
+    assert head.returncode != 0
+    state, _, error = _summary_rows(wd)[("m1", "track_points")]
+    assert (state, error) == ("stopped", "ended without an error message (killed, out of memory, or crashed?)")
+    assert _summary_rows(wd)[("m1", "spectrogram")][0] == "not run"
+    assert "STOPPED m1 (track_points): ended without an error message" in stderr
