@@ -26,7 +26,7 @@ ROOT_CAUSE = "root cause: "
 
 
 def exception_chain(exc: BaseException) -> list[BaseException]:
-    """``exc`` and the exceptions behind it (``raise ... from``, or raised while handling), outermost first."""
+    """``exc`` and the exceptions behind it (``raise ... from`` or while handling), outermost first."""
     chain, seen = [], set()
     while exc is not None and id(exc) not in seen:
         chain.append(exc)
