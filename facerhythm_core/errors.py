@@ -23,3 +23,7 @@ class SpectrogramError(FaceRhythmError):
 
 class TCAError(FaceRhythmError):
     """The decomposition cannot run with the given data and parameters."""
+
+
+class FaceRhythmWarning(UserWarning):
+    """Input that is accepted but probably not what the user meant (e.g. a misspelled column)."""

@@ -20,7 +20,6 @@ without a browser): :func:`drawing_from_payload`, :func:`drawing_to_rois`,
 from __future__ import annotations
 
 import argparse
-import csv
 import getpass
 import json
 import logging
@@ -38,6 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
+from .tables import read_table
 from .errors import ConfigError, FaceRhythmError, ROIError, VideoError
 from .rois import ROISet, load_rois_h5, make_points, rois_from_polygons, save_rois_h5
 
@@ -365,12 +365,10 @@ def resolve_source(source: str | Path, sessions: str | Path = "config/sessions.t
             raise VideoError(f"file not found: {source}")
         raise ConfigError(f"{source!r} is not a file, and the sessions table {table} to look it up "
                           "in does not exist (give a video path, or --sessions PATH)")
-    with open(table, newline="") as fh:
-        lines = [ln for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
-    rows = list(csv.DictReader(lines, delimiter="\t"))
+    rows = [r.cells for r in read_table(table, "sessions table", ("session", "videos", "rois")).rows]
     for row in rows:
-        if (row.get("session") or "").strip() == str(source):
-            videos = [v.strip() for v in (row.get("videos") or "").split(";") if v.strip()]
+        if row.get("session", "") == str(source):
+            videos = [v.strip() for v in row.get("videos", "").split(";") if v.strip()]
             if not videos:
                 raise ConfigError(f"session {source!r} in {table} lists no video")
             first = Path(videos[0])
@@ -380,7 +378,7 @@ def resolve_source(source: str | Path, sessions: str | Path = "config/sessions.t
             return first
     if looks_like_path:
         raise VideoError(f"file not found: {source}")
-    known = [(r.get("session") or "").strip() for r in rows]
+    known = [r.get("session", "") for r in rows]
     raise ConfigError(f"{source!r} is neither a file nor a session in {table} (sessions: {known})")
 
 

@@ -200,17 +200,127 @@ def _natural_key(s: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
 
-def load_rois_h5(path: str | Path) -> ROISet:
-    """Read an ROIs.h5 in the reference layout.
+def _dataset(f, name: str, path: Path) -> np.ndarray:
+    """A dataset of the ROI file as a numeric array; ROIError naming file and dataset otherwise."""
+    import h5py
 
-    Required: ``mask_images/*`` (bool (H, W), equal shapes). Optional: ``roi_points/*``,
-    ``point_positions`` (N, 2), ``exampleImage`` (uint8, or float in [0, 1] as the
-    reference re-saves it).
+    obj = f[name]
+    if not isinstance(obj, h5py.Dataset):
+        raise ROIError(f"ROI file {path}: {name} is a group, not a dataset (an array)")
+    try:
+        a = np.asarray(obj[()])
+    except (OSError, ValueError, TypeError) as exc:
+        raise ROIError(f"ROI file {path}: cannot read dataset {name}: {exc}") from None
+    if a.dtype.kind not in "biuf":
+        raise ROIError(f"ROI file {path}: {name} holds {a.dtype} values, not numbers "
+                       f"(dtype kind {a.dtype.kind!r}); write it as a numeric array")
+    return a
+
+
+def _check_finite(a: np.ndarray, name: str, path: Path, what: str) -> None:
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        bad = ~np.isfinite(a)
+        where = np.argwhere(bad)[0].tolist()
+        raise ROIError(f"ROI file {path}: {name} holds {int(bad.sum())} NaN or infinite value(s), "
+                       f"the first at index {where}; {what}")
+
+
+def _read_masks(f, path: Path) -> dict:
+    import h5py
+
+    group = f.get("mask_images")
+    if not isinstance(group, h5py.Group) or not len(group):
+        raise ROIError(f"ROI file {path} has no 'mask_images' group with masks "
+                       "(expected mask_images/mask_0, ... as bool (H, W) arrays)")
+    masks = {}
+    for k in sorted(group.keys(), key=_natural_key):
+        name = f"mask_images/{k}"
+        m = _dataset(f, name, path)
+        if m.ndim != 2:
+            raise ROIError(f"ROI file {path}: {name} must be 2-D, has shape {m.shape}")
+        _check_finite(m, name, path, "a mask holds true/false or 0/1 for every pixel")
+        masks[k] = m.astype(bool)
+    shapes = {k: m.shape for k, m in masks.items()}
+    if len(set(shapes.values())) != 1:
+        listing = ", ".join(f"{k} {w}x{h}" for k, (h, w) in shapes.items())
+        raise ROIError(f"ROI file {path}: masks have different shapes ({listing}); every mask "
+                       "must cover the whole frame")
+    return masks
+
+
+def _read_polygons(f, path: Path, n_masks: int) -> dict:
+    import h5py
+
+    group = f.get("roi_points", {})
+    if not isinstance(group, (h5py.Group, dict)):
+        raise ROIError(f"ROI file {path}: roi_points must be a group of (V, 2) polygons "
+                       "(roi_points/ROI_0, ...), not a dataset")
+    polys = {}
+    for k in sorted(group.keys(), key=_natural_key):
+        name = f"roi_points/{k}"
+        v = _dataset(f, name, path)
+        if v.ndim != 2 or v.shape[1] != 2:
+            raise ROIError(f"ROI file {path}: {name} must be (V, 2) polygon vertices (x, y), has "
+                           f"shape {v.shape}")
+        _check_finite(v, name, path, "polygon vertices must be pixel positions")
+        polys[k] = v.astype(np.float32)
+    if polys and len(polys) != n_masks:
+        raise ROIError(f"ROI file {path} has {len(polys)} polygon(s) in roi_points but {n_masks} "
+                       "mask(s) in mask_images; each ROI is one polygon and its mask (delete "
+                       "roi_points to use the masks alone)")
+    return polys
+
+
+def _read_points(f, path: Path) -> np.ndarray | None:
+    if "point_positions" not in f:
+        return None
+    pts = _dataset(f, "point_positions", path)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ROIError(f"ROI file {path}: point_positions must be (N, 2), has shape {pts.shape}")
+    _check_finite(pts, "point_positions", path, "seed points must be (x, y) pixel positions")
+    if "num_points" in f:
+        n = _dataset(f, "num_points", path)
+        if n.size != 1 or int(n.reshape(-1)[0]) != len(pts):
+            raise ROIError(f"ROI file {path}: num_points says {n.reshape(-1).tolist()} but "
+                           f"point_positions holds {len(pts)} points; fix or delete num_points")
+    return pts.astype(np.float32)
+
+
+def _read_example_image(f, path: Path, mask_shape: tuple[int, int]) -> np.ndarray | None:
+    if "exampleImage" not in f:
+        return None
+    img = _dataset(f, "exampleImage", path)
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3, 4)):
+        raise ROIError(f"ROI file {path}: exampleImage must be an (H, W) or (H, W, 3) image, has "
+                       f"shape {img.shape}")
+    if img.shape[:2] != tuple(mask_shape):
+        h, w = mask_shape
+        raise ROIError(f"ROI file {path}: exampleImage is {img.shape[1]}x{img.shape[0]} but the masks "
+                       f"in mask_images are {w}x{h}; the image must be the frame the ROIs were "
+                       "drawn on (delete exampleImage to use the video's first frame)")
+    _check_finite(img, "exampleImage", path, "an image holds finite grey or colour values")
+    if img.dtype != np.uint8:
+        scale = 255.0 if img.size and img.max() <= 1.0 else 1.0  # the reference re-saves [0, 1] floats
+        img = np.clip(np.round(img.astype(np.float64) * scale), 0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        img = img[..., None]
+    return np.repeat(img, 3, axis=2) if img.shape[2] == 1 else np.ascontiguousarray(img[..., :3])
+
+
+def load_rois_h5(path: str | Path) -> ROISet:
+    """Read an ROIs.h5 in the reference layout, checking its parts against each other.
+
+    Required: ``mask_images/*`` (bool or 0/1 (H, W), equal shapes). Optional:
+    ``roi_points/*`` ((V, 2), one per mask), ``point_positions`` (N, 2) with
+    ``num_points`` = N if present, ``exampleImage`` ((H, W) or (H, W, 3), uint8, or
+    float in [0, 1] as the reference re-saves it; the masks' size). Every dataset must
+    be numeric and finite.
 
     Raises
     ------
     ROIError
-        Missing file, not HDF5, or missing/malformed datasets; the message names them.
+        Missing file, not HDF5, or a missing, malformed, non-numeric, non-finite or
+        inconsistent dataset; the message names the file and the dataset.
     """
     import h5py
 
@@ -222,35 +332,11 @@ def load_rois_h5(path: str | Path) -> ROISet:
     except OSError as exc:
         raise ROIError(f"ROI file {path} is not a readable HDF5 file: {exc}") from exc
     with f:
-        if "mask_images" not in f or not isinstance(f["mask_images"], h5py.Group) or not len(f["mask_images"]):
-            raise ROIError(f"ROI file {path} has no 'mask_images' group with masks "
-                           "(expected mask_images/mask_0, ... as bool (H, W) arrays)")
-        masks = {}
-        for k in sorted(f["mask_images"].keys(), key=_natural_key):
-            m = np.asarray(f["mask_images"][k][()])
-            if m.ndim != 2:
-                raise ROIError(f"ROI file {path}: mask_images/{k} must be 2-D, has shape {m.shape}")
-            masks[k] = m.astype(bool)
-        shapes = {m.shape for m in masks.values()}
-        if len(shapes) != 1:
-            raise ROIError(f"ROI file {path}: masks have different shapes {sorted(shapes)}")
-        polys = {}
-        if "roi_points" in f:
-            for k in sorted(f["roi_points"].keys(), key=_natural_key):
-                polys[k] = np.asarray(f["roi_points"][k][()], dtype=np.float32)
-        pts = None
-        if "point_positions" in f:
-            pts = np.asarray(f["point_positions"][()], dtype=np.float32)
-            if pts.ndim != 2 or pts.shape[1] != 2:
-                raise ROIError(f"ROI file {path}: point_positions must be (N, 2), has shape {pts.shape}")
-        img = None
-        if "exampleImage" in f:
-            img = np.asarray(f["exampleImage"][()])
-            if img.dtype != np.uint8:
-                img = np.clip(np.round(img.astype(np.float64) * (255.0 if img.max() <= 1.0 else 1.0)),
-                              0, 255).astype(np.uint8)
-            if img.ndim == 2:
-                img = np.repeat(img[..., None], 3, axis=2)
+        masks = _read_masks(f, path)
+        shape = next(iter(masks.values())).shape
+        polys = _read_polygons(f, path, len(masks))
+        pts = _read_points(f, path)
+        img = _read_example_image(f, path, shape)
     return ROISet(masks=masks, polygons=polys, point_positions=pts, example_image=img)
 
 
@@ -340,8 +426,8 @@ def build_session_rois(source: str, frame_shape: tuple[int, int], first_video: s
             raise ROIError(f"ROI source {source!r}: point_positions is empty (zero points)")
         bad = (pts[:, 0] < 0) | (pts[:, 0] > w - 1) | (pts[:, 1] < 0) | (pts[:, 1] > h - 1)
         if bad.any():
-            raise ROIError(f"ROI source {source!r}: {int(bad.sum())} of {len(pts)} points lie outside "
-                           f"the {w}x{h} frame, e.g. {pts[bad][0].tolist()}")
+            raise ROIError(f"ROI source {source!r}: {int(bad.sum())} of {len(pts)} points in "
+                           f"point_positions lie outside the {w}x{h} frame, e.g. {pts[bad][0].tolist()}")
     else:
         try:
             rois.point_positions = make_points(rois.select(point_rois, "point ROI"), point_spacing)
@@ -376,5 +462,8 @@ def save_example_png(path: str | Path, rois: ROISet, tracking_mask: np.ndarray |
         cv2.drawContours(canvas, cs, -1, colours[i % len(colours)], 1)
     for x, y in np.round(rois.point_positions).astype(int):
         cv2.circle(canvas, (int(x), int(y)), 1, (0, 0, 255), -1)
-    if not cv2.imwrite(str(path), canvas):
-        raise OSError(f"could not write {path}")
+    ok, png = cv2.imencode(".png", canvas)  # the bytes cv2.imwrite writes
+    if not ok:
+        raise ROIError(f"could not encode the example frame as PNG for {path}")
+    # written by Python, so that a full or read-only disk raises its real OSError
+    Path(path).write_bytes(png.tobytes())

@@ -34,6 +34,7 @@ import numpy as np
 
 from .clahe import Clahe
 from .errors import ConfigError, ROIError, VideoError
+from .tables import editor_lines, read_text
 from .video import run_ahead, to_gray
 
 logger = logging.getLogger(__name__)
@@ -1178,7 +1179,7 @@ def load_frames_freeze(path: str | Path, n_frames_total: int) -> np.ndarray:
                               "frames; give one value per frame of all the session's videos")
         return a
     out = np.zeros(n, dtype=bool)
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(editor_lines(read_text(path, "frames_freeze file")), 1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue

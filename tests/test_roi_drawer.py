@@ -197,6 +197,10 @@ def test_resolve_source(tmp_path, small_video):
         resolve_source(str(tmp_path / "nope.mp4"), tsv)
     with pytest.raises(ConfigError, match="--sessions"):
         resolve_source("mouseA", tmp_path / "none.tsv")
+    # the same table saved by a spreadsheet: byte-order mark, CRLF
+    sheet = tmp_path / "sheet.tsv"
+    sheet.write_bytes(b"\xef\xbb\xbf" + tsv.read_text().replace("\n", "\r\n").encode())
+    assert resolve_source("mouseA", sheet) == small_video
 
 
 def test_build_app_edits_existing_out_file(tmp_path, small_video):

@@ -1,5 +1,7 @@
 """Masks, seed-point grids, flips and the ROIs.h5 round trip."""
 
+import re
+
 import h5py
 import numpy as np
 import pytest
@@ -150,3 +152,80 @@ def test_empty_mask_in_file_is_a_clear_error(tmp_path):
     save_rois_h5(f, ROISet(masks={"m": np.zeros((30, 40), bool)}, example_image=np.zeros((30, 40, 3), np.uint8)))
     with pytest.raises(ROIError, match="empty"):
         build_session_rois(str(f), (30, 40), roi_file=str(f), point_rois=[0])
+
+
+# --------------------------------------------------------------- parts of an ROI file
+
+def _reference_file(path, h=24, w=32, **parts):
+    """An ROIs.h5 in the reference layout with two masks; ``parts`` replace or add datasets."""
+    m0 = np.zeros((h, w), bool)
+    m0[4:20, 4:28] = True
+    data = {"mask_images/mask_0": m0, "mask_images/mask_1": m0.copy(),
+            "roi_points/ROI_0": np.array([[4, 4], [27, 4], [27, 19], [4, 19]], np.float32),
+            "roi_points/ROI_1": np.array([[4, 4], [27, 4], [27, 19]], np.float32),
+            "point_positions": np.array([[6, 6], [10, 8]], np.float32), "num_points": 2,
+            "exampleImage": np.full((h, w, 3), 9, np.uint8)}
+    data.update(parts)
+    with h5py.File(path, "w") as f:
+        for k, v in data.items():
+            if v is not None:
+                f[k] = v
+    return path
+
+
+def test_reference_file_with_every_part_loads(tmp_path):
+    r = load_rois_h5(_reference_file(tmp_path / "ok.h5"))
+    assert r.names == ["mask_0", "mask_1"] and list(r.polygons) == ["ROI_0", "ROI_1"]
+    assert r.point_positions.tolist() == [[6, 6], [10, 8]] and r.example_image.shape == (24, 32, 3)
+    # a float mask of 0/1 and a grey float image in [0, 1] are read as before
+    m = np.zeros((24, 32), np.float64)
+    m[5:9, 5:9] = 1.0
+    r = load_rois_h5(_reference_file(tmp_path / "f.h5", **{"mask_images/mask_1": m,
+                                                            "exampleImage": np.full((24, 32), 0.5)}))
+    assert r.masks["mask_1"].sum() == 16 and r.example_image.shape == (24, 32, 3)
+    assert int(r.example_image[0, 0, 0]) == 128
+
+
+@pytest.mark.parametrize("parts,msg", [
+    ({"exampleImage": np.zeros((48, 64, 3), np.uint8)},
+     r"exampleImage is 64x48 but the masks in mask_images are 32x24"),
+    ({"exampleImage": np.zeros((24, 32, 2), np.uint8)}, r"exampleImage must be an \(H, W\) or \(H, W, 3\)"),
+    ({"exampleImage": np.full((24, 32), np.nan, np.float32)},
+     r"exampleImage holds 768 NaN or infinite value\(s\), the first at index \[0, 0\]"),
+    ({"point_positions": np.array([[6, 6], [np.nan, 8]], np.float32)},
+     r"point_positions holds 1 NaN or infinite value\(s\), the first at index \[1, 0\]; seed points"),
+    ({"point_positions": np.array([[6, np.inf], [7, 8]], np.float64)},
+     r"point_positions holds 1 NaN or infinite value\(s\), the first at index \[0, 1\]"),
+    ({"point_positions": np.array([[b"6", b"x"], [b"7", b"8"]])},
+     r"point_positions holds \|S1 values, not numbers"),
+    ({"num_points": 5}, r"num_points says \[5\] but point_positions holds 2 points"),
+    ({"mask_images/mask_1": np.where(np.eye(24, 32) > 0, np.nan, 0.0)},
+     r"mask_images/mask_1 holds 24 NaN or infinite value\(s\).*a mask holds true/false or 0/1"),
+    ({"mask_images/mask_1": np.zeros((24, 30), bool)},
+     r"masks have different shapes \(mask_0 32x24, mask_1 30x24\)"),
+    ({"roi_points/ROI_2": np.zeros((3, 2), np.float32)},
+     r"has 3 polygon\(s\) in roi_points but 2 mask\(s\) in mask_images"),
+    ({"roi_points/ROI_1": np.array([[1, 2], [np.nan, 3], [4, 5]], np.float32)},
+     r"roi_points/ROI_1 holds 1 NaN"),
+    ({"roi_points/ROI_1": np.zeros((3, 3), np.float32)}, r"roi_points/ROI_1 must be \(V, 2\)"),
+])
+def test_inconsistent_or_non_finite_parts_named(tmp_path, parts, msg):
+    p = _reference_file(tmp_path / "bad.h5", **parts)
+    with pytest.raises(ROIError, match=rf"ROI file {re.escape(str(p))}: .*{msg}|ROI file {re.escape(str(p))} {msg}"):
+        load_rois_h5(p)
+
+
+def test_group_where_a_dataset_belongs(tmp_path):
+    p = _reference_file(tmp_path / "g.h5", point_positions=None)
+    with h5py.File(p, "a") as f:
+        f.create_group("point_positions").create_dataset("x", data=[1.0])
+    with pytest.raises(ROIError, match=r"point_positions is a group, not a dataset"):
+        load_rois_h5(p)
+
+
+def test_build_session_rois_checks_the_file_against_the_video(tmp_path):
+    p = _reference_file(tmp_path / "r.h5")
+    rois, mask = build_session_rois(str(p), (24, 32), roi_file=str(p))
+    assert rois.point_positions.tolist() == [[6, 6], [10, 8]] and mask.any()
+    with pytest.raises(ROIError, match=r"32x24 masks but the session's videos are 64x48"):
+        build_session_rois(str(p), (48, 64), roi_file=str(p))

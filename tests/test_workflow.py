@@ -109,3 +109,38 @@ def test_second_run_does_nothing(demo_run):
     wd, _ = demo_run
     r = snakemake(wd, "-n")
     assert "Nothing to be done" in r.stdout + r.stderr
+
+
+def test_spreadsheet_sessions_table_runs(tmp_path):
+    """Excel's "Unicode Text": UTF-16 with a byte-order mark, CRLF, an extra and a misspelled column."""
+    rows = ["# cohort 1", "session\tvideos\trois\tgenotype\tFPS\t",
+            "demo_mouseA\tresources/demo/mouseA_1.mp4;resources/demo/mouseA_2.mp4\tconfig:demo_face\tWT\t\t",
+            "demo_mouseB\tresources/demo/mouseB_1.mp4\tconfig:demo_face\tKO\t90\t", ""]
+    wd = make_workdir(tmp_path)
+    (wd / "config" / "sessions.tsv").write_bytes("\r\n".join(rows).encode("utf-16"))
+    cfg = (REPO / "config" / "config.yaml").read_text()
+    (wd / "config" / "config.yaml").write_text(re.sub(r"demo: \[[^\]]*\]", "{}", cfg))
+    r = snakemake(wd, "-n", "--quiet", "rules")
+    out = r.stdout + r.stderr
+    assert "facerhythm warning: sessions table config/sessions.tsv, line 2 (the header): column 'FPS' " \
+           "is not a known column and is ignored; did you mean 'fps'?" in out
+    assert re.search(r"^probe_videos\s+2\b", out, re.M), out
+
+
+def test_session_id_of_a_workflow_folder_rejected(tmp_path):
+    wd = make_workdir(tmp_path, sessions_text="session\tvideos\trois\n\n"
+                      "joint\tresources/demo/mouseB_1.mp4\tconfig:demo_face\n")
+    r = snakemake(wd, "-n", check=False)
+    assert r.returncode != 0
+    assert ("sessions table config/sessions.tsv, line 3, column 'session': session id 'joint' is "
+            "reserved: results/joint/ holds the joint TCAs") in r.stderr + r.stdout
+    assert not (wd / "results").exists()
+
+
+def test_non_finite_config_number_rejected_before_any_job(tmp_path):
+    cfg = (REPO / "config" / "config.yaml").read_text() + "\nvideo:\n  fps_clamp: .inf\n"
+    wd = make_workdir(tmp_path, config_text=cfg)
+    r = snakemake(wd, "-n", check=False)
+    assert r.returncode != 0
+    assert "video.fps_clamp: inf is not a finite number" in r.stderr + r.stdout
+    assert not (wd / "results").exists()

@@ -3,6 +3,7 @@
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -15,6 +16,8 @@ if str(REPO) not in sys.path:
 from facerhythm_core.config import check_timestamp_files, read_sessions, validate_config  # noqa: E402
 from facerhythm_core.demo import DEMO_VIDEOS  # noqa: E402
 from facerhythm_core.errors import ConfigError  # noqa: E402
+from facerhythm_core.failures import ROOT_CAUSE, Failure, error_in_log  # noqa: E402
+from facerhythm_core.io import atomic_output  # noqa: E402
 
 
 def _load_schema(name):
@@ -22,17 +25,32 @@ def _load_schema(name):
         return yaml.safe_load(fh)
 
 
+def _reserved_session_ids(results_dir):
+    """Session ids that would collide with the workflow's own folders, with the reason."""
+    reserved = {"joint": f"{results_dir}/joint/ holds the joint TCAs of `tca.joint`"}
+    if Path(results_dir).resolve() == Path.cwd().resolve():
+        for d in ("config", "logs", "resources", "workflow", "profiles"):
+            reserved[d] = f"results_dir is the working directory, whose {d}/ folder is the workflow's"
+    return reserved
+
+
+def _warn(message):
+    # Python warnings raised while Snakemake parses the workflow are not shown
+    print(f"facerhythm warning: {message}", file=sys.stderr)
+
+
 # Validate once at DAG-build time; errors name the key, row or file.
 try:
     config.update(validate_config(config, _load_schema("config.schema.yaml")))
+    RESULTS = config["results_dir"].rstrip("/")
     SESSIONS = {
         s.session: s
-        for s in read_sessions(config["sessions"], _load_schema("sessions.schema.yaml"), config["roi_sets"])
+        for s in read_sessions(config["sessions"], _load_schema("sessions.schema.yaml"), config["roi_sets"],
+                               reserved=_reserved_session_ids(RESULTS), warn=_warn)
     }
 except ConfigError as exc:
     raise WorkflowError(f"facerhythm configuration error:\n{exc}") from None
 
-RESULTS = config["results_dir"].rstrip("/")
 JOINT = config["tca"]["joint"]
 DEMO_PREFIX = "resources/demo/"
 
@@ -42,17 +60,31 @@ def _is_demo_video(path):
     return p.startswith(DEMO_PREFIX) and Path(p).stem in DEMO_VIDEOS and p.endswith(".mp4")
 
 
+def _cell(s, column):
+    """Where a session's cell is, for messages: ' (config/sessions.tsv, line 3, column 'videos')'."""
+    return f" ({config['sessions']}, line {s.line}, column {column!r})"
+
+
+def _file_problem(s, column, what, path):
+    """Why a session's input file cannot be used (missing, a folder), or None."""
+    p = Path(path)
+    if p.is_file():
+        return None
+    problem = "is a folder, not a file" if p.is_dir() else "not found"
+    hint = "; use '/' between folders, not '\\'" if "\\" in path and not p.exists() else ""
+    return f"session {s.session!r}: {what} {problem}: {path}{_cell(s, column)}{hint}"
+
+
 def _check_inputs():
     """Fail before any job starts when an input is missing or a group is wrong."""
     problems = []
     for s in SESSIONS.values():
-        for v in s.videos:
-            if not _is_demo_video(v) and not Path(v).exists():
-                problems.append(f"session {s.session!r}: video not found: {v}")
-        if s.roi_kind == "file" and not Path(s.roi_ref).exists():
-            problems.append(f"session {s.session!r}: ROI file not found: {s.roi_ref}")
-        if s.frames_freeze and not Path(s.frames_freeze).exists():
-            problems.append(f"session {s.session!r}: frames_freeze file not found: {s.frames_freeze}")
+        checks = [("videos", "video", v) for v in s.videos if not _is_demo_video(v)]
+        if s.roi_kind == "file":
+            checks.append(("rois", "ROI file", s.roi_ref))
+        if s.frames_freeze:
+            checks.append(("frames_freeze", "frames_freeze file", s.frames_freeze))
+        problems += [m for m in (_file_problem(s, *c) for c in checks) if m]
         problems += check_timestamp_files(s, cache_dir=".snakemake/facerhythm")
     for group, members in JOINT.items():
         for m in members:
@@ -153,16 +185,31 @@ SUMMARY_STAGES = [
 ]
 
 
-def _last_error(log_path):
-    """The last ERROR/Exception line of a log, or ''."""
-    p = Path(log_path)
-    if not p.exists():
-        return ""
-    lines = [ln.strip() for ln in p.read_text(errors="replace").splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        if " ERROR " in ln or "Error:" in ln or "Error" in ln.split(":")[0]:
-            return ln[:300]
-    return ""
+#: when this run began: a log written since is this run's
+RUN_STARTED = time.time()
+STOPPED = "ended without an error message (killed, out of memory, or crashed?)"
+
+
+def _stage_state(output, log):
+    """('done' | 'failed' | 'stopped' | 'not run', Failure or None) of one stage of a session."""
+    if output.exists():
+        return "done", None
+    failure = error_in_log(log)
+    if failure is not None:
+        return "failed", failure
+    if Path(log).is_file() and Path(log).stat().st_mtime >= RUN_STARTED - 1:
+        return "stopped", Failure(STOPPED)
+    return "not run", None
+
+
+def _write_summary_table(rows):
+    """Write logs/run_summary.tsv whole or not at all; say where it went or why not."""
+    try:
+        with atomic_output("logs/run_summary.tsv") as tmp:
+            tmp.write_text("\n".join(rows) + "\n")
+    except OSError as exc:
+        return f"could not write logs/run_summary.tsv: {exc.strerror or exc}"
+    return "summary in logs/run_summary.tsv"
 
 
 def _probe_warnings(session):
@@ -176,31 +223,32 @@ def _probe_warnings(session):
 
 
 def write_run_summary(status):
-    """logs/run_summary.tsv: per session and stage, done / missing, the error if any,
-    and the probe's warnings (timing, cut-short videos) as notes."""
+    """logs/run_summary.tsv: per session and stage, done / failed / stopped / not run, the
+    error, and the probe's warnings (timing, cut-short videos) as notes.
+
+    The error is the whole message of the job's last logged error with its root cause
+    (facerhythm_core.failures); the terminal gets a FAILED line for each, and a NOTE line
+    for each probe warning.
+    """
     rows = ["session\tstage\tstatus\tlog\terror\tnotes"]
     failed, notes = [], []
     for s in SESSIONS:
         for stage, name in SUMMARY_STAGES:
-            out = Path(RESULTS) / s / name
             log = f"logs/{stage}/{s}.log"
-            if out.exists():
-                note = ""
-                if stage == "probe_videos":
-                    warns = _probe_warnings(s)
-                    note = " | ".join(w.replace("\t", " ") for w in warns)
-                    notes += [f"{s}: {w}" for w in warns]
-                rows.append(f"{s}\t{stage}\tdone\t{log}\t\t{note}")
-                continue
-            err = _last_error(log)
-            state = "failed" if err else "not run"
-            if err:
-                failed.append(f"{s} ({stage}): {err}  [see {log}]")
-            rows.append(f"{s}\t{stage}\t{state}\t{log}\t{err}\t")
-    Path("logs").mkdir(exist_ok=True)
-    Path("logs/run_summary.tsv").write_text("\n".join(rows) + "\n")
-    print(f"facerhythm run {status}: summary in logs/run_summary.tsv", file=sys.stderr)
-    for f in failed:
-        print(f"  FAILED {f}", file=sys.stderr)
+            state, failure = _stage_state(Path(RESULTS) / s / name, log)
+            note = ""
+            if stage == "probe_videos" and state == "done":
+                warns = _probe_warnings(s)
+                note = " | ".join(w.replace("\t", " ") for w in warns)
+                notes += [f"{s}: {w}" for w in warns]
+            rows.append(f"{s}\t{stage}\t{state}\t{log}\t{failure.one_line() if failure else ''}\t{note}")
+            if failure is not None:
+                failed.append((state.upper(), s, stage, log, failure))
+    print(f"facerhythm run {status}: {_write_summary_table(rows)}", file=sys.stderr)
+    for state, s, stage, log, failure in failed:
+        print(f"  {state} {s} ({stage}): {Failure(failure.message).one_line(400)}  [see {log}]",
+              file=sys.stderr)
+        if failure.root_cause:
+            print(f"      {ROOT_CAUSE}{failure.root_cause}", file=sys.stderr)
     for n in notes:
         print(f"  NOTE {n}", file=sys.stderr)

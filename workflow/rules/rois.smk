@@ -61,6 +61,7 @@ rule probe_videos:
         timestamps=f"{RESULTS}/{{session}}/timestamps.h5",
     params:
         fps=lambda wc: session_of(wc).fps,
+        frames_freeze=lambda wc: session_of(wc).frames_freeze,
         video=config["video"],
         spectrogram=config["spectrogram"],
         contiguous=session_contiguous,

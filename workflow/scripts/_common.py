@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -13,9 +16,14 @@ _REPO = Path(__file__).resolve().parents[2]
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
+from facerhythm_core.failures import describe_exception  # noqa: E402
+
 
 def setup_logging(snakemake, name: str | None = None) -> logging.Logger:
     """Send logging, warnings and uncaught exceptions to ``snakemake.log[0]``.
+
+    An uncaught exception is logged with its whole message and root cause
+    (:func:`facerhythm_core.failures.describe_exception`) and its traceback.
 
     Returns the script's logger. Messages also go to stderr so that a local run shows
     progress live.
@@ -32,10 +40,50 @@ def setup_logging(snakemake, name: str | None = None) -> logging.Logger:
     logger = logging.getLogger(name or f"facerhythm.{snakemake.rule}")
 
     def _excepthook(exc_type, exc, tb):
-        logger.error("%s failed for %s: %s", snakemake.rule,
-                     dict(snakemake.wildcards), exc, exc_info=(exc_type, exc, tb))
+        # the whole message and its root cause: the run summary reads them back from here
+        logger.error("%s failed for %s: %s", snakemake.rule, dict(snakemake.wildcards),
+                     describe_exception(exc), exc_info=(exc_type, exc, tb))
+
+    def _unraisablehook(unraisable):
+        # errors Python can only ignore (e.g. HDF5 failing to close a file on a full disk)
+        # would go to stderr alone; a crash may follow before any other record
+        logger.warning("%s in %r: %s", unraisable.err_msg or "Exception ignored",
+                       unraisable.object, describe_exception(unraisable.exc_value)
+                       if unraisable.exc_value is not None else unraisable.exc_type)
     sys.excepthook = _excepthook
+    sys.unraisablehook = _unraisablehook
+    stop_when_orphaned(logger)
     return logger
+
+
+#: seconds between checks that the Snakemake process that started the job is still there
+ORPHAN_CHECK_S = 1.0
+
+
+def stop_when_orphaned(logger: logging.Logger, interval: float = ORPHAN_CHECK_S) -> None:
+    """Stop this job soon after the Snakemake process that started it dies (e.g. ``kill -9``).
+
+    An orphaned job would run on unseen, hold CPU and memory, and rename its output into
+    place while a restarted Snakemake may be redoing the same job. A daemon thread
+    checks the parent process every ``interval`` seconds; once it is gone (the job was
+    re-parented), it logs why and exits at once. Outputs are written under temporary
+    names (:func:`facerhythm_core.io.atomic_output`), so nothing half-written is left
+    under a final name, and the next run removes the temporary file.
+    """
+    parent = os.getppid()
+    if parent <= 1:  # already orphaned, or started by init: nothing to watch
+        return
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(interval)
+        logger.error("the Snakemake process that started this job (pid %d) is gone; stopping "
+                     "this job. Resume with `snakemake --unlock`, then the same command with "
+                     "--rerun-incomplete", parent)
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="stop-when-orphaned", daemon=True).start()
 
 
 def set_threads(n: int) -> None:

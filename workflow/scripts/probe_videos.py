@@ -5,8 +5,10 @@ import json
 from _common import setup_logging
 
 from facerhythm_core.config import check_vqt_window
+from facerhythm_core.errors import ConfigError
 from facerhythm_core.io import atomic_output
 from facerhythm_core.timing import write_timestamps_h5
+from facerhythm_core.tracking import load_frames_freeze
 from facerhythm_core.video import probe_session
 
 log = setup_logging(snakemake)
@@ -22,14 +24,26 @@ for v in info.videos:
              v.width, v.height, v.codec, v.pixel_format, v.clock, v.timing["source"])
 log.info("session frame rate %.4f Hz, %d frames in %d video(s), session clock %.3f-%.3f s",
          info.frame_rate, info.num_frames_total, len(info.videos), info.times[0][0], info.times[-1][-1])
-# cheap early check, so a short video fails here and not after tracking: a resampled
+# cheap early checks, so a short video fails here and not after tracking; a resampled
 # video has as many samples as its grid at the session rate
 n_samples = [v.num_frames if v.clock != "resample" else
              int((t[-1] - t[0]) * info.frame_rate + 1e-9) + 1 for v, t in zip(info.videos, info.times)]
-w = check_vqt_window(n_samples, info.frame_rate, snakemake.params.spectrogram,
-                     snakemake.params.contiguous, snakemake.wildcards.session,
-                     [v.path for v in info.videos])
-log.info("spectrogram window %d samples fits every tracked stream", w)
+spec, session = snakemake.params.spectrogram, snakemake.wildcards.session
+streams = (n_samples, info.frame_rate, spec, snakemake.params.contiguous, session,
+           [v.path for v in info.videos])
+w = check_vqt_window(*streams)
+log.info("spectrogram window %d samples: every tracked stream is long enough", w)
+if spec["padding"] == "same" and min(n_samples) < w:
+    log.warning("session %s: a video is shorter than the spectrogram window (%d samples); its "
+                "lowest frequencies are computed mostly from zero padding", session, w)
+if snakemake.params.frames_freeze:  # its frame ranges against the frames now known
+    frozen = load_frames_freeze(snakemake.params.frames_freeze, info.num_frames_total)
+    log.info("frames_freeze %s: %d of %d frames frozen", snakemake.params.frames_freeze,
+             int(frozen.sum()), info.num_frames_total)
+try:  # only the tca step needs this, and it may not be a target: warn here, it fails there
+    check_vqt_window(*streams, tca=snakemake.config["tca"])
+except ConfigError as exc:
+    log.warning("the tca step will fail on this session: %s", exc)
 with atomic_output(snakemake.output.timestamps) as tmp:
     write_timestamps_h5(tmp, info.times, [v.path for v in info.videos],
                         [v.clock for v in info.videos], [v.timing["source"] for v in info.videos])
