@@ -1,17 +1,14 @@
 """Run one stage of OUR implementation (facerhythm) on benchmark inputs.
 
 Runs under .venv/bin/python, one stage per process (the driver measures wall time and
-peak RSS of this process). It runs the workflow's own stage scripts
-(workflow/scripts/{track_points,spectrogram,tca}.py) exactly as Snakemake would, with a
-stand-in ``snakemake`` object carrying input/output/params/log/threads. So what is
-measured is the product as shipped, through the same file contract (formats.md),
-without Snakemake's own start-up cost.
+peak RSS of this process). It calls the stage API (:mod:`facerhythm_core.stages`),
+the same function each workflow rule's script calls, so what is measured is the
+product as shipped, through the same file contract (docs/file_formats.md), without
+Snakemake's own start-up cost.
 
     run_ours.py track        --params P.json --inputs inputs.h5 --out tracking.h5 --metrics m.json
     run_ours.py spectrogram  --params P.json --tracking tracking.h5 --out spectrograms.h5 --metrics m.json
     run_ours.py tca          --params P.json --spectrograms spectrograms.h5 --out tca.h5 --metrics m.json
-
-Exit code 3 = that stage's script does not exist yet (reported as "missing").
 """
 
 from __future__ import annotations
@@ -19,19 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import logging
 import resource
-import runpy
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-SCRIPTS = REPO / "workflow" / "scripts"
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
-STAGE_SCRIPTS = {"track": "track_points.py", "spectrogram": "spectrogram.py", "tca": "tca.py"}
-RULES = {"track": "track_points", "spectrogram": "spectrogram", "tca": "tca"}
+STAGES = ("track", "spectrogram", "tca")
 
 
 def _peak_rss_mb() -> float:
@@ -44,45 +39,6 @@ def _peak_rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-class _NamedList(list):
-    """Enough of snakemake.io.Namedlist: positional and attribute access, .get, .keys."""
-
-    def __init__(self, items=(), **named):
-        super().__init__(list(items) + [v for v in named.values() if v is not None and not isinstance(v, (list, tuple))])
-        self._named = dict(named)
-        # lists (e.g. videos) stay as lists under their name, as Snakemake does
-        for k, v in named.items():
-            setattr(self, k, v)
-
-    def get(self, key, default=None):
-        v = self._named.get(key, default)
-        return default if v is None else v
-
-    def keys(self):
-        return self._named.keys()
-
-    def items(self):
-        return self._named.items()
-
-    def __getitem__(self, i):
-        if isinstance(i, str):
-            return self._named[i]
-        return super().__getitem__(i)
-
-
-class _Snakemake:
-    def __init__(self, rule, input, output, params, log, threads, wildcards):
-        self.rule = rule
-        self.input = input
-        self.output = _NamedList(output)
-        self.params = params
-        self.log = _NamedList(log)
-        self.threads = threads
-        self.wildcards = wildcards
-        self.config = {}
-        self.resources = _NamedList()
 
 
 def full_config(params: dict) -> dict:
@@ -100,11 +56,15 @@ def full_config(params: dict) -> dict:
     return validate_config(cfg, schema, source="benchmark params")
 
 
-def write_videos_json(path: Path, videos: list[str]) -> None:
+def write_probe_outputs(info_path: Path, timestamps_path: Path, videos: list[str]) -> None:
+    """``videos.json`` and ``timestamps.h5`` as the probe rule writes them (default policy)."""
+    from facerhythm_core.timing import write_timestamps_h5
     from facerhythm_core.video import probe_session
 
-    info = probe_session(list(videos))
-    path.write_text(json.dumps(info.to_dict(), indent=1))
+    info = probe_session(list(videos), timing="resample")
+    info_path.write_text(json.dumps(info.to_dict(), indent=1))
+    write_timestamps_h5(timestamps_path, info.times, [v.path for v in info.videos],
+                        [v.clock for v in info.videos], [v.timing["source"] for v in info.videos])
 
 
 def tracking_counts(f) -> dict:
@@ -121,28 +81,26 @@ def tracking_counts(f) -> dict:
     return out
 
 
-def build(stage: str, a, params: dict, work: Path):
+def prepare(stage: str, a, params: dict, work: Path):
+    """The stage call, ready to run (its inputs written first, outside the clock)."""
+    from facerhythm_core import stages
+
     cfg = full_config(params)
-    wc = _NamedList(session=params.get("session", "bench"))
-    log = [str(work / f"{RULES[stage]}.log")]
-    threads = int(params.get("threads") or os.cpu_count() or 1)
+    session = params.get("session", "bench")
     if stage == "track":
-        vj = work / "videos.json"
-        write_videos_json(vj, params["videos"])
-        inp = _NamedList(rois=a.inputs, videos_info=str(vj), videos=list(params["videos"]))
-        prm = _NamedList(tracking=cfg["tracking"], video=cfg["video"])
-    elif stage == "spectrogram":
-        inp = _NamedList(tracking=a.tracking)
-        prm = _NamedList(spectrogram=cfg["spectrogram"], session=wc.session)
-    else:
-        inp = _NamedList(spectrograms=a.spectrograms)
-        prm = _NamedList(tca=cfg["tca"], session=wc.session)
-    return _Snakemake(RULES[stage], inp, [a.out], prm, log, threads, wc)
+        vj, ts = work / "videos.json", work / "timestamps.h5"
+        write_probe_outputs(vj, ts, params["videos"])
+        return lambda: stages.track_points(a.inputs, vj, ts, list(params["videos"]), a.out,
+                                           session=session,
+                                           params={"tracking": cfg["tracking"], "video": cfg["video"]})
+    if stage == "spectrogram":
+        return lambda: stages.spectrogram(a.tracking, a.out, session=session, params=cfg["spectrogram"])
+    return lambda: stages.tca(a.spectrograms, a.out, session=session, params=cfg["tca"])
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Run one facerhythm stage (ours) as its workflow script.")
-    ap.add_argument("stage", choices=sorted(STAGE_SCRIPTS))
+    ap = argparse.ArgumentParser(description="Run one facerhythm stage (ours) through the stage API.")
+    ap.add_argument("stage", choices=STAGES)
     ap.add_argument("--params", required=True)
     ap.add_argument("--inputs")
     ap.add_argument("--tracking")
@@ -151,16 +109,11 @@ def main(argv=None):
     ap.add_argument("--metrics", required=True)
     ap.add_argument("--seed", type=int, default=None, help="override tca.random_state")
     a = ap.parse_args(argv)
-    script = SCRIPTS / STAGE_SCRIPTS[a.stage]
-    if not script.exists():
-        print(f"ours {a.stage}: {script} does not exist yet", file=sys.stderr)
-        sys.exit(3)
     params = json.loads(Path(a.params).read_text())
     if a.seed is not None:
         params["tca"]["random_state"] = a.seed
 
     sys.path.insert(0, str(REPO))
-    sys.path.insert(0, str(SCRIPTS))
     # import the heavy libraries before the clock starts, as run_reference.py does
     import h5py  # noqa: F401
     import numpy  # noqa: F401
@@ -170,10 +123,12 @@ def main(argv=None):
 
     work = Path(a.out).parent / f"work_{Path(a.out).stem}"
     work.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, filename=str(work / f"{a.stage}.log"), filemode="w",
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()
-    smk = build(a.stage, a, params, work)
+    run = prepare(a.stage, a, params, work)
     tc0 = time.perf_counter()
-    runpy.run_path(str(script), init_globals={"snakemake": smk}, run_name="__main__")
+    run()
     t1 = time.perf_counter()
 
     extra = {}

@@ -128,10 +128,33 @@ def test_run_measured_reports_child_peak_rss(tmp_path):
     assert bad.rc == 3
 
 
-def test_run_ours_namedlist():
-    import run_ours
+def test_run_ours_runs_the_stage_api(tmp_path):
+    """track -> spectrogram -> tca through run_ours.py (the stage API), on a demo clip."""
+    import json
+    import subprocess
 
-    nl = run_ours._NamedList(rois="r.h5", videos=["a.mp4", "b.mp4"])
-    assert nl.rois == "r.h5" and nl[0] == "r.h5" and nl.videos == ["a.mp4", "b.mp4"]
-    assert nl.get("frames_freeze") is None and nl.get("rois") == "r.h5"
-    assert nl["videos"] == ["a.mp4", "b.mp4"]
+    import h5py
+
+    from facerhythm_core.demo import demo_polygons, write_demo_video
+    from facerhythm_core.rois import make_points, polygon_mask
+
+    video = tmp_path / "clip.mp4"
+    write_demo_video(video, n_frames=600)
+    mask = polygon_mask(np.asarray(demo_polygons()["face"]), (240, 320))
+    with h5py.File(tmp_path / "inputs.h5", "w") as f:
+        f["point_positions"] = make_points(mask, 16)
+        f["tracking_mask"] = mask
+    params = {"videos": [str(video)], "tracking": {}, "tca": {"rank": 3, "n_iter_max": 20},
+              "spectrogram": {"f_min": 4.0, "f_max": 30.0, "n_freq_bins": 12}}
+    (tmp_path / "p.json").write_text(json.dumps(params))
+    run = [sys.executable, str(Path(__file__).resolve().parents[1] / "run_ours.py")]
+    common = ["--params", str(tmp_path / "p.json")]
+    for stage, src, out in [("track", ["--inputs", str(tmp_path / "inputs.h5")], "tracking.h5"),
+                            ("spectrogram", ["--tracking", str(tmp_path / "tracking.h5")], "spectrograms.h5"),
+                            ("tca", ["--spectrograms", str(tmp_path / "spectrograms.h5")], "tca.h5")]:
+        subprocess.run(run + [stage, *common, *src, "--out", str(tmp_path / out),
+                              "--metrics", str(tmp_path / f"{stage}.json")], check=True)
+        m = json.loads((tmp_path / f"{stage}.json").read_text())
+        assert m["stage"] == stage and m["t_stage_s"] > 0
+    with h5py.File(tmp_path / "tca.h5") as f:
+        assert f["decompositions/0/factors/time"].shape[1] == 3

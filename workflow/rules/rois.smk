@@ -2,30 +2,8 @@
 # Sessions whose `rois` column says template:ID get the template session's ROIs warped
 # onto their own reference image (docs/alignment.md).
 
-#: defaults of the `alignment` config section (docs/alignment.md); the schema's values win
-ALIGNMENT_DEFAULTS = {
-    "method": "ecc",
-    "constraint": "euclidean",
-    "nonrigid": False,
-    "init_phase_correlation": True,
-    "bandpass": None,
-    "z_threshold": 4.0,
-    "radius_in": 4.0,
-    "radius_out": 20.0,
-    "order": 5,
-    "match_search": True,
-    "all_to_all": False,
-    "on_failure": "error",
-    "ds_factor": 20,
-    "ptile_keep": 10.0,
-    "max_frames": 3600,
-    "clip_limit": 2.0,
-    "grid_size": 20,
-    "vqt": {"q_low_f": 3.5, "q_high_f": 20.0, "f_min": 0.5, "f_max": 60.0, "n_freq_bins": 50,
-            "window_type": "hann", "downsample_factor": 10},
-}
-ALIGNMENT = {**ALIGNMENT_DEFAULTS, **config.get("alignment", {})}
-ALIGNMENT["vqt"] = {**ALIGNMENT_DEFAULTS["vqt"], **(config.get("alignment", {}).get("vqt") or {})}
+#: the `alignment` config section, defaults filled in by the schema (docs/alignment.md)
+ALIGNMENT = config["alignment"]
 
 TEMPLATE_SESSIONS = [s for s in SESSIONS.values() if s.roi_kind == "template"]
 
@@ -148,4 +126,4 @@ rule rois_from_template:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 20 * attempt,
     script:
-        "../scripts/make_rois.py"
+        "../scripts/rois_from_template.py"
