@@ -73,7 +73,16 @@ def validate_config(config: Mapping, schema: Mapping, source: str = "config") ->
     # a second pass fills defaults inside objects that the first pass created
     cfg2 = copy.deepcopy(cfg)
     list(validator.iter_errors(cfg2))
+    _resolve_stage_devices(cfg2)
     return cfg2
+
+
+def _resolve_stage_devices(cfg: dict) -> None:
+    """A torch stage's ``device`` left null takes the top-level ``device``."""
+    for section in ("spectrogram", "tca"):
+        sec = cfg.get(section)
+        if isinstance(sec, dict) and "device" in sec and sec["device"] is None:
+            sec["device"] = cfg.get("device", "auto")
 
 
 @dataclass(frozen=True)
