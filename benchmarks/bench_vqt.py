@@ -1,6 +1,6 @@
 """Micro-benchmark of the VQT engines against a restatement of the reference transform.
 
-The reference's ``vqt.VQT.forward`` (vqt 0.1.3, algorithms.md 7.2) is restated with
+The reference's ``vqt.VQT.forward`` (vqt 0.1.3, shared/reference/algorithms.md 7.2) is restated with
 torch: batches of 10 rows, full-length complex FFTs of the input and of every kernel
 per batch, crop, magnitude, ``avg_pool1d(ceil_mode=True)``. Our engines run on the
 same data, interleaved with it in every repetition, so each speed-up is a ratio of

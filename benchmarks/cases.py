@@ -2,7 +2,7 @@
 that BOTH implementations receive.
 
 Parameters use our config-schema names (workflow/schemas/config.schema.yaml) and the
-reference pipeline defaults (algorithms.md §3.1), except:
+reference pipeline defaults (shared/reference/algorithms.md §3.1), except:
 
 - ``spectrogram.fs`` = the video's frame rate (the reference hard-codes 120 Hz);
 - ``spectrogram.f_max`` = min(60, 0.9 x Nyquist), so the top bin is below Nyquist;
@@ -91,7 +91,7 @@ def grid_points(mask: np.ndarray, spacing: int) -> np.ndarray:
 
 def write_inputs(path: Path, mask: np.ndarray, points: np.ndarray, example: np.ndarray,
                  spacing: int) -> None:
-    """Inputs in the rois.h5 layout (formats.md), readable by both runners."""
+    """Inputs in the rois.h5 layout (docs/file_formats.md), readable by both runners."""
     import h5py
 
     ys, xs = np.nonzero(mask)

@@ -1,6 +1,6 @@
 """Tests of the VQT filter bank and transform (facerhythm_core.vqt).
 
-``slow_reference_vqt`` below restates the reference algorithm (algorithms.md 7.1-7.2)
+``slow_reference_vqt`` below restates the reference algorithm (shared/reference/algorithms.md 7.1-7.2)
 directly: a full-rate ``np.convolve`` per filter, the 'valid'/'same' crop, magnitude,
 then average pooling with ``ceil_mode`` (last block = mean of what is left). The fast
 implementation is compared with it on tiny inputs.
@@ -71,7 +71,7 @@ def _signals(n_ch, S, fs, seed=0):
 # ----------------------------------------------------------------------- filter bank
 
 def test_default_window_rule():
-    assert default_win_size(4.0, 120.0, 1.0) == 481        # algorithms.md 7.1
+    assert default_win_size(4.0, 120.0, 1.0) == 481        # shared/reference/algorithms.md 7.1
     assert default_win_size(4.0, 100.0, 1.0) == 401        # 400 is even -> 401
     assert default_win_size(0.01, 10.0, 5.0) == 3          # minimum 3
 
@@ -85,7 +85,7 @@ def test_filter_bank_matches_reference_geometry():
     np.testing.assert_allclose(np.diff(np.log(bank.freqs)), np.log(60) / 35, rtol=1e-4)
     # unit L1 norm
     np.testing.assert_allclose(np.abs(bank.filters.astype(np.complex128)).sum(1), 1.0, rtol=1e-5)
-    # nonzero hann widths measured on the reference (algorithms.md 7.1)
+    # nonzero hann widths measured on the reference (shared/reference/algorithms.md 7.1)
     widths = (bank.wins > 0).sum(1)
     assert list(widths[:3]) == [479, 437, 399]
     assert list(widths[-3:]) == [23, 21, 19]
@@ -187,7 +187,7 @@ def test_sinusoid_peaks_in_nearest_bin_with_expected_amplitude(bank120):
 
 
 def test_valid_length_and_time_axis():
-    # reference numbers (algorithms.md 7.2): W=481, ds=20
+    # reference numbers (shared/reference/algorithms.md 7.2): W=481, ds=20
     assert output_length(1000, 481, 20) == 26
     assert output_length(2000, 481, 20) == 76
     x = time_axis(1000, 481, 20)

@@ -59,7 +59,7 @@ def test_envelope_and_spec_roundtrip():
 
 
 def test_vqt_window_and_fmin_rule():
-    assert cases.vqt_window(120, 4.0, 1.0) == 481  # algorithms.md §7.1
+    assert cases.vqt_window(120, 4.0, 1.0) == 481  # shared/reference/algorithms.md §7.1
     p = cases.make_params(250.0, 994)
     assert cases.vqt_window(250.0, 4.0, p["spectrogram"]["f_min"]) <= 0.75 * 994
     assert p["spectrogram"]["f_max"] == 60.0
