@@ -77,7 +77,7 @@ def probe_videos(videos: Sequence[str], info_out: str | Path, timestamps_out: st
     from .config import check_vqt_window
     from .errors import ConfigError
     from .timing import write_timestamps_h5
-    from .tracking import load_frames_freeze
+    from .tracking_session import load_frames_freeze
     from .video import probe_session
 
     log = _log("probe_videos")
@@ -309,7 +309,8 @@ def track_points(rois: str | Path, videos_info: str | Path, timestamps: str | Pa
 
     from .errors import VideoError
     from .timing import read_timestamps_h5, stream_clocks
-    from .tracking import TrackingParams, load_frames_freeze, track_session, write_tracking_h5
+    from .tracking import TrackingParams
+    from .tracking_session import load_frames_freeze, track_session, write_tracking_h5
 
     log = _log("track_points")
     started = _now()

@@ -292,7 +292,7 @@ def test_results_dir_must_name_a_folder(schema):
 
 
 def test_frames_freeze_text_as_a_spreadsheet_saves_it(tmp_path):
-    from facerhythm_core.tracking import load_frames_freeze
+    from facerhythm_core.tracking_session import load_frames_freeze
 
     p = _write_bytes(tmp_path, "# grooming\r\n3\t5\r\n10\r\n".encode("utf-16"), "freeze.txt")
     assert np.flatnonzero(load_frames_freeze(p, 20)).tolist() == [3, 4, 5, 10]
