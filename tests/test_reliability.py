@@ -100,8 +100,10 @@ def test_kill_9_then_rerun_incomplete_gives_identical_output(tmp_path, video):
 
 
 def _summary_rows(wd: Path) -> dict:
-    rows = (wd / "logs/run_summary.tsv").read_text().splitlines()[1:]
-    return {tuple(r.split("\t")[:2]): r.split("\t")[2:] for r in rows}
+    """(session, stage) -> [status, log, error] of logs/run_summary.tsv (notes left out)."""
+    rows = (wd / "logs/run_summary.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["session", "stage", "status", "log", "error", "notes"]
+    return {tuple(r.split("\t")[:2]): r.split("\t")[2:5] for r in rows[1:]}
 
 
 @pytest.mark.slow
