@@ -356,6 +356,9 @@ def test_workflow_resamples_irregular_clocks_and_refuses_cut_copies(tmp_path, vf
         st = f["decompositions/0/session_times/0"][()]
         assert len(st) == f["decompositions/0/factors/time"].shape[0] > 10
         assert np.all(np.diff(st) > 0)
+        # the gap fraction travels beside the temporal factor (none in this video)
+        assert f["decompositions/0/gap_fraction/0"].shape == st.shape
+        assert not f["decompositions/0/gap_fraction/0"][()].any()
     # the dropped second shows in the spectrogram's gap fraction at the right time
     with h5py.File(wd / "results/drop/spectrograms.h5") as f:
         gap, st = f["gap_fraction/0"][()], f["session_times/0"][()]
