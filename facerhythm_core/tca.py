@@ -222,13 +222,14 @@ def rearrange_data(data: Mapping[str, np.ndarray], videos: str = "separate",
 
 def normalize_tensor(tensor: np.ndarray, dims: Sequence[str], mean_subtract: bool = False,
                      std_divide: bool = False, dim: str = "time",
-                     epsilon: float = 1e-8) -> tuple[np.ndarray, dict]:
-    """Centre and/or scale every fibre along one named axis (a new array).
+                     epsilon: float = 1e-8, out: np.ndarray | None = None,
+                     block_bytes: int = 64 << 20) -> tuple[np.ndarray, dict]:
+    """Centre and/or scale every fibre along one named axis.
 
     Parameters
     ----------
     tensor : ndarray, float
-        Tensor to normalize; left unchanged.
+        Tensor to normalize; left unchanged unless it is ``out``.
     dims : sequence of str
         Axis names of ``tensor`` (e.g. ``Layout.dims``).
     mean_subtract, std_divide : bool
@@ -239,11 +240,18 @@ def normalize_tensor(tensor: np.ndarray, dims: Sequence[str], mean_subtract: boo
     epsilon : float
         Added to the std before dividing, so a constant fibre (e.g. a frozen point)
         stays finite instead of becoming inf/NaN as in the reference.
+    out : ndarray, optional
+        Where to write the result: ``tensor`` itself normalizes in place (no second
+        tensor-sized array). Default: a new array.
+    block_bytes : int
+        The float64 statistics are computed on blocks of about this size (fibres are
+        independent, so the result is the same as on the whole tensor at once).
 
     Returns
     -------
     out : ndarray
-        Normalized tensor, same shape and dtype as ``tensor``.
+        Normalized tensor, same shape as ``tensor``, float dtype of ``tensor``
+        (float32 for other input).
     info : dict
         ``n_constant_fibres``: fibres whose std was <= epsilon.
     """
@@ -261,20 +269,33 @@ def normalize_tensor(tensor: np.ndarray, dims: Sequence[str], mean_subtract: boo
                        f"{tensor.shape[ax]} entry")
     x = np.asarray(tensor)
     dtype = x.dtype if x.dtype.kind == "f" else np.float32
-    # statistics in float64 so long time axes do not lose precision
-    x64 = x.astype(np.float64)
+    if out is None:
+        out = np.empty(x.shape, dtype)
+    elif out.shape != x.shape or out.dtype != dtype:
+        raise TCAError(f"out must be a {dtype} array of shape {x.shape}")
+    # statistics in float64 so long time axes do not lose precision, on blocks along
+    # another axis so that no float64 copy of the whole tensor is made
+    bax = 1 if ax == 0 and x.ndim > 1 else 0
+    per_index = 8 * x.size // max(1, x.shape[bax])
+    step = max(1, int(block_bytes) // max(1, per_index))
+    n_const = 0
+    for i in range(0, max(1, x.shape[bax]), step):
+        sl = (slice(None),) * bax + (slice(i, i + step),)
+        x64 = x[sl].astype(np.float64)
+        if std_divide:
+            std = x64.std(axis=ax, ddof=1, keepdims=True)
+            n_const += int((std <= epsilon).sum())
+        if mean_subtract:
+            x64 -= x64.mean(axis=ax, keepdims=True)
+        if std_divide:
+            x64 /= std + epsilon
+        out[sl] = x64
     if std_divide:
-        std = x64.std(axis=ax, ddof=1, keepdims=True)
-        n_const = int((std <= epsilon).sum())
         info["n_constant_fibres"] = n_const
         if n_const:
             logger.warning("%d fibre(s) are constant along %r (std <= %g); they are divided "
                            "by std + epsilon instead of by zero", n_const, dim, epsilon)
-    if mean_subtract:
-        x64 -= x64.mean(axis=ax, keepdims=True)
-    if std_divide:
-        x64 /= std + epsilon
-    return x64.astype(dtype, copy=False), info
+    return out, info
 
 
 # ----------------------------------------------------------------------------------
@@ -547,7 +568,7 @@ def fit_cp(tensor, method: str = "CP_NN_HALS", rank: int = 10, n_iter_max: int =
         logger.warning("tensorly's numpy backend runs on the CPU; ignoring device %s", device)
         device = "cpu"
     X = torch.as_tensor(tensor).to(device=device, dtype=tdtype)
-    if not bool(torch.isfinite(X).all()):
+    if not _all_finite(X):
         raise TCAError("the tensor holds NaN or inf values; check the spectrograms "
                        "(e.g. normalization of constant fibres)")
     if method in ("CP_NN_HALS",) and float(X.min()) < 0:
@@ -584,6 +605,15 @@ def fit_cp(tensor, method: str = "CP_NN_HALS", rank: int = 10, n_iter_max: int =
     seconds = time.perf_counter() - t0
     errors = np.asarray([float(_to_numpy(e)) for e in errors], dtype=np.float64)
     return CPFit(weights, factors, errors, "torch" if use_torch else "tensorly", method, seconds)
+
+
+def _all_finite(X, block_elements: int = 1 << 24) -> bool:
+    """``isfinite(X).all()`` in blocks (no bool copy of the whole tensor)."""
+    import torch
+
+    flat = X.reshape(-1)
+    return all(bool(torch.isfinite(flat[i:i + block_elements]).all())
+               for i in range(0, flat.numel(), block_elements))
 
 
 def _to_numpy(x):
@@ -887,7 +917,7 @@ def decompose(data: Mapping[str, np.ndarray], *, videos: str = "separate",
               std_divide: bool = True, normalize_dim: str = "time", epsilon: float = 1e-8,
               rank_sweep_ranks: Sequence[int] | None = None,
               rank_sweep_seeds: Sequence[int] = (0, 1, 2), element_dim: str = "video",
-              **fit_kwargs) -> TCAResult:
+              overwrite_input: bool = False, **fit_kwargs) -> TCAResult:
     """Run the TCA stage on one set of spectrograms.
 
     Parameters
@@ -900,6 +930,11 @@ def decompose(data: Mapping[str, np.ndarray], *, videos: str = "separate",
         See :func:`normalize_tensor` (``normalize_dim`` is the ``dim`` there).
     rank_sweep_ranks, rank_sweep_seeds
         If ranks are given, also run :func:`rank_sweep` on each tensor.
+    overwrite_input : bool
+        Let the normalization overwrite the float arrays of ``data`` (``separate``
+        tensors are views of them), so that no second tensor-sized array is made; for
+        callers that loaded the spectrograms only for this (the workflow). Tensors that
+        the rearrangement copied anyway are always normalized in place.
     **fit_kwargs
         :func:`fit_cp` arguments: method, rank, n_iter_max, init, tol, random_state,
         method_params, backend, device, dtype, engine, log_every.
@@ -916,10 +951,16 @@ def decompose(data: Mapping[str, np.ndarray], *, videos: str = "separate",
     re = rearrange_data(data, videos=videos, complex_unfold=complex_unfold,
                         windows=windows, element_dim=element_dim)
     out = {}
-    for name, tensor in re.tensors.items():
+    inputs = [a for a in data.values() if isinstance(a, np.ndarray)]
+    for name in list(re.tensors):
+        tensor = re.tensors.pop(name)  # the fitted tensor is not kept past its fit
         layout = re.layouts[name]
+        owned = (tensor.dtype.kind == "f" and tensor.flags.writeable
+                 and (overwrite_input or not any(np.may_share_memory(tensor, a)
+                                                 for a in inputs)))
         tensor, norm_info = normalize_tensor(tensor, layout.dims, mean_subtract, std_divide,
-                                             normalize_dim, epsilon)
+                                             normalize_dim, epsilon,
+                                             out=tensor if owned else None)
         logger.info("TCA %r: tensor %s %s, %s", name, tuple(tensor.shape), list(layout.dims),
                     fit_kwargs.get("method", "CP_NN_HALS"))
         fit = fit_cp(tensor, **fit_kwargs)

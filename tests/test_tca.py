@@ -257,6 +257,57 @@ def test_normalize_uses_epsilon_and_never_modifies_input():
         tca.normalize_tensor(x, dims, std_divide=True, dim="session")
 
 
+def _normalize_whole(x, ax, mean_subtract, std_divide, epsilon):
+    """The normalization on the whole tensor at once in float64 (the former code)."""
+    x64 = x.astype(np.float64)
+    std = x64.std(axis=ax, ddof=1, keepdims=True)
+    if mean_subtract:
+        x64 -= x64.mean(axis=ax, keepdims=True)
+    if std_divide:
+        x64 /= std + epsilon
+    return x64.astype(x.dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_normalize_blockwise_and_in_place_give_the_same_bytes(dtype):
+    rng = np.random.default_rng(1)
+    dims4 = ("video", "(xy points)", "frequency", "time")
+    for shape, dims in (((9, 5, 37), dims4[1:]), ((3, 8, 4, 29), dims4)):
+        x = (rng.random(shape) * 9).astype(dtype)
+        for ax, dim in enumerate(dims):
+            for ms, sd in ((True, False), (False, True), (True, True)):
+                want = _normalize_whole(x, ax, ms, sd, 1e-8)
+                for block in (1, 300, 64 << 20):  # one index per block ... whole tensor
+                    y, _ = tca.normalize_tensor(x, dims, ms, sd, dim, 1e-8, block_bytes=block)
+                    np.testing.assert_array_equal(y, want)
+                    z = x.copy()
+                    y2, _ = tca.normalize_tensor(z, dims, ms, sd, dim, 1e-8, out=z,
+                                                 block_bytes=block)
+                    assert y2 is z
+                    np.testing.assert_array_equal(z, want)
+    with pytest.raises(TCAError, match="out must be"):
+        tca.normalize_tensor(x, dims, std_divide=True, out=np.empty(3, dtype))
+
+
+def test_decompose_overwrites_its_input_only_when_allowed():
+    data = spectros(lengths=(30, 30), seed=5)
+    keep = {k: v.copy() for k, v in data.items()}
+    kw = dict(rank=2, n_iter_max=5, random_state=0)
+    a = tca.decompose(data, **kw)
+    for k in data:
+        np.testing.assert_array_equal(data[k], keep[k])
+    b = tca.decompose(data, overwrite_input=True, **kw)
+    assert not np.array_equal(data["0"], keep["0"])  # normalized in place
+    for name in a.decompositions:
+        for fa, fb in zip(a.decompositions[name].fit.factors, b.decompositions[name].fit.factors):
+            np.testing.assert_array_equal(fa, fb)
+    # concatenate copies anyway: the input stays as it was, even with overwrite_input
+    data = {k: v.copy() for k, v in keep.items()}
+    tca.decompose(data, videos="concatenate", overwrite_input=True, **kw)
+    for k in data:
+        np.testing.assert_array_equal(data[k], keep[k])
+
+
 # --- joint -----------------------------------------------------------------------
 
 def test_joint_needs_one_point_set():

@@ -19,7 +19,9 @@ session = snakemake.params.session
 spec = tca.load_spectrograms(snakemake.input.spectrograms)
 log.info("session %s: %d spectrogram(s) %s", session, len(spec.spectrograms),
          {k: v.shape for k, v in spec.spectrograms.items()})
+# the spectrograms were loaded for this only: normalize them in place (memory)
 result = tca.decompose(spec.spectrograms, videos=cfg["videos"], windows=cfg.get("windows"),
+                       overwrite_input=True,
                        **tca.options_from_config(cfg, select_device(cfg["device"])))
 with atomic_output(snakemake.output[0]) as tmp, h5py.File(tmp, "w") as f:
     f.attrs["session"] = session
