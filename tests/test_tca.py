@@ -112,6 +112,98 @@ def test_other_methods_run_through_tensorly(method, extra):
     assert var.evr_model > 0.5
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_random_init_is_tensorlys_without_tensorly(dtype):
+    from tensorly.decomposition._cp import initialize_cp
+
+    x = torch.rand((7, 5, 9), dtype=dtype)
+    for seed in (0, 3, 12345):
+        ours = tca._initial_factors(x, 4, "random", "truncated_svd", seed)
+        with tl.backend_context("pytorch"):
+            ref = initialize_cp(x, 4, init="random", non_negative=True, random_state=seed,
+                                normalize_factors=False)
+        for a, b in zip(ours, ref.factors):
+            assert a.dtype == b.dtype == dtype
+            assert torch.equal(a, b)
+
+
+def test_nnls_kernels_agree():
+    from facerhythm_core import hals_kernels
+
+    rng = np.random.default_rng(7)
+    for n in (3, 40, 700):
+        A = rng.random((n + 5, 6))
+        UtU = A.T @ A
+        UtM = rng.random((6, n)) * 4
+        V0 = rng.random((6, n))
+        loop = torch.as_tensor(V0.copy())
+        tca._hals_nnls(torch.as_tensor(UtM), torch.as_tensor(UtU), loop, kernel="numpy")
+        # the torch loop (the GPU path), forced by calling it on the CPU copy
+        ref = torch.as_tensor(V0.copy())
+        diag = torch.as_tensor(UtU).diagonal().tolist()
+        U, M = torch.as_tensor(UtU), torch.as_tensor(UtM)
+        err0 = None
+        for it in range(5):
+            err = 0.0
+            for k, d in enumerate(diag):
+                new = ((M[k] - U[k] @ ref + d * ref[k]) / d).clamp_(min=0)
+                err = err + float((ref - new).square().sum())
+                ref[k] = new
+            err0 = err if it == 0 else err0
+            if err < 1e-8 * err0:
+                break
+        np.testing.assert_allclose(loop.numpy(), ref.numpy(), rtol=1e-10, atol=1e-12)
+        if hals_kernels.HAVE_NUMBA:
+            nb = torch.as_tensor(V0.copy())
+            tca._hals_nnls(torch.as_tensor(UtM), torch.as_tensor(UtU), nb, kernel="numba")
+            np.testing.assert_allclose(nb.numpy(), ref.numpy(), rtol=1e-10, atol=1e-12)
+            # float32 factors: the two CPU kernels round the same float64 sums
+            v32 = torch.as_tensor(V0.astype(np.float32))
+            a, b = v32.clone(), v32.clone()
+            u32, m32 = torch.as_tensor(UtU.astype(np.float32)), torch.as_tensor(UtM.astype(np.float32))
+            tca._hals_nnls(m32, u32, a, kernel="numpy")
+            tca._hals_nnls(m32, u32, b, kernel="numba")
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_rel_tol_stops_when_the_error_stops_improving():
+    x, _ = planted((20, 8, 50), rank=3, seed=6, noise=0.3)
+    full = tca.fit_cp(x, rank=3, n_iter_max=300, tol=0, rel_tol=1e-30, random_state=0)
+    rt = 1e-4
+    fit = tca.fit_cp(x, rank=3, n_iter_max=300, tol=0, rel_tol=rt, random_state=0)
+    e = full.errors
+    want = next(i for i in range(1, len(e)) if e[i - 1] - e[i] < rt * e[i - 1])
+    assert len(fit.errors) == want + 1 < 300
+    np.testing.assert_array_equal(fit.errors, e[:want + 1])
+    # the same run, only stopped: the factors are those of that iteration
+    again = tca.fit_cp(x, rank=3, n_iter_max=want + 1, tol=0, rel_tol=0, random_state=0)
+    for a, b in zip(fit.factors, again.factors):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(TCAError, match="rel_tol"):
+        tca.fit_cp(x, rank=3, rel_tol=-1)
+
+
+def test_small_fits_run_on_one_thread_and_restore_the_count():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        orig = tca.hals_cp_torch
+
+        def spy(*a, **k):
+            seen.append(torch.get_num_threads())
+            return orig(*a, **k)
+        tca.hals_cp_torch = spy
+        try:
+            tca.fit_cp(np.random.default_rng(0).random((6, 5, 8)), rank=2, n_iter_max=3)
+        finally:
+            tca.hals_cp_torch = orig
+        assert seen == [1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_fit_errors_are_clear():
     x = np.ones((4, 4, 4))
     with pytest.raises(TCAError, match="n_samples"):
