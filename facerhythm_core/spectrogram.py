@@ -373,6 +373,7 @@ def compute_session_spectrograms(tracking_path, output_path, params: Spectrogram
                     m = _two_pass(dset_in, home, plan, p, dset)
                 log.info("session %s video %s: %s normalisation", session, key,
                          "in-memory" if in_memory else "streaming (two-pass)")
+                _release_freed_memory()
                 g_x.create_dataset(key, data=x_axis)
                 g_t.create_dataset(key, data=x_axis / fs)
                 g_m.create_dataset(key, data=m)
@@ -389,6 +390,30 @@ def compute_session_spectrograms(tracking_path, output_path, params: Spectrogram
             write_provenance(out, "spectrogram", params=record, inputs=[tracking_path],
                              extra={"session": session, "summary": summary}, started=started)
     return summary
+
+
+def _release_freed_memory() -> None:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``; no-op elsewhere).
+
+    torch's FFTs run on several threads, each allocating in its own malloc arena;
+    memory freed there is kept by the arenas, and over 40 short trial videos the
+    resident set grew by ~25 MB per video (to 1.4 GB). Trimming after each video
+    keeps it flat (measured: 296 MB over 40 transforms instead of growing)."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim  # noqa: B018 - glibc only
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None
 
 
 def _video_in_memory(dset_in, home, plan, p: SpectrogramParams, dset, out_dtype) -> np.ndarray:
