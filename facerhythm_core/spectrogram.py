@@ -425,11 +425,26 @@ def _video_in_memory(dset_in, home, plan, p: SpectrogramParams, dset, out_dtype)
     return m
 
 
+#: bytes one chunk of points may take (its tracks, rows and raw spectrogram)
+CHUNK_BUDGET = 256 * 2**20
+
+
+def _chunk_points(points_per_chunk: int, n_frames: int, n_freq: int, n_out: int,
+                  itemsize: int) -> int:
+    """Points per chunk: ``points_per_chunk``, fewer when a chunk's tracks (read and as
+    rows) and raw spectrogram would pass :data:`CHUNK_BUDGET`, so that the peak stays
+    flat in video length (an hour at 90 fps is ~10 MB per point: 25 points a chunk)."""
+    per_point = 2 * n_frames * 2 * 4 + 2 * n_freq * n_out * itemsize
+    return max(1, min(points_per_chunk, CHUNK_BUDGET // max(1, per_point)))
+
+
 def _two_pass(src, home, plan, p: SpectrogramParams, dst) -> np.ndarray:
     """Raw spectrograms of ``src`` (T, N, 2) into ``dst`` (2, N, F, T') with the pooled
     power m(t), then ``dst`` normalised in place, both by chunks of points. ``src`` and
     ``dst`` are arrays or h5py datasets. Returns m(t)."""
-    n_pts, k = home.shape[0], int(p.points_per_chunk)
+    n_pts = home.shape[0]
+    k = _chunk_points(int(p.points_per_chunk), src.shape[0], plan.bank.n_freq_bins, plan.n_out,
+                      np.dtype(dst.dtype).itemsize)
     chunks = [(a, min(n_pts, a + k)) for a in range(0, n_pts, k)]
     power = np.zeros(plan.n_out, dtype=np.float64)
     for a, b in chunks:
