@@ -30,6 +30,8 @@ slurm-profile:
 # Speed and fidelity against face-rhythm 0.3.3 (slow, not CI; see benchmarks/README.md)
 bench: setup
 	bash benchmarks/setup_reference_venv.sh
+	$(VENV)/bin/python benchmarks/bench_sessions.py --cases face2,trials40 --reps 3 --ref-one-thread
+	$(VENV)/bin/python benchmarks/bench_sessions.py --cases hour,hour_big --reps 1
 	$(VENV)/bin/python benchmarks/bench.py --no-setup
 
 bench-smoke: setup

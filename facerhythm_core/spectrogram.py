@@ -376,6 +376,7 @@ def compute_session_spectrograms(tracking_path, output_path, params: Spectrogram
                     m = _two_pass(dset_in, home, plan, p, dset)
                 log.info("session %s video %s: %s normalisation", session, key,
                          "in-memory" if in_memory else "streaming (two-pass)")
+                _release_freed_memory()
                 g_x.create_dataset(key, data=x_axis)
                 g_t.create_dataset(key, data=x_axis / fs)
                 g_m.create_dataset(key, data=m)
@@ -460,6 +461,30 @@ def _stream_clock(tr, key: str, n_frames: int, fs: float, session: str, log) -> 
     return c
 
 
+def _release_freed_memory() -> None:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``; no-op elsewhere).
+
+    torch's FFTs run on several threads, each allocating in its own malloc arena;
+    memory freed there is kept by the arenas, and over 40 short trial videos the
+    resident set grew by ~25 MB per video (to 1.4 GB). Trimming after each video
+    keeps it flat (measured: 296 MB over 40 transforms instead of growing)."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim  # noqa: B018 - glibc only
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None
+
+
 def _video_in_memory(dset_in, home, plan, p: SpectrogramParams, dset, out_dtype) -> np.ndarray:
     """Whole video in memory: one read, the two passes on an array, one write."""
     raw = np.empty((2, home.shape[0], plan.bank.n_freq_bins, plan.n_out), dtype=out_dtype)
@@ -469,11 +494,26 @@ def _video_in_memory(dset_in, home, plan, p: SpectrogramParams, dset, out_dtype)
     return m
 
 
+#: bytes one chunk of points may take (its tracks, rows and raw spectrogram)
+CHUNK_BUDGET = 256 * 2**20
+
+
+def _chunk_points(points_per_chunk: int, n_frames: int, n_freq: int, n_out: int,
+                  itemsize: int) -> int:
+    """Points per chunk: ``points_per_chunk``, fewer when a chunk's tracks (read and as
+    rows) and raw spectrogram would pass :data:`CHUNK_BUDGET`, so that the peak stays
+    flat in video length (an hour at 90 fps is ~10 MB per point: 25 points a chunk)."""
+    per_point = 2 * n_frames * 2 * 4 + 2 * n_freq * n_out * itemsize
+    return max(1, min(points_per_chunk, CHUNK_BUDGET // max(1, per_point)))
+
+
 def _two_pass(src, home, plan, p: SpectrogramParams, dst) -> np.ndarray:
     """Raw spectrograms of ``src`` (T, N, 2) into ``dst`` (2, N, F, T') with the pooled
     power m(t), then ``dst`` normalised in place, both by chunks of points. ``src`` and
     ``dst`` are arrays or h5py datasets. Returns m(t)."""
-    n_pts, k = home.shape[0], int(p.points_per_chunk)
+    n_pts = home.shape[0]
+    k = _chunk_points(int(p.points_per_chunk), src.shape[0], plan.bank.n_freq_bins, plan.n_out,
+                      np.dtype(dst.dtype).itemsize)
     chunks = [(a, min(n_pts, a + k)) for a in range(0, n_pts, k)]
     power = np.zeros(plan.n_out, dtype=np.float64)
     for a, b in chunks:

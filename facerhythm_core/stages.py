@@ -423,7 +423,9 @@ def tca(spectrograms: str | Path, output: str | Path, *, session: str, params: M
     log.info("session %s: %d spectrogram(s) %s", session, len(spec.spectrograms),
              {k: v.shape for k, v in spec.spectrograms.items()})
     _check_tca_time_bins(spectrograms, spec, session, cfg)
+    # the spectrograms were loaded for this only: normalize them in place (memory)
     result = tca_.decompose(spec.spectrograms, videos=cfg["videos"], windows=cfg.get("windows"),
+                            overwrite_input=True,
                             **tca_.options_from_config(cfg, select_device(cfg["device"])))
     with atomic_output(output) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["session"] = session

@@ -220,3 +220,17 @@ def test_normalization_in_place_equals_copy():
     normalize_spectrogram(buf, freqs, m, out=buf)
     np.testing.assert_array_equal(buf, ref)
     assert ref.dtype == np.float32
+
+
+def test_chunks_of_points_shrink_for_long_videos():
+    """Memory per chunk stays under CHUNK_BUDGET however long the video (an hour at
+    90 fps: ~10 MB per point); short videos keep points_per_chunk (same bytes as before)."""
+    from facerhythm_core.spectrogram import CHUNK_BUDGET, _chunk_points
+
+    assert _chunk_points(256, 1000, 36, 26, 4) == 256
+    assert _chunk_points(256, 21600, 36, 1000, 4) == 256
+    for frames in (324000, 432000, 10**7):
+        n_out = frames // 20
+        k = _chunk_points(256, frames, 36, n_out, 4)
+        assert 1 <= k < 256
+        assert k == 1 or k * (2 * frames * 2 * 4 + 2 * 36 * n_out * 4) <= CHUNK_BUDGET

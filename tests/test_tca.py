@@ -112,6 +112,98 @@ def test_other_methods_run_through_tensorly(method, extra):
     assert var.evr_model > 0.5
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_random_init_is_tensorlys_without_tensorly(dtype):
+    from tensorly.decomposition._cp import initialize_cp
+
+    x = torch.rand((7, 5, 9), dtype=dtype)
+    for seed in (0, 3, 12345):
+        ours = tca._initial_factors(x, 4, "random", "truncated_svd", seed)
+        with tl.backend_context("pytorch"):
+            ref = initialize_cp(x, 4, init="random", non_negative=True, random_state=seed,
+                                normalize_factors=False)
+        for a, b in zip(ours, ref.factors):
+            assert a.dtype == b.dtype == dtype
+            assert torch.equal(a, b)
+
+
+def test_nnls_kernels_agree():
+    from facerhythm_core import hals_kernels
+
+    rng = np.random.default_rng(7)
+    for n in (3, 40, 700):
+        A = rng.random((n + 5, 6))
+        UtU = A.T @ A
+        UtM = rng.random((6, n)) * 4
+        V0 = rng.random((6, n))
+        loop = torch.as_tensor(V0.copy())
+        tca._hals_nnls(torch.as_tensor(UtM), torch.as_tensor(UtU), loop, kernel="numpy")
+        # the torch loop (the GPU path), forced by calling it on the CPU copy
+        ref = torch.as_tensor(V0.copy())
+        diag = torch.as_tensor(UtU).diagonal().tolist()
+        U, M = torch.as_tensor(UtU), torch.as_tensor(UtM)
+        err0 = None
+        for it in range(5):
+            err = 0.0
+            for k, d in enumerate(diag):
+                new = ((M[k] - U[k] @ ref + d * ref[k]) / d).clamp_(min=0)
+                err = err + float((ref - new).square().sum())
+                ref[k] = new
+            err0 = err if it == 0 else err0
+            if err < 1e-8 * err0:
+                break
+        np.testing.assert_allclose(loop.numpy(), ref.numpy(), rtol=1e-10, atol=1e-12)
+        if hals_kernels.HAVE_NUMBA:
+            nb = torch.as_tensor(V0.copy())
+            tca._hals_nnls(torch.as_tensor(UtM), torch.as_tensor(UtU), nb, kernel="numba")
+            np.testing.assert_allclose(nb.numpy(), ref.numpy(), rtol=1e-10, atol=1e-12)
+            # float32 factors: the two CPU kernels round the same float64 sums
+            v32 = torch.as_tensor(V0.astype(np.float32))
+            a, b = v32.clone(), v32.clone()
+            u32, m32 = torch.as_tensor(UtU.astype(np.float32)), torch.as_tensor(UtM.astype(np.float32))
+            tca._hals_nnls(m32, u32, a, kernel="numpy")
+            tca._hals_nnls(m32, u32, b, kernel="numba")
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_rel_tol_stops_when_the_error_stops_improving():
+    x, _ = planted((20, 8, 50), rank=3, seed=6, noise=0.3)
+    full = tca.fit_cp(x, rank=3, n_iter_max=300, tol=0, rel_tol=1e-30, random_state=0)
+    rt = 1e-4
+    fit = tca.fit_cp(x, rank=3, n_iter_max=300, tol=0, rel_tol=rt, random_state=0)
+    e = full.errors
+    want = next(i for i in range(1, len(e)) if e[i - 1] - e[i] < rt * e[i - 1])
+    assert len(fit.errors) == want + 1 < 300
+    np.testing.assert_array_equal(fit.errors, e[:want + 1])
+    # the same run, only stopped: the factors are those of that iteration
+    again = tca.fit_cp(x, rank=3, n_iter_max=want + 1, tol=0, rel_tol=0, random_state=0)
+    for a, b in zip(fit.factors, again.factors):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(TCAError, match="rel_tol"):
+        tca.fit_cp(x, rank=3, rel_tol=-1)
+
+
+def test_small_fits_run_on_one_thread_and_restore_the_count():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        orig = tca.hals_cp_torch
+
+        def spy(*a, **k):
+            seen.append(torch.get_num_threads())
+            return orig(*a, **k)
+        tca.hals_cp_torch = spy
+        try:
+            tca.fit_cp(np.random.default_rng(0).random((6, 5, 8)), rank=2, n_iter_max=3)
+        finally:
+            tca.hals_cp_torch = orig
+        assert seen == [1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_fit_errors_are_clear():
     x = np.ones((4, 4, 4))
     with pytest.raises(TCAError, match="n_samples"):
@@ -255,6 +347,57 @@ def test_normalize_uses_epsilon_and_never_modifies_input():
     assert same is x
     with pytest.raises(TCAError, match="not an axis"):
         tca.normalize_tensor(x, dims, std_divide=True, dim="session")
+
+
+def _normalize_whole(x, ax, mean_subtract, std_divide, epsilon):
+    """The normalization on the whole tensor at once in float64 (the former code)."""
+    x64 = x.astype(np.float64)
+    std = x64.std(axis=ax, ddof=1, keepdims=True)
+    if mean_subtract:
+        x64 -= x64.mean(axis=ax, keepdims=True)
+    if std_divide:
+        x64 /= std + epsilon
+    return x64.astype(x.dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_normalize_blockwise_and_in_place_give_the_same_bytes(dtype):
+    rng = np.random.default_rng(1)
+    dims4 = ("video", "(xy points)", "frequency", "time")
+    for shape, dims in (((9, 5, 37), dims4[1:]), ((3, 8, 4, 29), dims4)):
+        x = (rng.random(shape) * 9).astype(dtype)
+        for ax, dim in enumerate(dims):
+            for ms, sd in ((True, False), (False, True), (True, True)):
+                want = _normalize_whole(x, ax, ms, sd, 1e-8)
+                for block in (1, 300, 64 << 20):  # one index per block ... whole tensor
+                    y, _ = tca.normalize_tensor(x, dims, ms, sd, dim, 1e-8, block_bytes=block)
+                    np.testing.assert_array_equal(y, want)
+                    z = x.copy()
+                    y2, _ = tca.normalize_tensor(z, dims, ms, sd, dim, 1e-8, out=z,
+                                                 block_bytes=block)
+                    assert y2 is z
+                    np.testing.assert_array_equal(z, want)
+    with pytest.raises(TCAError, match="out must be"):
+        tca.normalize_tensor(x, dims, std_divide=True, out=np.empty(3, dtype))
+
+
+def test_decompose_overwrites_its_input_only_when_allowed():
+    data = spectros(lengths=(30, 30), seed=5)
+    keep = {k: v.copy() for k, v in data.items()}
+    kw = dict(rank=2, n_iter_max=5, random_state=0)
+    a = tca.decompose(data, **kw)
+    for k in data:
+        np.testing.assert_array_equal(data[k], keep[k])
+    b = tca.decompose(data, overwrite_input=True, **kw)
+    assert not np.array_equal(data["0"], keep["0"])  # normalized in place
+    for name in a.decompositions:
+        for fa, fb in zip(a.decompositions[name].fit.factors, b.decompositions[name].fit.factors):
+            np.testing.assert_array_equal(fa, fb)
+    # concatenate copies anyway: the input stays as it was, even with overwrite_input
+    data = {k: v.copy() for k, v in keep.items()}
+    tca.decompose(data, videos="concatenate", overwrite_input=True, **kw)
+    for k in data:
+        np.testing.assert_array_equal(data[k], keep[k])
 
 
 # --- joint -----------------------------------------------------------------------

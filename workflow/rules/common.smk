@@ -157,6 +157,45 @@ def tracking_params(wildcards):
     return p
 
 
+# ---------------------------------------------------------------- memory requests
+# mem_mb from the input sizes (MB), evaluated when a job starts, i.e. once its input
+# exists (a dry run, or a job whose input is still to be made, gets the fallback).
+# Measured peaks behind the factors: BENCHMARKS.md, "Trial sessions and hour-long
+# sessions"; docs/slurm.md explains the requests.
+MEM_BASE_MB = 1000  # interpreter, torch, h5py, numpy: ~450 MB resident, with headroom
+
+
+def _input_mb(paths):
+    """Total size of the input files in MB, or None while one is missing."""
+    total = 0
+    for p in paths:
+        if not Path(p).exists():
+            return None
+        total += Path(p).stat().st_size
+    return total / 2**20
+
+
+def spectrogram_mem_mb(wildcards, input, attempt):
+    """Flat in session length: a video is transformed in memory only while its raw
+    spectrogram and tracks fit 512 MiB, else streamed in chunks of points."""
+    mb = _input_mb(input)
+    extra = 1536 if mb is None else min(1536, 3 * mb)
+    return int((MEM_BASE_MB + extra) * attempt)
+
+
+def tca_mem_mb(wildcards, input, attempt):
+    """The spectrograms (float32, stored uncompressed, so ~ the file size) are the
+    tensor, normalized in place: 1.25x the input for separate videos; concatenate and
+    stack copy the videos into one tensor: 2.25x."""
+    mb = _input_mb(input)
+    joint = wildcards.get("group") is not None
+    if mb is None:
+        return (16000 if joint else 8000) * attempt
+    videos = "concatenate" if joint else config["tca"]["videos"]
+    factor = 1.25 if videos == "separate" else 2.25
+    return int((MEM_BASE_MB + factor * mb) * attempt)
+
+
 def joint_spectrograms(wildcards):
     return [f"{RESULTS}/{m}/spectrograms.h5" for m in JOINT[wildcards.group]]
 

@@ -16,7 +16,7 @@ rule spectrogram:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=lambda wc, attempt: 8000 * attempt,
+        mem_mb=spectrogram_mem_mb,
         runtime=lambda wc, attempt: 120 * attempt,
     conda:
         "../envs/facerhythm.yaml"

@@ -16,7 +16,7 @@ rule tca:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=lambda wc, attempt: 8000 * attempt,
+        mem_mb=tca_mem_mb,
         runtime=lambda wc, attempt: 240 * attempt,
     conda:
         "../envs/facerhythm.yaml"
@@ -40,7 +40,7 @@ rule tca_joint:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=lambda wc, attempt: 16000 * attempt,
+        mem_mb=tca_mem_mb,
         runtime=lambda wc, attempt: 480 * attempt,
     conda:
         "../envs/facerhythm.yaml"
