@@ -9,19 +9,17 @@ from pathlib import Path
 import yaml
 from snakemake.exceptions import WorkflowError
 
-REPO = Path(workflow.basedir).parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from facerhythm_core.config import check_timestamp_files, read_sessions, validate_config  # noqa: E402
-from facerhythm_core.demo import DEMO_VIDEOS  # noqa: E402
-from facerhythm_core.errors import ConfigError  # noqa: E402
-from facerhythm_core.failures import ROOT_CAUSE, Failure, error_in_log  # noqa: E402
-from facerhythm_core.io import atomic_output  # noqa: E402
+# the installed package (rules/package.smk checked it is there, at this version)
+from facerhythm_core.config import check_timestamp_files, read_sessions, validate_config
+from facerhythm_core.demo import DEMO_VIDEOS
+from facerhythm_core.errors import ConfigError
+from facerhythm_core.failures import ROOT_CAUSE, Failure, error_in_log
+from facerhythm_core.io import atomic_output
 
 
 def _load_schema(name):
-    with open(Path(workflow.basedir) / "schemas" / name) as fh:
+    # through Snakemake's source cache: this file's folder may be a module's remote source
+    with open(workflow.source_path(f"../schemas/{name}")) as fh:
         return yaml.safe_load(fh)
 
 
@@ -71,7 +69,7 @@ def _file_problem(s, column, what, path):
     if p.is_file():
         return None
     problem = "is a folder, not a file" if p.is_dir() else "not found"
-    hint = "; use '/' between folders, not '\\'" if "\\" in path and not p.exists() else ""
+    hint = "; separate folders with a forward slash, not a backslash" if "\\" in path and not p.exists() else ""
     return f"session {s.session!r}: {what} {problem}: {path}{_cell(s, column)}{hint}"
 
 
@@ -175,6 +173,48 @@ def all_targets():
     return out
 
 
+# ROIs carried over from a template session (rules/rois.smk; docs/alignment.md)
+
+
+def _session_regex(ids):
+    return "|".join(re.escape(i) for i in ids) if ids else "$^"
+
+
+def template_siblings(s):
+    """Other sessions that take their ROIs from the same template (match-search nodes)."""
+    return [o.session for o in TEMPLATE_SESSIONS if o.roi_ref == s.roi_ref and o.session != s.session]
+
+
+def template_roi_inputs(wildcards):
+    s = session_of(wildcards)
+    out = {
+        "videos_info": f"{RESULTS}/{s.session}/videos.json",
+        "template_rois": f"{RESULTS}/{s.roi_ref}/rois.h5",
+        "template_reference": f"{RESULTS}/{s.roi_ref}/reference_image.npy",
+        "reference": f"{RESULTS}/{s.session}/reference_image.npy",
+        "others": [],
+    }
+    if ALIGNMENT["match_search"]:
+        out["others"] = [f"{RESULTS}/{o}/reference_image.npy" for o in template_siblings(s)]
+    return out
+
+
+# figures (rules/report.smk)
+
+
+def report_targets():
+    """Every figure and video, for all sessions and joint groups."""
+    out = []
+    for s in SESSIONS:
+        d = f"{RESULTS}/{s}/figures"
+        out += [f"{d}/rois.png", f"{d}/violations.png", f"{d}/displacements.png",
+                f"{d}/overlay.mp4", f"{d}/spectrograms.png", f"{d}/power_spectrum.png",
+                f"{d}/tca_components", f"{d}/tca_fit"]
+    for g in JOINT:
+        out += [f"{RESULTS}/joint/{g}/figures/tca_components", f"{RESULTS}/joint/{g}/figures/tca_fit"]
+    return out
+
+
 # Stage outputs and their logs, for the run summary.
 SUMMARY_STAGES = [
     ("probe_videos", "videos.json"),
@@ -252,3 +292,30 @@ def write_run_summary(status):
             print(f"      {ROOT_CAUSE}{failure.root_cause}", file=sys.stderr)
     for n in notes:
         print(f"  NOTE {n}", file=sys.stderr)
+
+
+def _summary_in_module_mode():
+    """Write the run summary also when this workflow runs as a module.
+
+    Snakemake runs the onsuccess/onerror handlers of the main Snakefile only; a module's
+    (this workflow deployed with snakedeploy) are ignored. Chain the summary onto the
+    deploying workflow's handlers, keeping any that it defined before `use rule`.
+    """
+    if workflow.modifier.is_main_snakefile():
+        return  # the Snakefile's own onsuccess/onerror write it
+    if not (hasattr(workflow, "_onsuccess") and hasattr(workflow, "_onerror")):
+        _warn("this Snakemake version hides the run hooks: no logs/run_summary.tsv in module mode")
+        return
+
+    def chain(previous, status):
+        def hook(log):
+            previous(log)
+            write_run_summary(status)
+
+        return hook
+
+    workflow._onsuccess = chain(workflow._onsuccess, "finished")
+    workflow._onerror = chain(workflow._onerror, "ended with errors")
+
+
+_summary_in_module_mode()

@@ -30,29 +30,6 @@ ALIGNMENT["vqt"] = {**ALIGNMENT_DEFAULTS["vqt"], **(config.get("alignment", {}).
 TEMPLATE_SESSIONS = [s for s in SESSIONS.values() if s.roi_kind == "template"]
 
 
-def _session_regex(ids):
-    return "|".join(re.escape(i) for i in ids) if ids else "$^"
-
-
-def template_siblings(s):
-    """Other sessions that take their ROIs from the same template (match-search nodes)."""
-    return [o.session for o in TEMPLATE_SESSIONS if o.roi_ref == s.roi_ref and o.session != s.session]
-
-
-def template_roi_inputs(wildcards):
-    s = session_of(wildcards)
-    out = {
-        "videos_info": f"{RESULTS}/{s.session}/videos.json",
-        "template_rois": f"{RESULTS}/{s.roi_ref}/rois.h5",
-        "template_reference": f"{RESULTS}/{s.roi_ref}/reference_image.npy",
-        "reference": f"{RESULTS}/{s.session}/reference_image.npy",
-        "others": [],
-    }
-    if ALIGNMENT["match_search"]:
-        out["others"] = [f"{RESULTS}/{o}/reference_image.npy" for o in template_siblings(s)]
-    return out
-
-
 rule probe_videos:
     input:
         unpack(probe_inputs),
@@ -73,6 +50,8 @@ rule probe_videos:
     resources:
         mem_mb=lambda wc, attempt: 1000 * attempt,
         runtime=lambda wc, attempt: 10 * attempt,
+    conda:
+        "../envs/facerhythm.yaml"
     script:
         "../scripts/probe_videos.py"
 
@@ -98,6 +77,8 @@ rule rois:
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 10 * attempt,
+    conda:
+        "../envs/facerhythm.yaml"
     script:
         "../scripts/make_rois.py"
 
@@ -119,6 +100,8 @@ rule reference_image:
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 30 * attempt,
+    conda:
+        "../envs/facerhythm.yaml"
     script:
         "../scripts/reference_image.py"
 
@@ -147,5 +130,7 @@ rule rois_from_template:
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 20 * attempt,
+    conda:
+        "../envs/facerhythm.yaml"
     script:
         "../scripts/make_rois.py"

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from _common import setup_logging
+from facerhythm_core.runtime import setup_logging
 
 from facerhythm_core.demo import DEMO_VIDEOS, write_demo_video
 from facerhythm_core.io import atomic_output

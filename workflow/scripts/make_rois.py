@@ -10,7 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from _common import setup_logging
+from facerhythm_core.runtime import setup_logging
 
 from facerhythm_core.io import atomic_output, write_provenance
 from facerhythm_core.rois import build_session_rois, save_example_png, save_rois_h5

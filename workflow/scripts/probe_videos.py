@@ -2,7 +2,7 @@
 
 import json
 
-from _common import setup_logging
+from facerhythm_core.runtime import setup_logging
 
 from facerhythm_core.config import check_vqt_window
 from facerhythm_core.errors import ConfigError

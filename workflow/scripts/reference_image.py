@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from _common import set_threads, setup_logging
+from facerhythm_core.runtime import set_threads, setup_logging
 
 from facerhythm_core.alignment import reference_image_from_videos
 from facerhythm_core.io import atomic_output

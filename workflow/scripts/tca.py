@@ -2,7 +2,7 @@
 
 import datetime as dt
 
-from _common import set_threads, setup_logging
+from facerhythm_core.runtime import set_threads, setup_logging
 
 log = setup_logging(snakemake)
 set_threads(snakemake.threads)

@@ -7,7 +7,7 @@ Every (session, video) element is concatenated along time (``tca.videos`` other 
 
 import datetime as dt
 
-from _common import set_threads, setup_logging
+from facerhythm_core.runtime import set_threads, setup_logging
 
 log = setup_logging(snakemake)
 set_threads(snakemake.threads)

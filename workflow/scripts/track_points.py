@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import set_threads, setup_logging
+from facerhythm_core.runtime import set_threads, setup_logging
 
 log = setup_logging(snakemake)
 started = _dt.datetime.now(_dt.timezone.utc)

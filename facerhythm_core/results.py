@@ -1,27 +1,16 @@
-"""Readers shared by the plot_* scripts: stage files (per docs/architecture.md and the
-file-format contract) into the plain arrays that facerhythm_core.plots draws."""
+"""Readers of the stage files (per docs/architecture.md and the file-format contract)
+into the plain arrays that facerhythm_core.plots draws; used by the plot_* scripts."""
 
 from __future__ import annotations
 
 import json
 import re
-import sys
 
 import h5py
 import numpy as np
 
 from facerhythm_core.errors import FaceRhythmError
 from facerhythm_core.rois import load_rois_h5
-
-
-def limit_threads(n):
-    """Limit OpenCV (and torch, only if already imported: plots do not need it) to n threads."""
-    import cv2
-
-    n = max(1, int(n))
-    cv2.setNumThreads(n)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(n)
 
 
 def as_list(x):

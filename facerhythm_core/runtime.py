@@ -1,4 +1,11 @@
-"""Shared glue for workflow scripts: logging into the rule's log file."""
+"""What every workflow script does first: log into the rule's log file, limit threads,
+stop when orphaned.
+
+Scripts import this from the installed package (``from facerhythm_core.runtime import
+setup_logging``); nothing relies on where the script file lies, so the same scripts run
+from a clone, from a Snakemake module (local, git or remote source) and in a rule's conda
+environment.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +17,7 @@ import time
 import warnings
 from pathlib import Path
 
-# scripts run from a Snakemake-generated copy; make the repo's package importable
-# even when facerhythm_core is not pip-installed (e.g. a cluster job's bare python)
-_REPO = Path(__file__).resolve().parents[2]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
-
-from facerhythm_core.failures import describe_exception  # noqa: E402
+from facerhythm_core.failures import describe_exception
 
 
 def setup_logging(snakemake, name: str | None = None) -> logging.Logger:
@@ -99,3 +100,13 @@ def set_threads(n: int) -> None:
         cv2.setNumThreads(n)
     except ImportError:  # pragma: no cover
         pass
+
+
+def limit_threads(n: int) -> None:
+    """Limit OpenCV (and torch, only if already imported: plots do not need it) to n threads."""
+    import cv2
+
+    n = max(1, int(n))
+    cv2.setNumThreads(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
