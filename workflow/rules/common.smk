@@ -5,6 +5,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import yaml
 from snakemake.exceptions import WorkflowError
@@ -50,6 +51,55 @@ except ConfigError as exc:
     raise WorkflowError(f"facerhythm configuration error:\n{exc}") from None
 
 JOINT = config["tca"]["joint"]
+
+
+# Videos on remote storage: a sessions table may name a video by URL (sftp://, s3://,
+# https://); Snakemake's storage plugins retrieve it to .snakemake/storage/ before the
+# jobs that read it (docs/remote_videos.md). Other inputs stay local files.
+REMOTE_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_remote(path):
+    return bool(REMOTE_URL.match(str(path)))
+
+
+def _register_storage(settings_by_provider):
+    """Config `storage`: each provider's settings (as the profile's storage-PROVIDER-KEY
+    options, which they override), checked against what the installed plugin takes."""
+    from dataclasses import fields
+
+    from snakemake_interface_storage_plugins.registry import StoragePluginRegistry
+
+    problems = []
+    for provider, settings in settings_by_provider.items():
+        try:
+            plugin = StoragePluginRegistry().get_plugin(provider)
+        except Exception:
+            problems.append(f"config storage.{provider}: the Snakemake storage plugin {provider!r} is not "
+                            f"installed (pip install snakemake-storage-plugin-{provider})")
+            continue
+        known = {f.name for f in fields(plugin.settings_cls)} if plugin.settings_cls else set()
+        unknown = sorted(set(settings or {}) - known)
+        if unknown:
+            problems.append(f"config storage.{provider}: unknown setting(s) {', '.join(unknown)}; "
+                            f"the {provider} plugin takes: {', '.join(sorted(known))}")
+            continue
+        workflow.storage_registry.register_storage(provider=provider, **(settings or {}))
+    if problems:
+        raise WorkflowError("facerhythm configuration error:\n  " + "\n  ".join(problems))
+
+
+STORAGE = dict(config["storage"])
+KEEP_REMOTE_COPIES = STORAGE.pop("keep_local")
+_register_storage(STORAGE)
+
+
+def video_input(path):
+    """A video as an input of a job: a URL through its storage plugin (retrieved once,
+    kept per config storage.keep_local), a path as it is."""
+    return storage(path, keep_local=KEEP_REMOTE_COPIES) if is_remote(path) else path
+
+
 DEMO_PREFIX = "resources/demo/"
 
 
@@ -73,11 +123,48 @@ def _file_problem(s, column, what, path):
     return f"session {s.session!r}: {what} {problem}: {path}{_cell(s, column)}{hint}"
 
 
+def _remote_problem(s, url):
+    """Why a session's remote video cannot be used (no plugin for the URL, server not
+    reachable, not there), or None. Asks the storage once (e.g. one HEAD request)."""
+    from facerhythm_core.failures import describe_exception
+
+    where = _cell(s, "videos")
+    try:
+        obj = video_input(url).flags["storage_object"]
+    except Exception as exc:
+        if "No storage provider found" in str(exc):
+            from snakemake_interface_storage_plugins.registry import StoragePluginRegistry
+
+            plugins = ", ".join(sorted(StoragePluginRegistry().plugins))
+            return (f"session {s.session!r}: no storage plugin handles the video URL {url}{where}; "
+                    f"check the URL, or install the plugin for it (installed: {plugins or 'none'})")
+        obj, error = None, exc
+    else:
+        try:
+            if obj.exists():
+                return None
+            return f"session {s.session!r}: video not found on remote storage: {url}{where}"
+        except Exception as exc:
+            error = exc
+    why = " ".join(describe_exception(error).split())
+    hint = ""
+    if "No hostkey for host" in why:  # SFTP checks the server against ~/.ssh/known_hosts
+        u = urlparse(url)
+        hint = (f"; add the server's host key to ~/.ssh/known_hosts, after checking it: "
+                f"ssh-keyscan -p {u.port or 22} {u.hostname} >> ~/.ssh/known_hosts")
+    return f"session {s.session!r}: cannot reach the video {url}: {why}{where}{hint}"
+
+
 def _check_inputs():
-    """Fail before any job starts when an input is missing or a group is wrong."""
+    """Fail before any job starts when an input is missing or a group is wrong.
+
+    Remote videos are asked for once, by the Snakemake process that plans the run (not
+    again in each cluster job)."""
     problems = []
     for s in SESSIONS.values():
-        checks = [("videos", "video", v) for v in s.videos if not _is_demo_video(v)]
+        if workflow.is_main_process:
+            problems += [m for m in (_remote_problem(s, v) for v in s.videos if is_remote(v)) if m]
+        checks = [("videos", "video", v) for v in s.videos if not _is_demo_video(v) and not is_remote(v)]
         if s.roi_kind == "file":
             checks.append(("rois", "ROI file", s.roi_ref))
         if s.frames_freeze:
@@ -108,7 +195,7 @@ def session_of(wildcards):
 
 
 def session_videos(wildcards):
-    return list(session_of(wildcards).videos)
+    return [video_input(v) for v in session_of(wildcards).videos]
 
 
 def session_contiguous(wildcards):
@@ -120,7 +207,7 @@ def session_contiguous(wildcards):
 
 def probe_inputs(wildcards):
     s = session_of(wildcards)
-    out = {"videos": list(s.videos)}
+    out = {"videos": [video_input(v) for v in s.videos]}
     if s.timestamps:
         out["timestamps"] = list(s.timestamps)
     return out
@@ -128,7 +215,7 @@ def probe_inputs(wildcards):
 
 def roi_inputs(wildcards):
     s = session_of(wildcards)
-    out = {"videos_info": f"{RESULTS}/{s.session}/videos.json"}
+    out = {"videos_info": f"{RESULTS}/{s.session}/videos.json", "first_video": video_input(s.videos[0])}
     if s.roi_kind == "file":
         out["roi_file"] = s.roi_ref
     elif s.roi_kind == "template":
@@ -142,7 +229,7 @@ def tracking_inputs(wildcards):
         "rois": f"{RESULTS}/{s.session}/rois.h5",
         "videos_info": f"{RESULTS}/{s.session}/videos.json",
         "timestamps": f"{RESULTS}/{s.session}/timestamps.h5",
-        "videos": list(s.videos),
+        "videos": [video_input(v) for v in s.videos],
     }
     if s.frames_freeze:
         out["frames_freeze"] = s.frames_freeze
@@ -192,6 +279,7 @@ def template_roi_inputs(wildcards):
         "template_rois": f"{RESULTS}/{s.roi_ref}/rois.h5",
         "template_reference": f"{RESULTS}/{s.roi_ref}/reference_image.npy",
         "reference": f"{RESULTS}/{s.session}/reference_image.npy",
+        "first_video": video_input(s.videos[0]),
         "others": [],
     }
     if ALIGNMENT["match_search"]:

@@ -68,7 +68,6 @@ rule rois:
         source=lambda wc: session_of(wc).rois,
         polygons=lambda wc: config["roi_sets"].get(session_of(wc).roi_ref, {}),
         rois=config["rois"],
-        first_video=lambda wc: session_of(wc).videos[0],
     log:
         "logs/rois/{session}.log",
     benchmark:
@@ -121,7 +120,6 @@ rule rois_from_template:
         others=lambda wc: template_siblings(session_of(wc)) if ALIGNMENT["match_search"] else [],
         rois=config["rois"],
         alignment=ALIGNMENT,
-        first_video=lambda wc: session_of(wc).videos[0],
     log:
         "logs/rois/{session}.log",
     benchmark:

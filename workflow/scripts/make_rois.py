@@ -75,7 +75,7 @@ def from_template():
                     "(points are kept so that sessions share one point set)", int(outside.sum()),
                     len(pts), w, h)
         rois.point_positions = np.clip(pts, 0, [w - 1, h - 1]).astype(np.float32)
-    rois.example_image = read_frame(snakemake.params.first_video, 0)
+    rois.example_image = read_frame(snakemake.input.first_video, 0)
     mask = resolve_tracking_mask(rois, cfg["tracking_rois"])
     if not mask.any():
         raise ROIError(f"session {session!r}: the warped tracking mask is empty")
@@ -92,13 +92,13 @@ def from_template():
 if snakemake.rule == "rois_from_template":
     rois, tracking_mask, result, extra = from_template()
     inputs = [snakemake.input.template_rois, snakemake.input.template_reference,
-              snakemake.input.reference, *snakemake.input.others, snakemake.params.first_video]
+              snakemake.input.reference, *snakemake.input.others, snakemake.input.first_video]
     params = {"source": snakemake.params.source, **cfg, "alignment": snakemake.params.alignment}
 else:
     rois, tracking_mask = build_session_rois(
         source=snakemake.params.source,
         frame_shape=frame_shape,
-        first_video=snakemake.params.first_video,
+        first_video=snakemake.input.first_video,
         roi_file=snakemake.input.get("roi_file"),
         polygons=snakemake.params.polygons,
         point_rois=cfg["point_rois"],
@@ -108,7 +108,7 @@ else:
         flip=cfg["flip_lr"],
     )
     result, extra = None, None
-    inputs = [p for p in [snakemake.input.get("roi_file"), snakemake.params.first_video] if p]
+    inputs = [p for p in [snakemake.input.get("roi_file"), snakemake.input.first_video] if p]
     params = {"source": snakemake.params.source, **cfg}
 log.info("%d ROI(s) %s; %d seed points; tracking mask %d px",
          len(rois.masks), rois.names, len(rois.point_positions), int(tracking_mask.sum()))
