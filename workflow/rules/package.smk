@@ -40,7 +40,28 @@ def _workflow_version():
     return m.group(1) if m else None
 
 
+def _fix_local_git_join():
+    """Snakemake 9 (seen on 9.27) cannot run a `script:` rule of a module from a local git
+    repository (git+file://...@ref): it joins the rule's folder with the script path
+    already made a LocalSourceFile, and LocalGitFile.join() takes only a str
+    ("TypeError: sequence item 1: expected str instance, LocalSourceFile found"). Let it
+    take both; no effect on other sources."""
+    join = LocalGitFile.join
+    if getattr(join, "_facerhythm_fix", False):
+        return
+
+    def join_str_or_source(self, path):
+        if isinstance(path, LocalSourceFile):
+            path = path.get_path_or_uri(secret_free=True)
+        return join(self, path)
+
+    join_str_or_source._facerhythm_fix = True
+    LocalGitFile.join = join_str_or_source
+
+
 FACERHYTHM_SOURCE = workflow.current_basedir
+if isinstance(FACERHYTHM_SOURCE, LocalGitFile):
+    _fix_local_git_join()
 FACERHYTHM_PIP_SOURCE = facerhythm_pip_source(FACERHYTHM_SOURCE)
 FACERHYTHM_VERSION = _workflow_version()
 # the rule conda environment's post-deploy script installs the package from here; set
