@@ -34,23 +34,33 @@ def setup_logging(snakemake, name: str | None = None) -> logging.Logger:
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_path, mode="w"))
-    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, handlers=handlers, force=True, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.captureWarnings(True)
     warnings.simplefilter("default")
     logger = logging.getLogger(name or f"facerhythm.{snakemake.rule}")
 
     def _excepthook(exc_type, exc, tb):
         # the whole message and its root cause: the run summary reads them back from here
-        logger.error("%s failed for %s: %s", snakemake.rule, dict(snakemake.wildcards),
-                     describe_exception(exc), exc_info=(exc_type, exc, tb))
+        logger.error(
+            "%s failed for %s: %s",
+            snakemake.rule,
+            dict(snakemake.wildcards),
+            describe_exception(exc),
+            exc_info=(exc_type, exc, tb),
+        )
 
     def _unraisablehook(unraisable):
         # errors Python can only ignore (e.g. HDF5 failing to close a file on a full disk)
         # would go to stderr alone; a crash may follow before any other record
-        logger.warning("%s in %r: %s", unraisable.err_msg or "Exception ignored",
-                       unraisable.object, describe_exception(unraisable.exc_value)
-                       if unraisable.exc_value is not None else unraisable.exc_type)
+        logger.warning(
+            "%s in %r: %s",
+            unraisable.err_msg or "Exception ignored",
+            unraisable.object,
+            describe_exception(unraisable.exc_value) if unraisable.exc_value is not None else unraisable.exc_type,
+        )
+
     sys.excepthook = _excepthook
     sys.unraisablehook = _unraisablehook
     stop_when_orphaned(logger)
@@ -78,9 +88,12 @@ def stop_when_orphaned(logger: logging.Logger, interval: float = ORPHAN_CHECK_S)
     def watch():
         while os.getppid() == parent:
             time.sleep(interval)
-        logger.error("the Snakemake process that started this job (pid %d) is gone; stopping "
-                     "this job. Resume with `snakemake --unlock`, then the same command with "
-                     "--rerun-incomplete", parent)
+        logger.error(
+            "the Snakemake process that started this job (pid %d) is gone; stopping "
+            "this job. Resume with `snakemake --unlock`, then the same command with "
+            "--rerun-incomplete",
+            parent,
+        )
         logging.shutdown()
         os._exit(1)
 
@@ -92,11 +105,13 @@ def set_threads(n: int) -> None:
     n = max(1, int(n))
     try:
         import torch
+
         torch.set_num_threads(n)
     except ImportError:  # pragma: no cover
         pass
     try:
         import cv2
+
         cv2.setNumThreads(n)
     except ImportError:  # pragma: no cover
         pass

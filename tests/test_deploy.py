@@ -35,8 +35,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-VERSION = re.search(r'^__version__ = "([^"]+)"', (REPO / "facerhythm_core" / "__init__.py").read_text(),
-                    re.M).group(1)
+VERSION = re.search(r'^__version__ = "([^"]+)"', (REPO / "facerhythm_core" / "__init__.py").read_text(), re.M).group(1)
 TAG = f"v{VERSION}"
 OWNER = "facerhythm-ci"  # made up: github.com is redirected to a loopback server
 GITHUB_URL = f"https://github.com/{OWNER}/facerhythm"
@@ -48,12 +47,21 @@ pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 
 # --- helpers -----------------------------------------------------------------------------
 
+
 def run(cmd, *, env, cwd=None, check=True, timeout=900):
-    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, cwd=cwd,
-                       timeout=timeout, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [str(c) for c in cmd],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     if check and r.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({r.returncode}):\n"
-                             f"{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(map(str, cmd))} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+        )
     return r
 
 
@@ -61,12 +69,20 @@ def base_env(tmp: Path, git_base_url: str | None = None) -> dict:
     """The user's environment: no PYTHONPATH, fresh caches (Snakemake's git cache is per
     user and would keep an earlier run's tag), git never prompting."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    env.update(XDG_CACHE_HOME=str(tmp / "cache"), GIT_TERMINAL_PROMPT="0",
-               GIT_AUTHOR_NAME="ci", GIT_AUTHOR_EMAIL="ci@localhost",
-               GIT_COMMITTER_NAME="ci", GIT_COMMITTER_EMAIL="ci@localhost")
+    env.update(
+        XDG_CACHE_HOME=str(tmp / "cache"),
+        GIT_TERMINAL_PROMPT="0",
+        GIT_AUTHOR_NAME="ci",
+        GIT_AUTHOR_EMAIL="ci@localhost",
+        GIT_COMMITTER_NAME="ci",
+        GIT_COMMITTER_EMAIL="ci@localhost",
+    )
     if git_base_url:  # what github.com/ means to every git call (snakedeploy, Snakemake, pip)
-        env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0=f"url.{git_base_url}/.insteadOf",
-                   GIT_CONFIG_VALUE_0="https://github.com/")
+        env.update(
+            GIT_CONFIG_COUNT="1",
+            GIT_CONFIG_KEY_0=f"url.{git_base_url}/.insteadOf",
+            GIT_CONFIG_VALUE_0="https://github.com/",
+        )
     return env
 
 
@@ -104,11 +120,21 @@ def python_env_without_facerhythm(path: Path) -> Path:
     deps = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
     (site / "_test_dependencies.pth").write_text("\n".join(deps) + "\n")
     py = path / "bin" / "python"
-    r = run([py, "-c", "import snakemake, numpy, cv2\ntry:\n import facerhythm_core\nexcept ImportError:\n"
-             " print('absent')\nelse:\n print(facerhythm_core.__file__)"], env=base_env(path), cwd=path)
+    r = run(
+        [
+            py,
+            "-c",
+            "import snakemake, numpy, cv2\ntry:\n import facerhythm_core\nexcept ImportError:\n"
+            " print('absent')\nelse:\n print(facerhythm_core.__file__)",
+        ],
+        env=base_env(path),
+        cwd=path,
+    )
     if r.stdout.strip() != "absent":
-        pytest.skip(f"facerhythm_core is installed inside a dependency folder ({r.stdout.strip()}); "
-                    "this test needs it installed editable (make setup)")
+        pytest.skip(
+            f"facerhythm_core is installed inside a dependency folder ({r.stdout.strip()}); "
+            "this test needs it installed editable (make setup)"
+        )
     return py
 
 
@@ -122,8 +148,9 @@ def small_config(project: Path, sessions: str | None = None) -> None:
     cfg["tca"].update(rank=3, n_iter_max=30, joint={})
     (project / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     (project / "config" / "sessions.tsv").write_text(
-        sessions or "session\tvideos\trois\tgenotype\tdate\n"
-                    "s1\tresources/demo/mouseA_1.mp4\tconfig:demo_face\tWT\t2024-05-01\n")
+        sessions
+        or "session\tvideos\trois\tgenotype\tdate\ns1\tresources/demo/mouseA_1.mp4\tconfig:demo_face\tWT\t2024-05-01\n"
+    )
 
 
 def deploying_snakefile(project: Path, source: str) -> None:
@@ -131,7 +158,8 @@ def deploying_snakefile(project: Path, source: str) -> None:
     (project / "workflow").mkdir(parents=True)
     (project / "workflow" / "Snakefile").write_text(
         'configfile: "config/config.yaml"\n\n\nmodule facerhythm:\n    snakefile:\n'
-        f'        {source}\n    config:\n        config\n\n\nuse rule * from facerhythm\n')
+        f"        {source}\n    config:\n        config\n\n\nuse rule * from facerhythm\n"
+    )
 
 
 def install_with_post_deploy(py: Path, script: Path, pip_source: str, env: dict) -> str:
@@ -147,6 +175,7 @@ def installed_at(py: Path, env: dict) -> Path:
 
 
 # --- a tagged release of this checkout, served like github.com/OWNER/facerhythm ----------
+
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
@@ -175,6 +204,7 @@ def release(tmp_path_factory):
 
 # --- the tests -------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_snakedeploy_from_github_runs_in_a_project_folder(release, tmp_path):
     work, served = release
@@ -185,8 +215,13 @@ def test_snakedeploy_from_github_runs_in_a_project_folder(release, tmp_path):
         snakefile = (project / "workflow" / "Snakefile").read_text()
         assert f'github("{OWNER}/facerhythm", path="workflow/Snakefile", tag="{TAG}")' in snakefile
         assert "use rule * from facerhythm" in snakefile
-        for copied in ("config/config.yaml", "config/sessions.tsv", "config/README.md",
-                       "profiles/slurm/config.yaml", "LICENSE"):
+        for copied in (
+            "config/config.yaml",
+            "config/sessions.tsv",
+            "config/README.md",
+            "profiles/slurm/config.yaml",
+            "LICENSE",
+        ):
             assert (project / copied).is_file(), f"snakedeploy did not copy {copied}"
         assert not (project / "workflow" / "rules").exists()  # the workflow stays in its repository
         small_config(project)
@@ -201,8 +236,10 @@ def test_snakedeploy_from_github_runs_in_a_project_folder(release, tmp_path):
         assert (git_cache / "github.com" / OWNER / "facerhythm").is_dir()
         pip_source = f"git+https://github.com/{OWNER}/facerhythm@{TAG}"
         assert r.returncode != 0
-        assert f"Install this workflow's version into the environment that runs Snakemake:\n" \
-               f"    pip install '{pip_source}'" in r.stdout + r.stderr, r.stdout[-3000:] + r.stderr[-3000:]
+        assert (
+            f"Install this workflow's version into the environment that runs Snakemake:\n"
+            f"    pip install '{pip_source}'" in r.stdout + r.stderr
+        ), r.stdout[-3000:] + r.stderr[-3000:]
         assert not (project / "results").exists()
 
         # the rule environment's post-deploy script installs it from the same tag
@@ -266,14 +303,19 @@ def test_module_from_a_plain_url(release, tmp_path):
         py = python_env_without_facerhythm(tmp_path / "env")
         r = smk(py, project, "-n", env=env, check=False)
         # pip cannot install from a folder on a web server: the error says what to do
-        assert (f"install facerhythm {VERSION} from the repository this workflow comes from "
-                f"({url}/workflow/rules)") in r.stdout + r.stderr, r.stdout[-3000:] + r.stderr[-3000:]
+        assert (
+            f"install facerhythm {VERSION} from the repository this workflow comes from ({url}/workflow/rules)"
+        ) in r.stdout + r.stderr, r.stdout[-3000:] + r.stderr[-3000:]
         install_with_post_deploy(py, work / POST_DEPLOY, f"git+file://{work}@{TAG}", env)
         smk(py, project, "-j2", "results/s1/videos.json", env=env)
         assert (project / "results" / "s1" / "videos.json").is_file()
         fetched = set(srv.requests)
-        for f in ("/workflow/rules/common.smk", "/workflow/schemas/config.schema.yaml",
-                  "/workflow/scripts/probe_videos.py", "/workflow/envs/facerhythm.yaml"):
+        for f in (
+            "/workflow/rules/common.smk",
+            "/workflow/schemas/config.schema.yaml",
+            "/workflow/scripts/probe_videos.py",
+            "/workflow/envs/facerhythm.yaml",
+        ):
             assert f in fetched, sorted(fetched)
 
 
@@ -295,21 +337,35 @@ def test_module_from_a_path_writes_the_summary_also_on_failure(tmp_path):
     deploying_snakefile(project, f'"{REPO}/workflow/Snakefile"')
     shutil.copytree(REPO / "config", project / "config")
     (project / "broken.mp4").write_bytes(b"not a video at all" * 100)
-    small_config(project, "session\tvideos\trois\n"
-                          "s1\tresources/demo/mouseA_1.mp4\tconfig:demo_face\n"
-                          "bad\tbroken.mp4\tconfig:demo_face\n")
-    r = smk(Path(sys.executable), project, "-j2", "--keep-going", "results/s1/rois.h5",
-            "results/bad/rois.h5", env=env, check=False)
+    small_config(
+        project,
+        "session\tvideos\trois\ns1\tresources/demo/mouseA_1.mp4\tconfig:demo_face\nbad\tbroken.mp4\tconfig:demo_face\n",
+    )
+    r = smk(
+        Path(sys.executable),
+        project,
+        "-j2",
+        "--keep-going",
+        "results/s1/rois.h5",
+        "results/bad/rois.h5",
+        env=env,
+        check=False,
+    )
     assert r.returncode != 0
     assert "facerhythm run ended with errors: summary in logs/run_summary.tsv" in r.stdout + r.stderr
     rows = {tuple(ln.split("\t")[:3]) for ln in (project / "logs" / "run_summary.tsv").read_text().splitlines()}
-    assert {("s1", "probe_videos", "done"), ("s1", "rois", "done"), ("bad", "probe_videos", "failed"),
-            ("bad", "rois", "not run")} <= rows, rows
+    assert {
+        ("s1", "probe_videos", "done"),
+        ("s1", "rois", "done"),
+        ("bad", "probe_videos", "failed"),
+        ("bad", "rois", "not run"),
+    } <= rows, rows
     assert (project / "results" / "s1" / "rois.h5").is_file()
     assert not (REPO / "results" / "s1").exists() and not (REPO / "results" / "bad").exists()
 
 
 # --- the rule environment (--sdm conda) ---------------------------------------------------
+
 
 def _name(requirement: str) -> str:
     return re.split(r"[<>=!~ \[;@]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
@@ -347,13 +403,35 @@ def test_post_deploy_script_installs_the_checkout_non_editable(tmp_path):
     assert where.is_relative_to(tmp_path / "env") and where.name == "__init__.py"
     assert (where.parent / "runtime.py").is_file() and (where.parent / "results.py").is_file()
     # and without a source it stops with what to set
-    r = run(["bash", REPO / POST_DEPLOY], env={**env, "PATH": f"{py.parent}{os.pathsep}{env['PATH']}"},
-            check=False)
+    r = run(["bash", REPO / POST_DEPLOY], env={**env, "PATH": f"{py.parent}{os.pathsep}{env['PATH']}"}, check=False)
     assert r.returncode == 1 and "FACERHYTHM_PIP_SOURCE is not set" in r.stdout + r.stderr
 
 
 def test_snakemake_lint_is_clean(tmp_path):
     """Among the lints: every rule names the conda environment."""
     r = run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, env=base_env(tmp_path), check=False)
-    assert r.returncode == 0 and "Congratulations, your workflow is in a good condition!" in r.stdout + r.stderr, \
+    assert r.returncode == 0 and "Congratulations, your workflow is in a good condition!" in r.stdout + r.stderr, (
         r.stdout[-3000:] + r.stderr[-3000:]
+    )
+
+
+def test_catalog_license_and_citation_files():
+    """What the Snakemake workflow catalog and snakedeploy look for, and a citation file
+    that asks to cite face-rhythm too."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert (REPO / "LICENSE").read_text().startswith(f"{project['license']} License\n")
+    catalog = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())
+    assert catalog["usage"]["software-stack-deployment"]["conda"] is True
+    assert catalog["usage"]["report"] is True
+    readme = (REPO / "config" / "README.md").read_text()
+    for column in ("session", "videos", "rois", "fps", "contiguous", "frames_freeze", "timestamps"):
+        assert f"| `{column}` |" in readme, column
+    cff = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["version"] == VERSION and cff["license"] == project["license"]
+    assert {"message", "title", "authors"} <= set(cff) and "face-rhythm" in cff["message"]
+    refs = {r["title"]: r for r in cff["references"]}
+    face_rhythm = next(r for t, r in refs.items() if t.startswith("face-rhythm"))
+    assert face_rhythm["repository-code"] == "https://github.com/RichieHakim/face-rhythm"
+    assert any(r.get("doi") == "10.1101/2025.09.10.675423" for r in refs.values())

@@ -83,12 +83,14 @@ def snakemake(wd: Path, *args, env: dict | None = None, check: bool = True):
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, stdin=subprocess.DEVNULL)
     if check and r.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({r.returncode}):\n"
-                             f"{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+        )
     return r
 
 
 # --- S3 ------------------------------------------------------------------------------
+
 
 class CountingApp:
     """WSGI middleware: counts requests by (method, path)."""
@@ -115,8 +117,9 @@ def s3(video):
     t.start()
     url = f"http://127.0.0.1:{srv.server_address[1]}"
     creds = {"SNAKEMAKE_STORAGE_S3_ACCESS_KEY": "testing", "SNAKEMAKE_STORAGE_S3_SECRET_KEY": "testing"}
-    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
-                          aws_secret_access_key="testing")
+    client = boto3.client(
+        "s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
     client.create_bucket(Bucket="lab")
     client.upload_file(str(video), "lab", KEY)
     try:
@@ -165,58 +168,81 @@ def test_s3_local_copy_not_kept_when_asked(s3, tmp_path):
 
 def test_remote_problems_stop_the_dag_build_naming_url_and_session(s3, tmp_path):
     url, app, creds = s3
-    wd = project(tmp_path, {
-        "ok": f"s3://lab/{KEY}",
-        "missing": "s3://lab/cohort1/nothere.mp4",
-        "nobucket": f"s3://no-such-bucket/{KEY}",
-        "typo": f"s4://lab/{KEY}",
-        "down": f"http://127.0.0.1:{closed_port()}/mouseA_1.mp4",
-    }, storage={"s3": {"endpoint_url": url}})
+    wd = project(
+        tmp_path,
+        {
+            "ok": f"s3://lab/{KEY}",
+            "missing": "s3://lab/cohort1/nothere.mp4",
+            "nobucket": f"s3://no-such-bucket/{KEY}",
+            "typo": f"s4://lab/{KEY}",
+            "down": f"http://127.0.0.1:{closed_port()}/mouseA_1.mp4",
+        },
+        storage={"s3": {"endpoint_url": url}},
+    )
     r = snakemake(wd, "-n", env=creds, check=False)
     out = r.stdout + r.stderr
     assert r.returncode != 0
     assert "session 'ok'" not in out
-    assert ("session 'missing': video not found on remote storage: s3://lab/cohort1/nothere.mp4 "
-            "(config/sessions.tsv, line 3, column 'videos')") in out, out[-4000:]
-    assert f"session 'nobucket': video not found on remote storage: s3://no-such-bucket/{KEY} " \
-           "(config/sessions.tsv, line 4" in out
-    assert re.search(rf"session 'typo': no storage plugin handles the video URL s4://lab/{KEY} "
-                     r"\(config/sessions.tsv, line 5, column 'videos'\); check the URL, or install the "
-                     r"plugin for it \(installed: [^)]*s3", out), out[-4000:]
-    assert re.search(r"session 'down': cannot reach the video http://127\.0\.0\.1:\d+/mouseA_1\.mp4: "
-                     r".*Connection refused.*\(config/sessions.tsv, line 6, column 'videos'\)", out), out[-4000:]
+    assert (
+        "session 'missing': video not found on remote storage: s3://lab/cohort1/nothere.mp4 "
+        "(config/sessions.tsv, line 3, column 'videos')"
+    ) in out, out[-4000:]
+    assert (
+        f"session 'nobucket': video not found on remote storage: s3://no-such-bucket/{KEY} "
+        "(config/sessions.tsv, line 4" in out
+    )
+    assert re.search(
+        rf"session 'typo': no storage plugin handles the video URL s4://lab/{KEY} "
+        r"\(config/sessions.tsv, line 5, column 'videos'\); check the URL, or install the "
+        r"plugin for it \(installed: [^)]*s3",
+        out,
+    ), out[-4000:]
+    assert re.search(
+        r"session 'down': cannot reach the video http://127\.0\.0\.1:\d+/mouseA_1\.mp4: "
+        r".*Connection refused.*\(config/sessions.tsv, line 6, column 'videos'\)",
+        out,
+    ), out[-4000:]
     assert not (wd / "results").exists() and not (wd / "logs").exists()
 
 
 def test_unreachable_s3_endpoint_stops_the_dag_build(tmp_path):
     pytest.importorskip("snakemake_storage_plugin_s3")
     port = closed_port()
-    wd = project(tmp_path, {"s1": f"s3://lab/{KEY}"},
-                 storage={"s3": {"endpoint_url": f"http://127.0.0.1:{port}", "retries": 1}})
+    wd = project(
+        tmp_path, {"s1": f"s3://lab/{KEY}"}, storage={"s3": {"endpoint_url": f"http://127.0.0.1:{port}", "retries": 1}}
+    )
     t0 = time.monotonic()
-    r = snakemake(wd, "-n", env={"SNAKEMAKE_STORAGE_S3_ACCESS_KEY": "x", "SNAKEMAKE_STORAGE_S3_SECRET_KEY": "y"},
-                  check=False)
+    r = snakemake(
+        wd, "-n", env={"SNAKEMAKE_STORAGE_S3_ACCESS_KEY": "x", "SNAKEMAKE_STORAGE_S3_SECRET_KEY": "y"}, check=False
+    )
     out = r.stdout + r.stderr
     assert r.returncode != 0
-    assert re.search(rf"session 's1': cannot reach the video s3://lab/{re.escape(KEY)}: .*127\.0\.0\.1:{port}.*"
-                     r"\(config/sessions.tsv, line 2, column 'videos'\)", out), out[-4000:]
+    assert re.search(
+        rf"session 's1': cannot reach the video s3://lab/{re.escape(KEY)}: .*127\.0\.0\.1:{port}.*"
+        r"\(config/sessions.tsv, line 2, column 'videos'\)",
+        out,
+    ), out[-4000:]
     assert time.monotonic() - t0 < 300
     assert not (wd / "results").exists()
 
 
 def test_storage_settings_are_checked(tmp_path):
     pytest.importorskip("snakemake_storage_plugin_s3")
-    wd = project(tmp_path, {"s1": f"s3://lab/{KEY}"},
-                 storage={"s3": {"endpoint": "http://127.0.0.1:9"}, "nosuchplugin": {}})
+    wd = project(
+        tmp_path, {"s1": f"s3://lab/{KEY}"}, storage={"s3": {"endpoint": "http://127.0.0.1:9"}, "nosuchplugin": {}}
+    )
     r = snakemake(wd, "-n", check=False)
     out = r.stdout + r.stderr
     assert r.returncode != 0
     assert "config storage.s3: unknown setting(s) endpoint; the s3 plugin takes: " in out and "endpoint_url" in out
-    assert ("config storage.nosuchplugin: the Snakemake storage plugin 'nosuchplugin' is not installed "
-            "(pip install snakemake-storage-plugin-nosuchplugin)") in out
+    assert (
+        "config storage.nosuchplugin: the Snakemake storage plugin 'nosuchplugin' is not installed "
+        "(pip install snakemake-storage-plugin-nosuchplugin)"
+    ) in out
 
 
 # --- HTTP ------------------------------------------------------------------------------
+
 
 class _Quiet(SimpleHTTPRequestHandler):
     def log_message(self, *args):
@@ -234,9 +260,13 @@ def test_http_video(video, tmp_path):
         base = f"http://127.0.0.1:{srv.server_address[1]}"
         wd = project(tmp_path, {"s1": f"{base}/{video.name}", "gone": f"{base}/nothere.mp4"})
         r = snakemake(wd, "-n", check=False)
-        assert (f"session 'gone': video not found on remote storage: {base}/nothere.mp4 "
-                "(config/sessions.tsv, line 3, column 'videos')") in r.stdout + r.stderr
-        (wd / "config" / "sessions.tsv").write_text(f"session\tvideos\trois\ns1\t{base}/{video.name}\tconfig:demo_face\n")
+        assert (
+            f"session 'gone': video not found on remote storage: {base}/nothere.mp4 "
+            "(config/sessions.tsv, line 3, column 'videos')"
+        ) in r.stdout + r.stderr
+        (wd / "config" / "sessions.tsv").write_text(
+            f"session\tvideos\trois\ns1\t{base}/{video.name}\tconfig:demo_face\n"
+        )
         snakemake(wd, "-j2", "results/s1/rois.h5")
         assert [p for m, p in srv.requests if m == "GET"].count(f"/{video.name}") == 1
         assert (wd / "results" / "s1" / "rois.h5").is_file()
@@ -247,6 +277,7 @@ def test_http_video(video, tmp_path):
 
 
 # --- SFTP ------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def sshd(video, tmp_path_factory):
@@ -265,8 +296,10 @@ def sshd(video, tmp_path_factory):
     (home / ".ssh").mkdir(parents=True)
     keygen = shutil.which("ssh-keygen")
     subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key")], check=True)
-    subprocess.run([keygen, "-q", "-t", "rsa", "-b", "3072", "-m", "PEM", "-N", "", "-f",
-                    str(home / ".ssh" / "id_rsa")], check=True)
+    subprocess.run(
+        [keygen, "-q", "-t", "rsa", "-b", "3072", "-m", "PEM", "-N", "", "-f", str(home / ".ssh" / "id_rsa")],
+        check=True,
+    )
     shutil.copy(home / ".ssh" / "id_rsa.pub", d / "authorized_keys")
     data = d / "data"
     data.mkdir()
@@ -276,12 +309,14 @@ def sshd(video, tmp_path_factory):
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\nPidFile {d / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {d / 'authorized_keys'}\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n"
-        "StrictModes no\nUsePAM no\nSubsystem sftp internal-sftp\n")
+        "StrictModes no\nUsePAM no\nSubsystem sftp internal-sftp\n"
+    )
     host_pub = (d / "host_key.pub").read_text().split()
     (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder
-    proc = subprocess.Popen([exe, "-D", "-e", "-f", str(d / "sshd_config")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [exe, "-D", "-e", "-f", str(d / "sshd_config")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         wait_for_port(port, proc)
         yield port, data, home
@@ -299,12 +334,17 @@ def test_sftp_video(sshd, video, tmp_path):
     pytest.importorskip("snakemake_storage_plugin_sftp")
     port, data, home = sshd
     url = f"sftp://127.0.0.1:{port}{data / video.name}"
-    wd = project(tmp_path, {"s1": url, "gone": f"sftp://127.0.0.1:{port}{data / 'nothere.mp4'}"},
-                 storage={"sftp": {"username": getpass.getuser()}})
+    wd = project(
+        tmp_path,
+        {"s1": url, "gone": f"sftp://127.0.0.1:{port}{data / 'nothere.mp4'}"},
+        storage={"sftp": {"username": getpass.getuser()}},
+    )
     env = {"HOME": str(home)}  # ~/.ssh: the client key and the server's host key
     r = snakemake(wd, "-n", env=env, check=False)
-    assert (f"session 'gone': video not found on remote storage: sftp://127.0.0.1:{port}{data / 'nothere.mp4'} "
-            "(config/sessions.tsv, line 3, column 'videos')") in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
+    assert (
+        f"session 'gone': video not found on remote storage: sftp://127.0.0.1:{port}{data / 'nothere.mp4'} "
+        "(config/sessions.tsv, line 3, column 'videos')"
+    ) in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
     (wd / "config" / "sessions.tsv").write_text(f"session\tvideos\trois\ns1\t{url}\tconfig:demo_face\n")
     snakemake(wd, "-j1", "results/s1/videos.json", env=env)
     assert json.loads((wd / "results" / "s1" / "videos.json").read_text())["videos"][0]["num_frames"] == 600

@@ -41,7 +41,7 @@ if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
   echo "[setup] installing torch ${TORCH_VERSION:=2.13.0}, torchcodec ${TORCHCODEC_VERSION:=0.13.0} and facerhythm"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION" "torchcodec==$TORCHCODEC_VERSION"
-  "$VENV/bin/python" -m pip install -q -e ".[test,slurm,storage]"
+  "$VENV/bin/python" -m pip install -q -e ".[test,slurm,storage,lint]"
   touch "$stamp"
 fi
 "$VENV/bin/python" -c "import torchcodec.decoders, cv2, tensorly, h5py; print('[setup] environment OK')"

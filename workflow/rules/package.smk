@@ -73,8 +73,10 @@ if FACERHYTHM_PIP_SOURCE:
 def _install_hint():
     where = FACERHYTHM_SOURCE.get_path_or_uri(secret_free=True)
     if FACERHYTHM_PIP_SOURCE is None:
-        return (f"install facerhythm {FACERHYTHM_VERSION or ''} from the repository this "
-                f"workflow comes from ({where}) with pip")
+        return (
+            f"install facerhythm {FACERHYTHM_VERSION or ''} from the repository this "
+            f"workflow comes from ({where}) with pip"
+        )
     editable = "-e " if isinstance(FACERHYTHM_SOURCE, LocalSourceFile) else ""
     return f"pip install {editable}'{FACERHYTHM_PIP_SOURCE}'"
 
