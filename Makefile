@@ -4,7 +4,7 @@
 VENV ?= .venv
 JOBS ?= 4
 
-.PHONY: setup demo test dryrun report clean-demo bench bench-smoke bench-report slurm-profile
+.PHONY: setup demo test lint dryrun report clean-demo bench bench-smoke bench-report slurm-profile
 
 setup:
 	@bash tools/setup_env.sh
@@ -17,6 +17,19 @@ dryrun: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest -q -ra
+
+# Static checks (.ci/run runs them before the tests): ruff's lint on every Python file,
+# Snakemake's own lint, and the formatters on the files already in their style.
+# TODO(whole-tree format): once `ruff format .` and `snakefmt workflow` have run over the
+# tree, replace both lists by `.` and `workflow`.
+FORMATTED_PY ?= facerhythm_core/runtime.py facerhythm_core/results.py tests/test_deploy.py \
+	tests/test_remote_videos.py
+FORMATTED_SMK ?= workflow/rules/package.smk
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check $(FORMATTED_PY)
+	$(VENV)/bin/snakefmt --check $(FORMATTED_SMK)
+	$(VENV)/bin/snakemake --lint
 
 report: demo
 	$(VENV)/bin/snakemake --report report.html

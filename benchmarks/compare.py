@@ -266,7 +266,6 @@ def planted_recovery(out: Path, case: str, spec) -> dict:
             with _h5(sp) as fs:
                 times = fs["times/0"][()] if "times/0" in fs else fs["x_axis/0"][()] / spec.fps
             for k, reg in enumerate(spec.regions):
-                fk = int(np.argmin(np.abs(f - reg.freq_hz)))
                 # component whose spectral factor is most concentrated near the planted freq
                 near = np.abs(np.log(f / reg.freq_hz)) < np.log(1.25)
                 score = Fq[near].sum(0) / np.maximum(Fq.sum(0), 1e-12) * \

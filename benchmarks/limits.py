@@ -89,7 +89,9 @@ def measure(video: str, points: np.ndarray | None, mask: np.ndarray | None, n_fr
     except ImportError:
         pass
 
-    rate = lambda t, k: k / t if t > 0 else float("inf")
+    def rate(t, k):
+        return k / t if t > 0 else float("inf")
+
     out = dict(
         video=video, frames=int(n), height=int(gray.shape[1]), width=int(gray.shape[2]),
         n_points=int(p.shape[0]), cv2_version=cv2.__version__, cv2_threads=cv2.getNumThreads(),

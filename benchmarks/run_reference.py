@@ -164,7 +164,6 @@ def stage_track(a, params):
 
 
 def stage_spectrogram(a, params):
-    import torch
     import face_rhythm as fr
 
     t0 = time.perf_counter()

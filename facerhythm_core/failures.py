@@ -1,7 +1,7 @@
 """How a failed job is described: its whole error and the root cause.
 
 A job's uncaught exception is logged by :func:`describe_exception` (the workflow
-scripts do this in ``_common.setup_logging``) and read back from the log by
+scripts do this in ``facerhythm_core.runtime.setup_logging``) and read back from the log by
 :func:`error_in_log` for the run summary. The root cause is what the user can act on:
 the system error behind a chain of exceptions (``No space left on device``), which
 HDF5 reports only inside a multi-line message whose first line says something else

@@ -79,14 +79,13 @@ def test_no_root_cause_line_when_the_message_says_it():
 
 
 def _failing_job(tmp_path, body: str) -> Path:
-    """Run ``body`` as a workflow script would (real _common.setup_logging); return its log."""
+    """Run ``body`` as a workflow script would (real runtime.setup_logging); return its log."""
     log = tmp_path / "logs" / "track_points" / "m1.log"
     script = tmp_path / "job.py"
     script.write_text(textwrap.dedent(f"""
         import sys
         from types import SimpleNamespace
-        sys.path.insert(0, {str(REPO / "workflow" / "scripts")!r})
-        from _common import setup_logging
+        from facerhythm_core.runtime import setup_logging
         snakemake = SimpleNamespace(log=[{str(log)!r}], rule="track_points", wildcards={{"session": "m1"}})
         log = setup_logging(snakemake)
         log.info("tracking")

@@ -475,14 +475,11 @@ def run_script(name, tmp_path, inputs, params, out):
         input=types.SimpleNamespace(spectrograms=inputs), output=[str(out)],
         params=types.SimpleNamespace(**params), log=[str(tmp_path / f"{name}.log")],
         threads=1, rule=name, wildcards={})
-    scripts = str(REPO / "workflow" / "scripts")
-    sys.path.insert(0, scripts)
     hook = sys.excepthook
-    try:
-        runpy.run_path(f"{scripts}/{name}.py", init_globals={"snakemake": smk})
+    try:  # as Snakemake runs it: the script imports only the installed package
+        runpy.run_path(str(REPO / "workflow" / "scripts" / f"{name}.py"), init_globals={"snakemake": smk})
     finally:
         sys.excepthook = hook
-        sys.path.remove(scripts)
 
 
 CFG = dict(device="cpu", method="CP_NN_HALS", backend="pytorch", rank=2, n_iter_max=10,

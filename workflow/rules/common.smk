@@ -5,23 +5,22 @@ import re
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import yaml
 from snakemake.exceptions import WorkflowError
 
-REPO = Path(workflow.basedir).parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from facerhythm_core.config import check_timestamp_files, read_sessions, validate_config  # noqa: E402
-from facerhythm_core.demo import DEMO_VIDEOS  # noqa: E402
-from facerhythm_core.errors import ConfigError  # noqa: E402
-from facerhythm_core.failures import ROOT_CAUSE, Failure, error_in_log  # noqa: E402
-from facerhythm_core.io import atomic_output  # noqa: E402
+# the installed package (rules/package.smk checked it is there, at this version)
+from facerhythm_core.config import check_timestamp_files, read_sessions, validate_config
+from facerhythm_core.demo import DEMO_VIDEOS
+from facerhythm_core.errors import ConfigError
+from facerhythm_core.failures import ROOT_CAUSE, Failure, error_in_log
+from facerhythm_core.io import atomic_output
 
 
 def _load_schema(name):
-    with open(Path(workflow.basedir) / "schemas" / name) as fh:
+    # through Snakemake's source cache: this file's folder may be a module's remote source
+    with open(workflow.source_path(f"../schemas/{name}")) as fh:
         return yaml.safe_load(fh)
 
 
@@ -52,6 +51,55 @@ except ConfigError as exc:
     raise WorkflowError(f"facerhythm configuration error:\n{exc}") from None
 
 JOINT = config["tca"]["joint"]
+
+
+# Videos on remote storage: a sessions table may name a video by URL (sftp://, s3://,
+# https://); Snakemake's storage plugins retrieve it to .snakemake/storage/ before the
+# jobs that read it (docs/remote_videos.md). Other inputs stay local files.
+REMOTE_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_remote(path):
+    return bool(REMOTE_URL.match(str(path)))
+
+
+def _register_storage(settings_by_provider):
+    """Config `storage`: each provider's settings (as the profile's storage-PROVIDER-KEY
+    options, which they override), checked against what the installed plugin takes."""
+    from dataclasses import fields
+
+    from snakemake_interface_storage_plugins.registry import StoragePluginRegistry
+
+    problems = []
+    for provider, settings in settings_by_provider.items():
+        try:
+            plugin = StoragePluginRegistry().get_plugin(provider)
+        except Exception:
+            problems.append(f"config storage.{provider}: the Snakemake storage plugin {provider!r} is not "
+                            f"installed (pip install snakemake-storage-plugin-{provider})")
+            continue
+        known = {f.name for f in fields(plugin.settings_cls)} if plugin.settings_cls else set()
+        unknown = sorted(set(settings or {}) - known)
+        if unknown:
+            problems.append(f"config storage.{provider}: unknown setting(s) {', '.join(unknown)}; "
+                            f"the {provider} plugin takes: {', '.join(sorted(known))}")
+            continue
+        workflow.storage_registry.register_storage(provider=provider, **(settings or {}))
+    if problems:
+        raise WorkflowError("facerhythm configuration error:\n  " + "\n  ".join(problems))
+
+
+STORAGE = dict(config["storage"])
+KEEP_REMOTE_COPIES = STORAGE.pop("keep_local")
+_register_storage(STORAGE)
+
+
+def video_input(path):
+    """A video as an input of a job: a URL through its storage plugin (retrieved once,
+    kept per config storage.keep_local), a path as it is."""
+    return storage(path, keep_local=KEEP_REMOTE_COPIES) if is_remote(path) else path
+
+
 DEMO_PREFIX = "resources/demo/"
 
 
@@ -71,15 +119,52 @@ def _file_problem(s, column, what, path):
     if p.is_file():
         return None
     problem = "is a folder, not a file" if p.is_dir() else "not found"
-    hint = "; use '/' between folders, not '\\'" if "\\" in path and not p.exists() else ""
+    hint = "; separate folders with a forward slash, not a backslash" if "\\" in path and not p.exists() else ""
     return f"session {s.session!r}: {what} {problem}: {path}{_cell(s, column)}{hint}"
 
 
+def _remote_problem(s, url):
+    """Why a session's remote video cannot be used (no plugin for the URL, server not
+    reachable, not there), or None. Asks the storage once (e.g. one HEAD request)."""
+    from facerhythm_core.failures import describe_exception
+
+    where = _cell(s, "videos")
+    try:
+        obj = video_input(url).flags["storage_object"]
+    except Exception as exc:
+        if "No storage provider found" in str(exc):
+            from snakemake_interface_storage_plugins.registry import StoragePluginRegistry
+
+            plugins = ", ".join(sorted(StoragePluginRegistry().plugins))
+            return (f"session {s.session!r}: no storage plugin handles the video URL {url}{where}; "
+                    f"check the URL, or install the plugin for it (installed: {plugins or 'none'})")
+        obj, error = None, exc
+    else:
+        try:
+            if obj.exists():
+                return None
+            return f"session {s.session!r}: video not found on remote storage: {url}{where}"
+        except Exception as exc:
+            error = exc
+    why = " ".join(describe_exception(error).split())
+    hint = ""
+    if "No hostkey for host" in why:  # SFTP checks the server against ~/.ssh/known_hosts
+        u = urlparse(url)
+        hint = (f"; add the server's host key to ~/.ssh/known_hosts, after checking it: "
+                f"ssh-keyscan -p {u.port or 22} {u.hostname} >> ~/.ssh/known_hosts")
+    return f"session {s.session!r}: cannot reach the video {url}: {why}{where}{hint}"
+
+
 def _check_inputs():
-    """Fail before any job starts when an input is missing or a group is wrong."""
+    """Fail before any job starts when an input is missing or a group is wrong.
+
+    Remote videos are asked for once, by the Snakemake process that plans the run (not
+    again in each cluster job)."""
     problems = []
     for s in SESSIONS.values():
-        checks = [("videos", "video", v) for v in s.videos if not _is_demo_video(v)]
+        if workflow.is_main_process:
+            problems += [m for m in (_remote_problem(s, v) for v in s.videos if is_remote(v)) if m]
+        checks = [("videos", "video", v) for v in s.videos if not _is_demo_video(v) and not is_remote(v)]
         if s.roi_kind == "file":
             checks.append(("rois", "ROI file", s.roi_ref))
         if s.frames_freeze:
@@ -110,7 +195,7 @@ def session_of(wildcards):
 
 
 def session_videos(wildcards):
-    return list(session_of(wildcards).videos)
+    return [video_input(v) for v in session_of(wildcards).videos]
 
 
 def session_contiguous(wildcards):
@@ -122,7 +207,7 @@ def session_contiguous(wildcards):
 
 def probe_inputs(wildcards):
     s = session_of(wildcards)
-    out = {"videos": list(s.videos)}
+    out = {"videos": [video_input(v) for v in s.videos]}
     if s.timestamps:
         out["timestamps"] = list(s.timestamps)
     return out
@@ -130,7 +215,7 @@ def probe_inputs(wildcards):
 
 def roi_inputs(wildcards):
     s = session_of(wildcards)
-    out = {"videos_info": f"{RESULTS}/{s.session}/videos.json"}
+    out = {"videos_info": f"{RESULTS}/{s.session}/videos.json", "first_video": video_input(s.videos[0])}
     if s.roi_kind == "file":
         out["roi_file"] = s.roi_ref
     elif s.roi_kind == "template":
@@ -144,7 +229,7 @@ def tracking_inputs(wildcards):
         "rois": f"{RESULTS}/{s.session}/rois.h5",
         "videos_info": f"{RESULTS}/{s.session}/videos.json",
         "timestamps": f"{RESULTS}/{s.session}/timestamps.h5",
-        "videos": list(s.videos),
+        "videos": [video_input(v) for v in s.videos],
     }
     if s.frames_freeze:
         out["frames_freeze"] = s.frames_freeze
@@ -211,6 +296,49 @@ def all_targets():
         ]
     out += [f"{RESULTS}/joint/{g}/tca.h5" for g in JOINT]
     out += report_targets()
+    return out
+
+
+# ROIs carried over from a template session (rules/rois.smk; docs/alignment.md)
+
+
+def _session_regex(ids):
+    return "|".join(re.escape(i) for i in ids) if ids else "$^"
+
+
+def template_siblings(s):
+    """Other sessions that take their ROIs from the same template (match-search nodes)."""
+    return [o.session for o in TEMPLATE_SESSIONS if o.roi_ref == s.roi_ref and o.session != s.session]
+
+
+def template_roi_inputs(wildcards):
+    s = session_of(wildcards)
+    out = {
+        "videos_info": f"{RESULTS}/{s.session}/videos.json",
+        "template_rois": f"{RESULTS}/{s.roi_ref}/rois.h5",
+        "template_reference": f"{RESULTS}/{s.roi_ref}/reference_image.npy",
+        "reference": f"{RESULTS}/{s.session}/reference_image.npy",
+        "first_video": video_input(s.videos[0]),
+        "others": [],
+    }
+    if ALIGNMENT["match_search"]:
+        out["others"] = [f"{RESULTS}/{o}/reference_image.npy" for o in template_siblings(s)]
+    return out
+
+
+# figures (rules/report.smk)
+
+
+def report_targets():
+    """Every figure and video, for all sessions and joint groups."""
+    out = []
+    for s in SESSIONS:
+        d = f"{RESULTS}/{s}/figures"
+        out += [f"{d}/rois.png", f"{d}/violations.png", f"{d}/displacements.png",
+                f"{d}/overlay.mp4", f"{d}/spectrograms.png", f"{d}/power_spectrum.png",
+                f"{d}/tca_components", f"{d}/tca_fit"]
+    for g in JOINT:
+        out += [f"{RESULTS}/joint/{g}/figures/tca_components", f"{RESULTS}/joint/{g}/figures/tca_fit"]
     return out
 
 
@@ -291,3 +419,30 @@ def write_run_summary(status):
             print(f"      {ROOT_CAUSE}{failure.root_cause}", file=sys.stderr)
     for n in notes:
         print(f"  NOTE {n}", file=sys.stderr)
+
+
+def _summary_in_module_mode():
+    """Write the run summary also when this workflow runs as a module.
+
+    Snakemake runs the onsuccess/onerror handlers of the main Snakefile only; a module's
+    (this workflow deployed with snakedeploy) are ignored. Chain the summary onto the
+    deploying workflow's handlers, keeping any that it defined before `use rule`.
+    """
+    if workflow.modifier.is_main_snakefile():
+        return  # the Snakefile's own onsuccess/onerror write it
+    if not (hasattr(workflow, "_onsuccess") and hasattr(workflow, "_onerror")):
+        _warn("this Snakemake version hides the run hooks: no logs/run_summary.tsv in module mode")
+        return
+
+    def chain(previous, status):
+        def hook(log):
+            previous(log)
+            write_run_summary(status)
+
+        return hook
+
+    workflow._onsuccess = chain(workflow._onsuccess, "finished")
+    workflow._onerror = chain(workflow._onerror, "ended with errors")
+
+
+_summary_in_module_mode()

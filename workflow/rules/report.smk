@@ -8,19 +8,6 @@ JOINT_FIGURES = f"{RESULTS}/joint/{{group}}/figures"
 report: "../report/workflow.rst"
 
 
-def report_targets():
-    """Every figure and video, for all sessions and joint groups."""
-    out = []
-    for s in SESSIONS:
-        d = f"{RESULTS}/{s}/figures"
-        out += [f"{d}/rois.png", f"{d}/violations.png", f"{d}/displacements.png",
-                f"{d}/overlay.mp4", f"{d}/spectrograms.png", f"{d}/power_spectrum.png",
-                f"{d}/tca_components", f"{d}/tca_fit"]
-    for g in JOINT:
-        out += [f"{RESULTS}/joint/{g}/figures/tca_components", f"{RESULTS}/joint/{g}/figures/tca_fit"]
-    return out
-
-
 rule plot_rois:
     input:
         rois=f"{RESULTS}/{{session}}/rois.h5",

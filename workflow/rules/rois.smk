@@ -8,29 +8,6 @@ ALIGNMENT = config["alignment"]
 TEMPLATE_SESSIONS = [s for s in SESSIONS.values() if s.roi_kind == "template"]
 
 
-def _session_regex(ids):
-    return "|".join(re.escape(i) for i in ids) if ids else "$^"
-
-
-def template_siblings(s):
-    """Other sessions that take their ROIs from the same template (match-search nodes)."""
-    return [o.session for o in TEMPLATE_SESSIONS if o.roi_ref == s.roi_ref and o.session != s.session]
-
-
-def template_roi_inputs(wildcards):
-    s = session_of(wildcards)
-    out = {
-        "videos_info": f"{RESULTS}/{s.session}/videos.json",
-        "template_rois": f"{RESULTS}/{s.roi_ref}/rois.h5",
-        "template_reference": f"{RESULTS}/{s.roi_ref}/reference_image.npy",
-        "reference": f"{RESULTS}/{s.session}/reference_image.npy",
-        "others": [],
-    }
-    if ALIGNMENT["match_search"]:
-        out["others"] = [f"{RESULTS}/{o}/reference_image.npy" for o in template_siblings(s)]
-    return out
-
-
 rule probe_videos:
     input:
         unpack(probe_inputs),
@@ -51,6 +28,8 @@ rule probe_videos:
     resources:
         mem_mb=lambda wc, attempt: 1000 * attempt,
         runtime=lambda wc, attempt: 10 * attempt,
+    conda:
+        "../envs/facerhythm.yaml"
     script:
         "../scripts/probe_videos.py"
 
@@ -67,7 +46,6 @@ rule rois:
         source=lambda wc: session_of(wc).rois,
         polygons=lambda wc: config["roi_sets"].get(session_of(wc).roi_ref, {}),
         rois=config["rois"],
-        first_video=lambda wc: session_of(wc).videos[0],
     log:
         "logs/rois/{session}.log",
     benchmark:
@@ -76,6 +54,8 @@ rule rois:
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 10 * attempt,
+    conda:
+        "../envs/facerhythm.yaml"
     script:
         "../scripts/make_rois.py"
 
@@ -97,6 +77,8 @@ rule reference_image:
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 30 * attempt,
+    conda:
+        "../envs/facerhythm.yaml"
     script:
         "../scripts/reference_image.py"
 
@@ -116,7 +98,6 @@ rule rois_from_template:
         others=lambda wc: template_siblings(session_of(wc)) if ALIGNMENT["match_search"] else [],
         rois=config["rois"],
         alignment=ALIGNMENT,
-        first_video=lambda wc: session_of(wc).videos[0],
     log:
         "logs/rois/{session}.log",
     benchmark:
@@ -125,5 +106,7 @@ rule rois_from_template:
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 20 * attempt,
+    conda:
+        "../envs/facerhythm.yaml"
     script:
         "../scripts/rois_from_template.py"

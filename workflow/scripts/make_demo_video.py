@@ -1,6 +1,6 @@
 """Render one bundled demo video (deterministic) and its ground truth JSON."""
 
-from _common import setup_logging
+from facerhythm_core.runtime import setup_logging
 
 from facerhythm_core import stages
 

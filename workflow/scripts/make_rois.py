@@ -1,6 +1,6 @@
 """A session's ROIs from an ROI file or config polygons: masks, seed points, example frame."""
 
-from _common import setup_logging
+from facerhythm_core.runtime import setup_logging
 
 from facerhythm_core import stages
 

@@ -1,6 +1,6 @@
 """Overlay video: a window of session frames with tracked points drawn on them."""
 
-from _common import set_threads, setup_logging
+from facerhythm_core.runtime import set_threads, setup_logging
 
 log = setup_logging(snakemake)
 set_threads(snakemake.threads)
@@ -9,7 +9,7 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 
 from facerhythm_core.overlay import write_overlay_video  # noqa: E402
-from plot_inputs import read_videos_info, tracking_keys, violation_matrix  # noqa: E402
+from facerhythm_core.results import read_videos_info, tracking_keys, violation_matrix  # noqa: E402
 
 info = read_videos_info(snakemake.input.videos_info)
 videos = list(snakemake.input.videos)

@@ -1,15 +1,15 @@
 """ROI figure: masks and seed points on the example frame."""
 
-from _common import setup_logging
+from facerhythm_core.runtime import setup_logging
 
 log = setup_logging(snakemake)
 
-from plot_inputs import limit_threads  # noqa: E402
+from facerhythm_core.runtime import limit_threads  # noqa: E402
 
 limit_threads(snakemake.threads)
 
 from facerhythm_core import plots  # noqa: E402
-from plot_inputs import read_rois  # noqa: E402
+from facerhythm_core.results import read_rois  # noqa: E402
 
 r = read_rois(snakemake.input.rois)
 if r["image"] is None:

@@ -1,10 +1,10 @@
 """Spectral QC: mean spectrogram per ROI and axis, mean spectrum per ROI."""
 
-from _common import setup_logging
+from facerhythm_core.runtime import setup_logging
 
 log = setup_logging(snakemake)
 
-from plot_inputs import limit_threads  # noqa: E402
+from facerhythm_core.runtime import limit_threads  # noqa: E402
 
 limit_threads(snakemake.threads)
 
@@ -12,7 +12,7 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 
 from facerhythm_core import plots  # noqa: E402
-from plot_inputs import key_labels, key_offsets, natural, read_rois, read_videos_info  # noqa: E402
+from facerhythm_core.results import key_labels, key_offsets, natural, read_rois, read_videos_info  # noqa: E402
 
 session = snakemake.wildcards.session
 info = read_videos_info(snakemake.input.videos_info)

@@ -1,11 +1,11 @@
 """TCA figures (per session or joint group): component maps/spectra/time courses, and
 EVR + convergence. One PNG per decomposition in each output folder."""
 
-from _common import setup_logging
+from facerhythm_core.runtime import setup_logging
 
 log = setup_logging(snakemake)
 
-from plot_inputs import limit_threads  # noqa: E402
+from facerhythm_core.runtime import limit_threads  # noqa: E402
 
 limit_threads(snakemake.threads)
 
@@ -14,7 +14,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from facerhythm_core import plots  # noqa: E402
-from plot_inputs import as_list, read_rois, read_tca, read_videos_info  # noqa: E402
+from facerhythm_core.results import as_list, read_rois, read_tca, read_videos_info  # noqa: E402
 
 joint = bool(snakemake.params.joint)
 label = snakemake.params.label

@@ -1,10 +1,10 @@
 """Tracking QC figures: violations over time, displacement traces of example points."""
 
-from _common import setup_logging
+from facerhythm_core.runtime import setup_logging
 
 log = setup_logging(snakemake)
 
-from plot_inputs import limit_threads  # noqa: E402
+from facerhythm_core.runtime import limit_threads  # noqa: E402
 
 limit_threads(snakemake.threads)
 
@@ -12,8 +12,8 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 
 from facerhythm_core import plots  # noqa: E402
-from plot_inputs import (key_labels, key_offsets, read_rois, read_videos_info,  # noqa: E402
-                         tracking_keys, violation_share)
+from facerhythm_core.results import (key_labels, key_offsets, read_rois, read_videos_info,  # noqa: E402
+                                     tracking_keys, violation_share)
 
 session = snakemake.wildcards.session
 info = read_videos_info(snakemake.input.videos_info)

@@ -1,6 +1,6 @@
 """Probe a session's videos: frame counts, rate, size and clock; fail early on bad input."""
 
-from _common import setup_logging
+from facerhythm_core.runtime import setup_logging
 
 from facerhythm_core import stages
 

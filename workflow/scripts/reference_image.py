@@ -1,6 +1,6 @@
 """A session's reference image for ROI transfer: mean of its quietest frames, CLAHE."""
 
-from _common import set_threads, setup_logging
+from facerhythm_core.runtime import set_threads, setup_logging
 
 from facerhythm_core import stages
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from _common import setup_logging
+from facerhythm_core.runtime import setup_logging
 
 from facerhythm_core import stages
 

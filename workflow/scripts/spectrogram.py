@@ -1,6 +1,6 @@
 """Variable-Q spectrograms of a session's tracked points (tracking.h5 -> spectrograms.h5)."""
 
-from _common import set_threads, setup_logging
+from facerhythm_core.runtime import set_threads, setup_logging
 
 from facerhythm_core import stages
 

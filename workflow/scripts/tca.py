@@ -1,6 +1,6 @@
 """TCA of one session: results/{session}/spectrograms.h5 -> results/{session}/tca.h5."""
 
-from _common import set_threads, setup_logging
+from facerhythm_core.runtime import set_threads, setup_logging
 
 from facerhythm_core import stages
 

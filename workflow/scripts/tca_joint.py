@@ -1,6 +1,6 @@
 """Joint TCA of a group of sessions -> results/joint/{group}/tca.h5 (see stages.tca_joint)."""
 
-from _common import set_threads, setup_logging
+from facerhythm_core.runtime import set_threads, setup_logging
 
 from facerhythm_core import stages
 

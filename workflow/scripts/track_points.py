@@ -1,6 +1,6 @@
 """Track a session's seed points through its videos -> results/{session}/tracking.h5."""
 
-from _common import set_threads, setup_logging
+from facerhythm_core.runtime import set_threads, setup_logging
 
 from facerhythm_core import stages
 

@@ -1,4 +1,11 @@
-"""Shared glue for workflow scripts: logging into the rule's log file."""
+"""What every workflow script does first: log into the rule's log file, limit threads,
+stop when orphaned.
+
+Scripts import this from the installed package (``from facerhythm_core.runtime import
+setup_logging``); nothing relies on where the script file lies, so the same scripts run
+from a clone, from a Snakemake module (local, git or remote source) and in a rule's conda
+environment.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +17,7 @@ import time
 import warnings
 from pathlib import Path
 
-# scripts run from a Snakemake-generated copy; make the repo's package importable
-# even when facerhythm_core is not pip-installed (e.g. a cluster job's bare python)
-_REPO = Path(__file__).resolve().parents[2]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
-
-from facerhythm_core.failures import describe_exception  # noqa: E402
+from facerhythm_core.failures import describe_exception
 
 
 def setup_logging(snakemake, name: str | None = None) -> logging.Logger:
@@ -33,23 +34,33 @@ def setup_logging(snakemake, name: str | None = None) -> logging.Logger:
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_path, mode="w"))
-    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, handlers=handlers, force=True, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.captureWarnings(True)
     warnings.simplefilter("default")
     logger = logging.getLogger(name or f"facerhythm.{snakemake.rule}")
 
     def _excepthook(exc_type, exc, tb):
         # the whole message and its root cause: the run summary reads them back from here
-        logger.error("%s failed for %s: %s", snakemake.rule, dict(snakemake.wildcards),
-                     describe_exception(exc), exc_info=(exc_type, exc, tb))
+        logger.error(
+            "%s failed for %s: %s",
+            snakemake.rule,
+            dict(snakemake.wildcards),
+            describe_exception(exc),
+            exc_info=(exc_type, exc, tb),
+        )
 
     def _unraisablehook(unraisable):
         # errors Python can only ignore (e.g. HDF5 failing to close a file on a full disk)
         # would go to stderr alone; a crash may follow before any other record
-        logger.warning("%s in %r: %s", unraisable.err_msg or "Exception ignored",
-                       unraisable.object, describe_exception(unraisable.exc_value)
-                       if unraisable.exc_value is not None else unraisable.exc_type)
+        logger.warning(
+            "%s in %r: %s",
+            unraisable.err_msg or "Exception ignored",
+            unraisable.object,
+            describe_exception(unraisable.exc_value) if unraisable.exc_value is not None else unraisable.exc_type,
+        )
+
     sys.excepthook = _excepthook
     sys.unraisablehook = _unraisablehook
     stop_when_orphaned(logger)
@@ -77,9 +88,12 @@ def stop_when_orphaned(logger: logging.Logger, interval: float = ORPHAN_CHECK_S)
     def watch():
         while os.getppid() == parent:
             time.sleep(interval)
-        logger.error("the Snakemake process that started this job (pid %d) is gone; stopping "
-                     "this job. Resume with `snakemake --unlock`, then the same command with "
-                     "--rerun-incomplete", parent)
+        logger.error(
+            "the Snakemake process that started this job (pid %d) is gone; stopping "
+            "this job. Resume with `snakemake --unlock`, then the same command with "
+            "--rerun-incomplete",
+            parent,
+        )
         logging.shutdown()
         os._exit(1)
 
@@ -91,11 +105,23 @@ def set_threads(n: int) -> None:
     n = max(1, int(n))
     try:
         import torch
+
         torch.set_num_threads(n)
     except ImportError:  # pragma: no cover
         pass
     try:
         import cv2
+
         cv2.setNumThreads(n)
     except ImportError:  # pragma: no cover
         pass
+
+
+def limit_threads(n: int) -> None:
+    """Limit OpenCV (and torch, only if already imported: plots do not need it) to n threads."""
+    import cv2
+
+    n = max(1, int(n))
+    cv2.setNumThreads(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)

@@ -1,27 +1,16 @@
-"""Readers shared by the plot_* scripts: stage files (per docs/architecture.md and the
-file-format contract) into the plain arrays that facerhythm_core.plots draws."""
+"""Readers of the stage files (per docs/architecture.md and the file-format contract)
+into the plain arrays that facerhythm_core.plots draws; used by the plot_* scripts."""
 
 from __future__ import annotations
 
 import json
 import re
-import sys
 
 import h5py
 import numpy as np
 
 from facerhythm_core.errors import FaceRhythmError
 from facerhythm_core.rois import load_rois_h5
-
-
-def limit_threads(n):
-    """Limit OpenCV (and torch, only if already imported: plots do not need it) to n threads."""
-    import cv2
-
-    n = max(1, int(n))
-    cv2.setNumThreads(n)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(n)
 
 
 def as_list(x):
@@ -39,8 +28,13 @@ def read_rois(path):
     with h5py.File(path, "r") as f:
         tmask = f["tracking_mask"][()].astype(bool) if "tracking_mask" in f else None
         spacing = f.attrs.get("point_spacing")
-    return {"image": rois.example_image, "masks": rois.masks, "points": rois.point_positions,
-            "tracking_mask": tmask, "point_spacing": None if spacing is None else float(spacing)}
+    return {
+        "image": rois.example_image,
+        "masks": rois.masks,
+        "points": rois.point_positions,
+        "tracking_mask": tmask,
+        "point_spacing": None if spacing is None else float(spacing),
+    }
 
 
 def read_videos_info(path):
@@ -60,8 +54,10 @@ def key_offsets(keys, num_frames, frame_rate):
         return [float(s) for s in starts]
     if len(keys) == 1:
         return [0.0]
-    raise FaceRhythmError(f"{len(keys)} result keys {list(keys)} for {len(n)} videos: expected "
-                          "one key per video, or a single key (contiguous tracking)")
+    raise FaceRhythmError(
+        f"{len(keys)} result keys {list(keys)} for {len(n)} videos: expected "
+        "one key per video, or a single key (contiguous tracking)"
+    )
 
 
 def key_labels(keys, info):
@@ -116,6 +112,7 @@ def read_tca(path):
         "evr_model", "rel_error", "errors", "times" {key: seconds}}}, plus
         ``frequencies`` and ``point_positions`` (array or {session: array}), ``sessions``.
     """
+
     def flat(g, prefix=""):
         out = {}
         for k, v in g.items():
@@ -129,8 +126,11 @@ def read_tca(path):
     with h5py.File(path, "r") as f:
         if "decompositions" not in f:
             raise FaceRhythmError(f"{path} has no 'decompositions' group; was it written by the TCA stage?")
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in f["decomposition_names"][()]] \
-            if "decomposition_names" in f else natural(list(f["decompositions"]))
+        names = (
+            [n.decode() if isinstance(n, bytes) else str(n) for n in f["decomposition_names"][()]]
+            if "decomposition_names" in f
+            else natural(list(f["decompositions"]))
+        )
         for name in names:
             g = f["decompositions"][name]
             fac = g["factors"]
@@ -138,26 +138,29 @@ def read_tca(path):
             stack_dim = dims[0] if len(dims) == 4 else None
             t = fac["time"]
             d = {
-                "points_x": fac["points_x"][()], "points_y": fac["points_y"][()],
+                "points_x": fac["points_x"][()],
+                "points_y": fac["points_y"][()],
                 "frequency": fac["frequency"][()],
                 "time": flat(t) if isinstance(t, h5py.Group) else t[()],
                 "stack_dim": stack_dim,
                 "stack": fac[stack_dim][()] if stack_dim and stack_dim in fac else None,
-                "stack_names": ([s.decode() if isinstance(s, bytes) else str(s)
-                                 for s in g[f"{stack_dim}_names"][()]]
-                                if stack_dim and f"{stack_dim}_names" in g else None),
-                "evr": g["evr"][()], "errors": g["errors"][()],
+                "stack_names": (
+                    [s.decode() if isinstance(s, bytes) else str(s) for s in g[f"{stack_dim}_names"][()]]
+                    if stack_dim and f"{stack_dim}_names" in g
+                    else None
+                ),
+                "evr": g["evr"][()],
+                "errors": g["errors"][()],
                 "evr_model": float(g["evr_model"][()]) if "evr_model" in g else None,
                 "rel_error": float(g.attrs["rel_error"]) if "rel_error" in g.attrs else None,
                 "times": flat(g["times"]) if "times" in g else {},
-                "sweep": (flat(f["rank_sweep"][name])
-                          if "rank_sweep" in f and name in f["rank_sweep"] else None),
+                "sweep": (flat(f["rank_sweep"][name]) if "rank_sweep" in f and name in f["rank_sweep"] else None),
             }
             out["decompositions"][name] = d
         out["frequencies"] = f["frequencies"][()] if "frequencies" in f else None
         pp = f.get("point_positions")
-        out["point_positions"] = (flat(pp) if isinstance(pp, h5py.Group) else
-                                  (pp[()] if pp is not None else None))
-        out["sessions"] = ([s.decode() if isinstance(s, bytes) else str(s) for s in f["sessions"][()]]
-                           if "sessions" in f else None)
+        out["point_positions"] = flat(pp) if isinstance(pp, h5py.Group) else (pp[()] if pp is not None else None)
+        out["sessions"] = (
+            [s.decode() if isinstance(s, bytes) else str(s) for s in f["sessions"][()]] if "sessions" in f else None
+        )
     return out
