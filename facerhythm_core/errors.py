@@ -23,3 +23,12 @@ class SpectrogramError(FaceRhythmError):
 
 class TCAError(FaceRhythmError):
     """The decomposition cannot run with the given data and parameters."""
+
+
+class EventsError(FaceRhythmError):
+    """An events file is malformed or its events do not fit the session."""
+
+
+class NWBError(FaceRhythmError):
+    """NWB export cannot run: missing session metadata, or an acquisition file that does
+    not fit the session."""
