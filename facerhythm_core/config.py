@@ -62,6 +62,9 @@ class Session:
     contiguous: bool | None = None
     frames_freeze: str | None = None
     timestamps: tuple[str, ...] | None = None
+    events: str | None = None
+    nwb: str | None = None
+    session_start_time: str | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -157,7 +160,8 @@ def read_sessions(path: str | Path, schema: Mapping, roi_sets: Mapping | None = 
                     "the same order as `videos`")
         sessions.append(Session(session=sid, videos=videos, rois=rec["rois"], fps=rec.get("fps"),
                                 contiguous=rec.get("contiguous"), frames_freeze=rec.get("frames_freeze"),
-                                timestamps=stamps))
+                                timestamps=stamps, events=rec.get("events"), nwb=rec.get("nwb"),
+                                session_start_time=rec.get("session_start_time")))
     ids = {s.session for s in sessions}
     for s in sessions:
         if s.roi_kind == "config" and s.roi_ref not in (roi_sets or {}):

@@ -2,9 +2,10 @@
 
 A smooth random texture (the face) is warped every frame by a displacement field made
 of Gaussian-weighted regions, each moving sinusoidally at its own frequency: a
-"whisker pad" moving in x, a "nose" moving in y, and a "jaw" with on/off bursts.
-The truth (region centres, frequencies, amplitudes) is returned so that tests can
-check that the pipeline recovers it.
+"whisker pad" moving in x, a "nose" moving in y, and a "jaw" that is either on/off in
+bursts or "licks" for a while after each event (``Rhythm.onsets``). The truth (region
+centres, frequencies, amplitudes, event times) is returned so that tests can check that
+the pipeline recovers it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,16 @@ class Rhythm:
     amplitude: tuple[float, float]  # (dx, dy) peak displacement, pixels
     phase: float = 0.0
     burst_period: float | None = None  # s; if set the rhythm is on for the first half of each period
+    onsets: tuple[float, ...] | None = None  # s; if set the rhythm is on only after these times ...
+    on_duration: float = 1.5  # ... for this long (s) after each onset
+
+    def active(self, t: float) -> bool:
+        """Whether the rhythm moves at time ``t`` (s)."""
+        if self.burst_period is not None and (t % self.burst_period) >= self.burst_period / 2:
+            return False
+        if self.onsets is not None:
+            return any(o <= t < o + self.on_duration for o in self.onsets)
+        return True
 
 
 DEFAULT_RHYTHMS: tuple[Rhythm, ...] = (
@@ -56,9 +67,7 @@ def displacement_at(t: float, rhythms: Sequence[Rhythm]) -> np.ndarray:
     """(R, 2) displacement (dx, dy) of each rhythm's centre at time t (seconds)."""
     out = np.zeros((len(rhythms), 2), np.float64)
     for i, r in enumerate(rhythms):
-        s = np.sin(2 * np.pi * r.frequency * t + r.phase)
-        if r.burst_period is not None and (t % r.burst_period) >= r.burst_period / 2:
-            s = 0.0
+        s = np.sin(2 * np.pi * r.frequency * t + r.phase) if r.active(t) else 0.0
         out[i] = np.asarray(r.amplitude) * s
     return out
 
@@ -68,7 +77,8 @@ def render_frames(n_frames: int, fps: float = 120.0, height: int = 240, width: i
                   t0: float = 0.0, noise_sd: float = 2.0,
                   global_shift: tuple[float, float] = (0.0, 0.0),
                   global_rotation_deg: float = 0.0,
-                  times: Sequence[float] | None = None) -> Iterator[np.ndarray]:
+                  times: Sequence[float] | None = None,
+                  noise_seed: int | None = None) -> Iterator[np.ndarray]:
     """Yield (H, W, 3) uint8 RGB frames of the synthetic face.
 
     Parameters
@@ -95,6 +105,9 @@ def render_frames(n_frames: int, fps: float = 120.0, height: int = 240, width: i
         The time (s) of each frame, for a camera that is not a constant-rate clock
         (variable frame rate, dropped frames); replaces ``t0 + i / fps`` and
         ``n_frames``.
+    noise_seed : int, optional
+        Seeds the sensor noise alone (default ``seed + 1``): another recording of the
+        same face gets other noise.
     """
     import cv2
 
@@ -111,7 +124,7 @@ def render_frames(n_frames: int, fps: float = 120.0, height: int = 240, width: i
     weights = [np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2)
                         / (2 * (r.radius * width) ** 2))).astype(np.float32)
                for r, (cx, cy) in zip(rhythms, centers)]
-    rng = np.random.default_rng(seed + 1)
+    rng = np.random.default_rng(seed + 1 if noise_seed is None else noise_seed)
     frame_times = [t0 + i / fps for i in range(n_frames)] if times is None else list(times)
     for t in frame_times:
         d = displacement_at(t, rhythms)
@@ -157,18 +170,21 @@ def write_demo_video(path: str | Path, n_frames: int, fps: float = 120.0, height
                      width: int = 320, seed: int = 0, t0: float = 0.0,
                      rhythms: Sequence[Rhythm] = DEFAULT_RHYTHMS,
                      global_shift: tuple[float, float] = (0.0, 0.0),
-                     global_rotation_deg: float = 0.0) -> dict:
+                     global_rotation_deg: float = 0.0, noise_seed: int | None = None) -> dict:
     """Render and write a demo video; return its ground truth as a dict.
 
     ``global_shift`` and ``global_rotation_deg`` move the whole face (see
-    :func:`render_frames`); they enter the truth only when set.
+    :func:`render_frames`); they enter the truth only when set, like ``noise_seed``.
     """
     moved = tuple(global_shift) != (0.0, 0.0) or global_rotation_deg != 0.0
     n = write_video(path, render_frames(n_frames, fps, height, width, rhythms, seed, t0,
                                         global_shift=global_shift,
-                                        global_rotation_deg=global_rotation_deg), fps)
+                                        global_rotation_deg=global_rotation_deg,
+                                        noise_seed=noise_seed), fps)
     truth = {"path": str(path), "n_frames": n, "fps": fps, "height": height, "width": width,
              "seed": seed, "t0": t0, "rhythms": [asdict(r) for r in rhythms]}
+    if noise_seed is not None:
+        truth["noise_seed"] = int(noise_seed)
     if moved:
         truth["global_shift"] = [float(v) for v in global_shift]
         truth["global_rotation_deg"] = float(global_rotation_deg)

@@ -15,6 +15,8 @@ if str(REPO) not in sys.path:
 from facerhythm_core.config import check_timestamp_files, read_sessions, validate_config  # noqa: E402
 from facerhythm_core.demo import DEMO_VIDEOS  # noqa: E402
 from facerhythm_core.errors import ConfigError  # noqa: E402
+from facerhythm_core.events import check_events_file, session_extent  # noqa: E402
+from facerhythm_core.nwb import check_export, session_metadata  # noqa: E402
 
 
 def _load_schema(name):
@@ -42,6 +44,21 @@ def _is_demo_video(path):
     return p.startswith(DEMO_PREFIX) and Path(p).stem in DEMO_VIDEOS and p.endswith(".mp4")
 
 
+def _check_events(s):
+    """Problems with a session's events file: its rows, and (when the videos exist) that
+    every event lies inside the session."""
+    if not s.events:
+        return []
+    if not Path(s.events).is_file():
+        return [f"session {s.session!r}: events file not found: {s.events}"]
+    try:
+        found = session_extent(s.videos, s.timestamps, cache_dir=".snakemake/facerhythm")
+    except Exception:  # a broken video or timestamps file is reported on its own
+        found = None
+    extent, tol = found if found else (None, 0.0)
+    return [f"session {s.session!r}: {p}" for p in check_events_file(s.events, extent, tol)]
+
+
 def _check_inputs():
     """Fail before any job starts when an input is missing or a group is wrong."""
     problems = []
@@ -54,6 +71,8 @@ def _check_inputs():
         if s.frames_freeze and not Path(s.frames_freeze).exists():
             problems.append(f"session {s.session!r}: frames_freeze file not found: {s.frames_freeze}")
         problems += check_timestamp_files(s, cache_dir=".snakemake/facerhythm")
+        problems += _check_events(s)
+    problems += check_export(SESSIONS.values(), config["nwb"])
     for group, members in JOINT.items():
         for m in members:
             if m not in SESSIONS:
@@ -140,6 +159,7 @@ def all_targets():
         ]
     out += [f"{RESULTS}/joint/{g}/tca.h5" for g in JOINT]
     out += report_targets()
+    out += events_targets() + nwb_targets()
     return out
 
 
@@ -150,7 +170,18 @@ SUMMARY_STAGES = [
     ("track_points", "tracking.h5"),
     ("spectrogram", "spectrograms.h5"),
     ("tca", "tca.h5"),
+    ("events", "events.h5"),
+    ("nwb_export", "{session}.nwb"),
 ]
+
+
+def _stage_applies(session, stage):
+    """Whether a session runs a stage (events need an events file, NWB export the config)."""
+    if stage == "events":
+        return bool(SESSIONS[session].events)
+    if stage == "nwb_export":
+        return bool(config["nwb"]["enabled"])
+    return True
 
 
 def _last_error(log_path):
@@ -182,7 +213,9 @@ def write_run_summary(status):
     failed, notes = [], []
     for s in SESSIONS:
         for stage, name in SUMMARY_STAGES:
-            out = Path(RESULTS) / s / name
+            if not _stage_applies(s, stage):
+                continue
+            out = Path(RESULTS) / s / name.format(session=s)
             log = f"logs/{stage}/{s}.log"
             if out.exists():
                 note = ""

@@ -1,6 +1,7 @@
 """TCA of one session: results/{session}/spectrograms.h5 -> results/{session}/tca.h5."""
 
 import datetime as dt
+import json
 
 from _common import set_threads, setup_logging
 
@@ -12,6 +13,7 @@ import h5py  # noqa: E402
 from facerhythm_core import tca  # noqa: E402
 from facerhythm_core.device import select_device  # noqa: E402
 from facerhythm_core.io import atomic_output, write_provenance  # noqa: E402
+from facerhythm_core.streams import label_tca_h5  # noqa: E402
 
 started = dt.datetime.now(dt.timezone.utc)
 cfg = dict(snakemake.params.tca)
@@ -26,6 +28,9 @@ with atomic_output(snakemake.output[0]) as tmp, h5py.File(tmp, "w") as f:
     tca.write_tca_h5(f, result, frequencies=spec.frequencies, times=spec.times,
                      point_positions=spec.point_positions,
                      time_axes={"session_times": spec.session_times, "gap_fraction": spec.gap_fraction})
+    with open(snakemake.input.videos_info) as fh:
+        log.info("decompositions by video file: %s",
+                 label_tca_h5(f, [v["path"] for v in json.load(fh)["videos"]]))
     write_provenance(f, "tca", params=cfg, inputs=[snakemake.input.spectrograms],
                      extra={"session": session, "engines": {k: d.fit.engine for k, d in
                                                             result.decompositions.items()}},
