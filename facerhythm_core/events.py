@@ -578,6 +578,9 @@ def compute_session_events(events_path, tca_path, spectrograms_path, rois_path, 
     # spectral power per ROI, one stretch per video key
     rois = load_rois_h5(rois_path)
     with h5py.File(spectrograms_path, "r") as sf:
+        if "session_times" not in sf:
+            raise EventsError(f"session {session}: {spectrograms_path} has no session_times (written "
+                              "before per-frame timestamps); re-run the spectrogram and tca rules")
         keys = [k for k in sf["spectrograms"]]
         keys.sort(key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
         spans = stream_spans(keys, info)

@@ -327,3 +327,8 @@ def test_events_stage_rejects_events_outside_the_session(tmp_path):
     with pytest.raises(EventsError, match=r"line 3, column `time`: 45 s is outside the session"):
         _run(d)
     assert not (d / "events.h5").exists()
+    (d / "events.tsv").write_text("time\tlabel\n5.0\tcue\n")
+    with h5py.File(d / "spectrograms.h5", "a") as f:
+        del f["session_times"]
+    with pytest.raises(EventsError, match="has no session_times .* re-run the spectrogram and tca rules"):
+        _run(d)
