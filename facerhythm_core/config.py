@@ -97,6 +97,12 @@ class Session:
     frames_freeze: str | None = None
     #: the user's per-frame timestamp files, one per video (``timestamps`` column)
     timestamps: tuple[str, ...] | None = None
+    #: the session's events file (``events`` column; docs/events.md)
+    events: str | None = None
+    #: the session's NWB file from acquisition (``nwb`` column; docs/nwb.md)
+    nwb: str | None = None
+    #: ISO 8601 start of the session with its time zone (NWB export)
+    session_start_time: str | None = None
     #: other columns of the row (kept, not used), column name -> cell text
     extra: dict = field(default_factory=dict, compare=False)
     #: line of the row in the sessions table, as an editor shows it

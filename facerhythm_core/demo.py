@@ -2,9 +2,10 @@
 
 A smooth random texture (the face) is warped every frame by a displacement field made
 of Gaussian-weighted regions, each moving sinusoidally at its own frequency: a
-"whisker pad" moving in x, a "nose" moving in y, and a "jaw" with on/off bursts.
-The truth (region centres, frequencies, amplitudes) is returned so that tests can
-check that the pipeline recovers it.
+"whisker pad" moving in x, a "nose" moving in y, and a "jaw" that is either on/off in
+bursts or "licks" for a while after each event (``Rhythm.onsets``). The truth (region
+centres, frequencies, amplitudes, event times) is returned so that tests can check that
+the pipeline recovers it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,16 @@ class Rhythm:
     amplitude: tuple[float, float]  # (dx, dy) peak displacement, pixels
     phase: float = 0.0
     burst_period: float | None = None  # s; if set the rhythm is on for the first half of each period
+    onsets: tuple[float, ...] | None = None  # s; if set the rhythm is on only after these times ...
+    on_duration: float = 1.0  # ... for this long (s) after each onset
+
+    def active(self, t: float) -> bool:
+        """Whether the rhythm moves at time ``t`` (s)."""
+        if self.burst_period is not None and (t % self.burst_period) >= self.burst_period / 2:
+            return False
+        if self.onsets is not None:
+            return any(o <= t < o + self.on_duration for o in self.onsets)
+        return True
 
 
 DEFAULT_RHYTHMS: tuple[Rhythm, ...] = (
@@ -56,9 +67,7 @@ def displacement_at(t: float, rhythms: Sequence[Rhythm]) -> np.ndarray:
     """(R, 2) displacement (dx, dy) of each rhythm's centre at time t (seconds)."""
     out = np.zeros((len(rhythms), 2), np.float64)
     for i, r in enumerate(rhythms):
-        s = np.sin(2 * np.pi * r.frequency * t + r.phase)
-        if r.burst_period is not None and (t % r.burst_period) >= r.burst_period / 2:
-            s = 0.0
+        s = np.sin(2 * np.pi * r.frequency * t + r.phase) if r.active(t) else 0.0
         out[i] = np.asarray(r.amplitude) * s
     return out
 
@@ -68,7 +77,8 @@ def render_frames(n_frames: int, fps: float = 120.0, height: int = 240, width: i
                   t0: float = 0.0, noise_sd: float = 2.0,
                   global_shift: tuple[float, float] = (0.0, 0.0),
                   global_rotation_deg: float = 0.0,
-                  times: Sequence[float] | None = None) -> Iterator[np.ndarray]:
+                  times: Sequence[float] | None = None,
+                  noise_seed: int | None = None) -> Iterator[np.ndarray]:
     """Yield (H, W, 3) uint8 RGB frames of the synthetic face.
 
     Parameters
@@ -95,6 +105,9 @@ def render_frames(n_frames: int, fps: float = 120.0, height: int = 240, width: i
         The time (s) of each frame, for a camera that is not a constant-rate clock
         (variable frame rate, dropped frames); replaces ``t0 + i / fps`` and
         ``n_frames``.
+    noise_seed : int, optional
+        Seeds the sensor noise alone (default ``seed + 1``): another recording of the
+        same face gets other noise.
     """
     import cv2
 
@@ -111,7 +124,7 @@ def render_frames(n_frames: int, fps: float = 120.0, height: int = 240, width: i
     weights = [np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2)
                         / (2 * (r.radius * width) ** 2))).astype(np.float32)
                for r, (cx, cy) in zip(rhythms, centers)]
-    rng = np.random.default_rng(seed + 1)
+    rng = np.random.default_rng(seed + 1 if noise_seed is None else noise_seed)
     frame_times = [t0 + i / fps for i in range(n_frames)] if times is None else list(times)
     for t in frame_times:
         d = displacement_at(t, rhythms)
@@ -157,18 +170,21 @@ def write_demo_video(path: str | Path, n_frames: int, fps: float = 120.0, height
                      width: int = 320, seed: int = 0, t0: float = 0.0,
                      rhythms: Sequence[Rhythm] = DEFAULT_RHYTHMS,
                      global_shift: tuple[float, float] = (0.0, 0.0),
-                     global_rotation_deg: float = 0.0) -> dict:
+                     global_rotation_deg: float = 0.0, noise_seed: int | None = None) -> dict:
     """Render and write a demo video; return its ground truth as a dict.
 
     ``global_shift`` and ``global_rotation_deg`` move the whole face (see
-    :func:`render_frames`); they enter the truth only when set.
+    :func:`render_frames`); they enter the truth only when set, like ``noise_seed``.
     """
     moved = tuple(global_shift) != (0.0, 0.0) or global_rotation_deg != 0.0
     n = write_video(path, render_frames(n_frames, fps, height, width, rhythms, seed, t0,
                                         global_shift=global_shift,
-                                        global_rotation_deg=global_rotation_deg), fps)
+                                        global_rotation_deg=global_rotation_deg,
+                                        noise_seed=noise_seed), fps)
     truth = {"path": str(path), "n_frames": n, "fps": fps, "height": height, "width": width,
              "seed": seed, "t0": t0, "rhythms": [asdict(r) for r in rhythms]}
+    if noise_seed is not None:
+        truth["noise_seed"] = int(noise_seed)
     if moved:
         truth["global_shift"] = [float(v) for v in global_shift]
         truth["global_rotation_deg"] = float(global_rotation_deg)
@@ -193,13 +209,62 @@ RHYTHMS_B: tuple[Rhythm, ...] = (
     Rhythm("jaw", (0.55, 0.72), 0.09, 6.0, (0.2, 1.0), burst_period=2.5),
 )
 
-#: the bundled demo: video name -> write_demo_video keyword arguments. Session A is
-#: one animal filmed in two consecutive files; session B is another animal.
+#: the demo's videos: 22 s at 60 fps each (1320 frames; the spectrogram's 4 s window
+#: leaves 18 s of time bins per video)
+DEMO_FPS = 60.0
+DEMO_SECONDS = 22.0
+#: how long the jaw "licks" after each ``cue`` event (s)
+LICK_SECONDS = 1.0
+
+#: the demo's events (session clock, s): ``cue`` events start a bout of licking (the
+#: jaw moves at the animal's lick rate for LICK_SECONDS), ``catch`` events change
+#: nothing. Session A's second video starts at 22 s on the session clock (videos are
+#: placed back to back). Every usable window [-1, +2] s lies inside a video's time bins
+#: (2.2-19.8 s of each 22 s video: the 4 s VQT window loses 2 s at each end) and clear
+#: of the previous event's response; the cue at 1.0 s and the catch at 41.0 s lie too
+#: close to an edge and are listed as skipped. config/events/{session}.tsv hold the same
+#: times (tested).
+DEMO_EVENTS: dict[str, tuple[tuple[float, str], ...]] = {
+    "demo_mouseA": ((1.0, "cue"), (3.3, "cue"), (5.9, "catch"), (8.3, "cue"), (10.9, "catch"),
+                    (13.3, "cue"), (15.9, "catch"),
+                    (25.6, "cue"), (28.2, "catch"), (30.6, "cue"), (33.2, "catch"),
+                    (35.6, "cue"), (38.2, "catch"), (41.0, "catch")),
+    "demo_mouseB": ((3.6, "cue"), (6.2, "catch"), (8.6, "cue"), (11.2, "catch"), (13.6, "cue"),
+                    (16.2, "catch")),
+    "demo_mouseA_day2": ((3.4, "cue"), (6.0, "catch"), (8.4, "cue"), (11.0, "catch"),
+                         (13.4, "cue"), (16.0, "catch")),
+}
+
+
+def cue_times(session: str) -> tuple[float, ...]:
+    """The ``cue`` times of a demo session (s, session clock)."""
+    return tuple(t for t, label in DEMO_EVENTS[session] if label == "cue")
+
+
+def _rhythms(whisk: float, breathe: float, lick: float, session: str,
+             amp: tuple[float, float, float] = (1.5, 1.0, 1.2)) -> tuple[Rhythm, ...]:
+    """Whisking (x) and breathing (y) all the time; licking (jaw) after each cue."""
+    return (
+        Rhythm("whisker_pad", (0.30, 0.45), 0.10, whisk, (amp[0], 0.0)),
+        Rhythm("nose", (0.62, 0.35), 0.08, breathe, (0.0, amp[1]), phase=0.7),
+        Rhythm("jaw", (0.55, 0.72), 0.09, lick, (0.25 * amp[2], amp[2]),
+               onsets=cue_times(session), on_duration=LICK_SECONDS),
+    )
+
+
+#: the bundled demo: video name -> write_demo_video keyword arguments. Session A is one
+#: animal filmed in two consecutive files, session B another animal, and A on another
+#: day with the camera moved. Every video differs: its own events, noise and start time.
+_N = int(round(DEMO_SECONDS * DEMO_FPS))
 DEMO_VIDEOS: dict[str, dict] = {
-    "mouseA_1": dict(n_frames=720, fps=120.0, seed=0, t0=0.0, rhythms=DEFAULT_RHYTHMS),
-    "mouseA_2": dict(n_frames=720, fps=120.0, seed=0, t0=6.0, rhythms=DEFAULT_RHYTHMS),
-    "mouseB_1": dict(n_frames=960, fps=120.0, seed=1, t0=0.0, rhythms=RHYTHMS_B),
+    "mouseA_1": dict(n_frames=_N, fps=DEMO_FPS, seed=0, t0=0.0, noise_seed=101,
+                     rhythms=_rhythms(8.0, 3.0, 6.0, "demo_mouseA")),
+    "mouseA_2": dict(n_frames=_N, fps=DEMO_FPS, seed=0, t0=DEMO_SECONDS, noise_seed=102,
+                     rhythms=_rhythms(8.0, 3.0, 6.0, "demo_mouseA")),
+    "mouseB_1": dict(n_frames=_N, fps=DEMO_FPS, seed=1, t0=0.0, noise_seed=201,
+                     rhythms=_rhythms(10.0, 4.0, 7.0, "demo_mouseB", amp=(1.2, 1.0, 1.0))),
     # animal A on another day, camera moved: ROIs carried over from session A
-    "mouseA_day2": dict(n_frames=720, fps=120.0, seed=0, t0=0.0, rhythms=DEFAULT_RHYTHMS,
+    "mouseA_day2": dict(n_frames=_N, fps=DEMO_FPS, seed=0, t0=0.0, noise_seed=301,
+                        rhythms=_rhythms(8.0, 3.0, 6.0, "demo_mouseA_day2"),
                         global_shift=(6.5, -4.25), global_rotation_deg=2.0),
 }

@@ -27,3 +27,10 @@ class TCAError(FaceRhythmError):
 
 class FaceRhythmWarning(UserWarning):
     """Input that is accepted but probably not what the user meant (e.g. a misspelled column)."""
+class EventsError(FaceRhythmError):
+    """An events file is malformed or its events do not fit the session."""
+
+
+class NWBError(FaceRhythmError):
+    """NWB export cannot run: missing session metadata, or an acquisition file that does
+    not fit the session."""

@@ -403,9 +403,11 @@ def _check_tca_time_bins(spectrograms: str | Path, spec, session: str, cfg: Mapp
                                                 params["padding"]))
 
 
-def tca(spectrograms: str | Path, output: str | Path, *, session: str, params: Mapping):
+def tca(spectrograms: str | Path, output: str | Path, *, session: str, params: Mapping,
+        videos_info: str | Path | None = None):
     """TCA of one session (``spectrograms.h5`` -> ``tca.h5``). ``params``: the config's
-    ``tca`` section.
+    ``tca`` section; with ``videos_info`` (``videos.json``) each decomposition is labelled
+    by the video file it stands for.
 
     Returns
     -------
@@ -433,6 +435,11 @@ def tca(spectrograms: str | Path, output: str | Path, *, session: str, params: M
                           point_positions=spec.point_positions,
                           time_axes={"session_times": spec.session_times,
                                      "gap_fraction": spec.gap_fraction})
+        if videos_info is not None:
+            from .streams import label_tca_h5
+
+            log.info("decompositions by video file: %s",
+                     label_tca_h5(f, [v["path"] for v in read_videos_json(videos_info)["videos"]]))
         write_provenance(f, "tca", params=cfg, inputs=[str(spectrograms)],
                          extra={"session": session, "engines": {k: d.fit.engine for k, d in
                                                                 result.decompositions.items()}},

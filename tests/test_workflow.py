@@ -44,7 +44,8 @@ def test_dry_run_lists_jobs_per_session(tmp_path):
     for rule, count in [("demo_video", 4), ("probe_videos", 3), ("rois", 2), ("reference_image", 2),
                         ("rois_from_template", 1), ("track_points", 3), ("spectrogram", 3), ("tca", 3),
                         ("tca_joint", 1), ("plot_rois", 3), ("plot_tracking", 3), ("overlay_video", 3),
-                        ("plot_spectrograms", 3), ("plot_tca", 3), ("plot_tca_joint", 1)]:
+                        ("plot_spectrograms", 3), ("plot_tca", 3), ("plot_tca_joint", 1),
+                        ("events", 3), ("plot_events", 3), ("nwb_export", 3)]:
         line = next((ln for ln in out.splitlines() if ln.split()[:1] == [rule]), None)
         assert line is not None, f"{rule} missing from the dry run:\n{out}"
         assert int(line.split()[1]) == count, line
@@ -81,7 +82,8 @@ def test_demo_end_to_end(demo_run):
     res = wd / "results"
     for s in ("demo_mouseA", "demo_mouseB", "demo_mouseA_day2"):
         info = json.loads((res / s / "videos.json").read_text())
-        assert info["frame_rate"] == 120.0
+        assert info["frame_rate"] == 60.0
+        assert [v["num_frames"] for v in info["videos"]] == [1320] * len(info["videos"])   # 22 s each
         with h5py.File(res / s / "rois.h5") as f:
             n = len(f["point_positions"])
             assert n > 100 and f["tracking_mask"][()].any()
@@ -97,11 +99,92 @@ def test_demo_end_to_end(demo_run):
                 assert f["spectrograms"][k].shape[:2] == (2, n)
         with h5py.File(res / s / "tca.h5") as f:
             assert "provenance" in f
-        for log in ("probe_videos", "rois", "track_points", "spectrogram", "tca"):
+            # decompositions keep their keys and are labelled by video file
+            names = {"demo_mouseA": ["mouseA_1.mp4", "mouseA_2.mp4"], "demo_mouseB": ["mouseB_1.mp4"],
+                     "demo_mouseA_day2": ["mouseA_day2.mp4"]}[s]
+            assert [f["decompositions"][k].attrs["label"] for k in keys] == names
+        assert (res / s / "events.h5").exists() and (res / s / "figures" / "events.png").exists()
+        assert (res / s / f"{s}.nwb").exists()
+        for log in ("probe_videos", "rois", "track_points", "spectrogram", "tca", "events", "nwb_export"):
             assert (wd / "logs" / log / f"{s}.log").stat().st_size > 0
     assert (res / "joint" / "demo" / "tca.h5").exists()
     # nothing half-written is left behind
     assert not [p for p in res.rglob(".*tmp-*")]
+
+
+@pytest.mark.slow
+def test_demo_videos_are_distinct_and_events_match_the_demo(demo_run):
+    import hashlib
+
+    from facerhythm_core.demo import DEMO_EVENTS, DEMO_VIDEOS
+    from facerhythm_core.events import read_events
+
+    wd, _ = demo_run
+    digests = {hashlib.sha256((wd / "resources" / "demo" / f"{v}.mp4").read_bytes()).hexdigest()
+               for v in DEMO_VIDEOS}
+    assert len(digests) == len(DEMO_VIDEOS)
+    for s, want in DEMO_EVENTS.items():
+        e = read_events(REPO / "config" / "events" / f"{s}.tsv")
+        assert list(zip(e.time.tolist(), e.label)) == [(t, lab) for t, lab in want]
+
+
+@pytest.mark.slow
+def test_demo_events_recover_the_planted_licking(demo_run):
+    """After each cue the jaw licks (6-7 Hz) for 1 s; catch events change nothing. The
+    spectral power at the lick frequency and the TCA component that peaks there rise
+    after cues, clear of their pre-event level, and not after catches."""
+    from facerhythm_core.demo import DEMO_VIDEOS
+    from facerhythm_core.events import read_events_h5
+
+    wd, _ = demo_run
+    lick = {"demo_mouseA": 6.0, "demo_mouseB": 7.0, "demo_mouseA_day2": 6.0}
+    assert DEMO_VIDEOS["mouseB_1"]["rhythms"][2].frequency == 7.0
+    for s, f_lick in lick.items():
+        e = read_events_h5(wd / "results" / s / "events.h5")
+        sp = e["spectral"]
+        k = int(np.argmin(np.abs(sp["frequencies"] - f_lick)))
+        lags = sp["lags"]
+        after, before = (lags > 0.1) & (lags < 1.0), lags < -0.4
+        face = sp["rois"].index("face")
+        cue, catch = sp["cue"], sp["catch"]
+        assert cue["attrs"]["n_events"] >= 3 and catch["attrs"]["n_events"] >= 3
+        m = cue["mean"][:, face, k]
+        assert m[after].max() > 2 * m[before].mean(), (s, m)
+        assert cue["ci_low"][after, face, k].max() > cue["ci_high"][before, face, k].max(), s
+        c = catch["mean"][:, face, k]
+        assert c[after].max() < 1.5 * c[before].mean() + 1e-6, (s, c)
+        for name, g in e["tca"].items():
+            if name == "attrs":
+                continue
+            peaks = np.asarray(g["peak_frequency"])
+            (r,) = np.flatnonzero(np.abs(peaks - f_lick) < 1.0)    # one licking component
+            tl = g["lags"]
+            a, b = (tl > 0.1) & (tl < 1.0), tl < -0.4
+            mc = g["cue"]["mean"][:, r]
+            assert mc[a].max() > 3 * mc[b].mean(), (s, name, mc)
+    # edge events are listed and skipped, with their reason
+    e = read_events_h5(wd / "results" / "demo_mouseA" / "events.h5")
+    skipped = e["events"]["time"][e["spectral"]["cue"]["skipped_index"]].tolist()
+    assert skipped == [1.0] and e["spectral"]["cue"]["skipped_reason"][0].startswith("edge:")
+    assert "skipped" in (wd / "logs" / "events" / "demo_mouseA.log").read_text()
+
+
+@pytest.mark.slow
+def test_demo_nwb_files_pass_nwbinspector_and_read_back(demo_run):
+    from facerhythm_core import nwb
+
+    wd, _ = demo_run
+    for s in ("demo_mouseA", "demo_mouseB", "demo_mouseA_day2"):
+        path = wd / "results" / s / f"{s}.nwb"
+        bad = [m for m in nwb.inspect_nwb(path) if m["importance"] in nwb.FAILING]
+        assert bad == [], bad
+        got = nwb.read_nwb_results(path)
+        with h5py.File(wd / "results" / s / "tracking.h5") as f:
+            keys = sorted(f["points_tracked"], key=int)
+            pts = np.concatenate([f["points_tracked"][k][()] for k in keys])
+        assert np.array_equal(got["tracked_points"], pts)
+        assert got["subject"]["subject_id"] == ("mouseB" if s == "demo_mouseB" else "mouseA")
+        assert sorted(got["events"]) == ["catch", "cue"]
 
 
 @pytest.mark.slow

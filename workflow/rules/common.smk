@@ -16,6 +16,8 @@ from facerhythm_core.demo import DEMO_VIDEOS
 from facerhythm_core.errors import ConfigError
 from facerhythm_core.failures import ROOT_CAUSE, Failure, error_in_log
 from facerhythm_core.io import atomic_output
+from facerhythm_core.events import check_events_file, session_extent
+from facerhythm_core.nwb import check_export, session_metadata
 
 
 def _load_schema(name):
@@ -155,6 +157,21 @@ def _remote_problem(s, url):
     return f"session {s.session!r}: cannot reach the video {url}: {why}{where}{hint}"
 
 
+def _check_events(s):
+    """Problems with a session's events file: its rows, and (when the videos exist) that
+    every event lies inside the session."""
+    if not s.events:
+        return []
+    if not Path(s.events).is_file():
+        return [f"session {s.session!r}: events file not found: {s.events}"]
+    try:
+        found = session_extent(s.videos, s.timestamps, cache_dir=".snakemake/facerhythm")
+    except Exception:  # a broken video or timestamps file is reported on its own
+        found = None
+    extent, tol = found if found else (None, 0.0)
+    return [f"session {s.session!r}: {p}" for p in check_events_file(s.events, extent, tol)]
+
+
 def _check_inputs():
     """Fail before any job starts when an input is missing or a group is wrong.
 
@@ -171,6 +188,8 @@ def _check_inputs():
             checks.append(("frames_freeze", "frames_freeze file", s.frames_freeze))
         problems += [m for m in (_file_problem(s, *c) for c in checks) if m]
         problems += check_timestamp_files(s, cache_dir=".snakemake/facerhythm")
+        problems += _check_events(s)
+    problems += check_export(SESSIONS.values(), config["nwb"])
     for group, members in JOINT.items():
         for m in members:
             if m not in SESSIONS:
@@ -296,6 +315,7 @@ def all_targets():
         ]
     out += [f"{RESULTS}/joint/{g}/tca.h5" for g in JOINT]
     out += report_targets()
+    out += events_targets() + nwb_targets()
     return out
 
 
@@ -349,6 +369,8 @@ SUMMARY_STAGES = [
     ("track_points", "tracking.h5"),
     ("spectrogram", "spectrograms.h5"),
     ("tca", "tca.h5"),
+    ("events", "events.h5"),
+    ("nwb_export", "{session}.nwb"),
 ]
 
 
@@ -379,6 +401,15 @@ def _write_summary_table(rows):
     return "summary in logs/run_summary.tsv"
 
 
+def _stage_applies(session, stage):
+    """Whether a session runs a stage (events need an events file, NWB export the config)."""
+    if stage == "events":
+        return bool(SESSIONS[session].events)
+    if stage == "nwb_export":
+        return bool(config["nwb"]["enabled"])
+    return True
+
+
 def _probe_warnings(session):
     """What the probe step found worth knowing (cut-short copies accepted, irregular
     clocks), from videos.json."""
@@ -401,8 +432,10 @@ def write_run_summary(status):
     failed, notes = [], []
     for s in SESSIONS:
         for stage, name in SUMMARY_STAGES:
+            if not _stage_applies(s, stage):
+                continue
             log = f"logs/{stage}/{s}.log"
-            state, failure = _stage_state(Path(RESULTS) / s / name, log)
+            state, failure = _stage_state(Path(RESULTS) / s / name.format(session=s), log)
             note = ""
             if stage == "probe_videos" and state == "done":
                 warns = _probe_warnings(s)

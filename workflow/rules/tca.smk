@@ -4,6 +4,7 @@
 rule tca:
     input:
         spectrograms=f"{RESULTS}/{{session}}/spectrograms.h5",
+        videos_info=f"{RESULTS}/{{session}}/videos.json",
     output:
         f"{RESULTS}/{{session}}/tca.h5",
     params:

@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 
 from facerhythm_core import plots  # noqa: E402
 from facerhythm_core.results import as_list, read_rois, read_tca, read_videos_info  # noqa: E402
+from facerhythm_core.streams import decomposition_label, stream_labels  # noqa: E402
 
 joint = bool(snakemake.params.joint)
 label = snakemake.params.label
@@ -28,6 +29,12 @@ if isinstance(pos, dict):  # joint: sessions share one point set; draw on the fi
     pos = pos.get(sessions[0], next(iter(pos.values())))
 if pos is None:
     pos = rois["points"]
+
+
+# per session: decompositions and time panels named by video file (keys stay "0", "1")
+every_key = sorted({k for d in res["decompositions"].values() for k in d["times"]} or
+                   set(res["decompositions"]), key=lambda k: (len(k), k))
+files = stream_labels(every_key, [v["path"] for v in infos[sessions[0]]["videos"]]) if not joint else {}
 
 
 def start_of(session, key):
@@ -71,18 +78,20 @@ for name, d in res["decompositions"].items():
             s, v = split_key(name)
             t0 = start_of(s, v)
             t = times[name] + t0 if name in times else t0 + np.arange(len(t_fac), dtype=float)
-            title = label
+            title = files.get(name, label)
         panels[title] = [(t, t_fac)]
-    ttl = f"{label}: TCA components" + ("" if name in ("all", "0") and len(res["decompositions"]) == 1
-                                         else f" (decomposition {name!r})")
+    if joint:
+        ttl = f"{label}: TCA components" + ("" if len(res["decompositions"]) == 1
+                                             else f" (decomposition {name!r})")
+    else:
+        ttl = f"{label}: TCA components of {decomposition_label(name, list(d['times']) or [name], files)}"
     fig = plots.plot_tca_components(
         d["points_x"], d["points_y"], d["frequency"], freqs, panels, pos, image=rois["image"],
         evr=d["evr"], stack_factor=d["stack"], stack_names=d["stack_names"],
         stack_label=d["stack_dim"] or "session", boundaries=bounds, title=ttl)
     plots.save_figure(fig, out_comp / f"{name}.png", dpi=90)
     fig = plots.plot_tca_fit(d["evr"], d["errors"], d["evr_model"], d["rel_error"], sweep=d["sweep"],
-                             title=f"{label}: TCA fit" + ("" if len(res["decompositions"]) == 1
-                                                          else f" (decomposition {name!r})"))
+                             title=ttl.replace("TCA components", "TCA fit"))
     plots.save_figure(fig, out_fit / f"{name}.png")
     log.info("decomposition %s: rank %d, EVR %s", name, d["points_x"].shape[1],
              np.round(d["evr"], 4).tolist())

@@ -1,0 +1,59 @@
+# Rhythms aligned to each session's events (sessions table column `events`), and their figure.
+
+EVENT_SESSIONS = [s for s, v in SESSIONS.items() if v.events]
+
+
+def events_targets():
+    out = []
+    for s in EVENT_SESSIONS:
+        out += [f"{RESULTS}/{s}/events.h5", f"{RESULTS}/{s}/figures/events.png"]
+    return out
+
+
+rule events:
+    input:
+        events=lambda wc: SESSIONS[wc.session].events,
+        tca=f"{RESULTS}/{{session}}/tca.h5",
+        spectrograms=f"{RESULTS}/{{session}}/spectrograms.h5",
+        rois=f"{RESULTS}/{{session}}/rois.h5",
+        videos_info=f"{RESULTS}/{{session}}/videos.json",
+    output:
+        f"{RESULTS}/{{session}}/events.h5",
+    params:
+        events=config["events"],
+    wildcard_constraints:
+        session=_session_regex(EVENT_SESSIONS),
+    log:
+        "logs/events/{session}.log",
+    benchmark:
+        "logs/benchmarks/events/{session}.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 20 * attempt,
+    conda:
+        "../envs/facerhythm.yaml"
+    script:
+        "../scripts/events.py"
+
+
+rule plot_events:
+    input:
+        f"{RESULTS}/{{session}}/events.h5",
+    output:
+        report(f"{FIGURES}/events.png", caption="../report/events.rst", category="{session}",
+               subcategory="5 Events", labels={"figure": "event-triggered TCA components"}),
+    wildcard_constraints:
+        session=_session_regex(EVENT_SESSIONS),
+    log:
+        "logs/plot_events/{session}.log",
+    benchmark:
+        "logs/benchmarks/plot_events/{session}.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 20 * attempt,
+    conda:
+        "../envs/facerhythm.yaml"
+    script:
+        "../scripts/plot_events.py"
