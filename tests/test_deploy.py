@@ -146,6 +146,7 @@ def small_config(project: Path, sessions: str | None = None) -> None:
     """One short demo session, a small TCA; extra columns a lab keeps (genotype, date)."""
     cfg = yaml.safe_load((project / "config" / "config.yaml").read_text())
     cfg["tca"].update(rank=3, n_iter_max=30, joint={})
+    cfg["nwb"]["enabled"] = False  # export needs each session's start time, not given here
     (project / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     (project / "config" / "sessions.tsv").write_text(
         sessions

@@ -70,6 +70,7 @@ def project(tmp: Path, videos: dict[str, str], storage: dict | None = None) -> P
     shutil.copytree(REPO / "config", wd / "config")
     cfg = yaml.safe_load((wd / "config" / "config.yaml").read_text())
     cfg["tca"].update(rank=2, n_iter_max=10, joint={})
+    cfg["nwb"]["enabled"] = False  # export needs each session's start time, not given here
     if storage is not None:
         cfg["storage"] = storage
     (wd / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))

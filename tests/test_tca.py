@@ -1,8 +1,5 @@
 """Tests of the TCA stage (facerhythm_core.tca) on small synthetic tensors."""
 
-import runpy
-import sys
-import types
 from pathlib import Path
 
 import h5py
@@ -471,15 +468,14 @@ def write_spectrograms(path, data, n_freq):
 
 
 def run_script(name, tmp_path, inputs, params, out):
-    smk = types.SimpleNamespace(
-        input=types.SimpleNamespace(spectrograms=inputs), output=[str(out)],
-        params=types.SimpleNamespace(**params), log=[str(tmp_path / f"{name}.log")],
-        threads=1, rule=name, wildcards={})
-    hook = sys.excepthook
-    try:  # as Snakemake runs it: the script imports only the installed package
-        runpy.run_path(str(REPO / "workflow" / "scripts" / f"{name}.py"), init_globals={"snakemake": smk})
-    finally:
-        sys.excepthook = hook
+    """The rule's stage (facerhythm_core.stages), called as its script calls it."""
+    from facerhythm_core import stages
+
+    if name == "tca":
+        stages.tca(inputs, out, session=params["session"], params=params["tca"])
+    else:
+        stages.tca_joint(inputs, out, group=params["group"], sessions=params["sessions"],
+                         params=params["tca"])
 
 
 CFG = dict(device="cpu", method="CP_NN_HALS", backend="pytorch", rank=2, n_iter_max=10,
@@ -488,7 +484,7 @@ CFG = dict(device="cpu", method="CP_NN_HALS", backend="pytorch", rank=2, n_iter_
            joint={}, rank_sweep={"enabled": False})
 
 
-def test_tca_script_writes_documented_file(tmp_path):
+def test_tca_stage_writes_documented_file(tmp_path):
     spec = tmp_path / "spectrograms.h5"
     write_spectrograms(spec, spectros(n_points=4, n_freq=3, lengths=(16, 12), seed=3), 3)
     out = tmp_path / "tca.h5"
@@ -501,7 +497,7 @@ def test_tca_script_writes_documented_file(tmp_path):
         assert "provenance" in f
 
 
-def test_tca_joint_script_splits_time_per_session(tmp_path):
+def test_tca_joint_stage_splits_time_per_session(tmp_path):
     paths = []
     for sid, lengths in (("A", (16, 12)), ("B", (20,))):
         p = tmp_path / f"{sid}.h5"
