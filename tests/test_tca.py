@@ -1,5 +1,6 @@
 """Tests of the TCA stage (facerhythm_core.tca) on small synthetic tensors."""
 
+import json
 import runpy
 import sys
 import types
@@ -327,9 +328,9 @@ def write_spectrograms(path, data, n_freq):
         f.attrs["fs"] = 120.0
 
 
-def run_script(name, tmp_path, inputs, params, out):
+def run_script(name, tmp_path, inputs, params, out, **more_inputs):
     smk = types.SimpleNamespace(
-        input=types.SimpleNamespace(spectrograms=inputs), output=[str(out)],
+        input=types.SimpleNamespace(spectrograms=inputs, **more_inputs), output=[str(out)],
         params=types.SimpleNamespace(**params), log=[str(tmp_path / f"{name}.log")],
         threads=1, rule=name, wildcards={})
     scripts = str(REPO / "workflow" / "scripts")
@@ -352,10 +353,13 @@ def test_tca_script_writes_documented_file(tmp_path):
     spec = tmp_path / "spectrograms.h5"
     write_spectrograms(spec, spectros(n_points=4, n_freq=3, lengths=(16, 12), seed=3), 3)
     out = tmp_path / "tca.h5"
-    run_script("tca", tmp_path, str(spec), {"tca": CFG, "session": "s1"}, out)
+    info = tmp_path / "videos.json"
+    info.write_text(json.dumps({"videos": [{"path": "v/day1.mp4"}, {"path": "v/day2.mp4"}]}))
+    run_script("tca", tmp_path, str(spec), {"tca": CFG, "session": "s1"}, out, videos_info=str(info))
     back = tca.read_tca_h5(out)
     assert set(back) == {"0", "1", "frequencies"}
     assert back["1"]["factors"]["time"].shape == (12, 2)
+    assert [back[k]["attrs"]["label"] for k in ("0", "1")] == ["day1.mp4", "day2.mp4"]   # by file
     with h5py.File(out, "r") as f:
         assert f.attrs["session"] == "s1"
         assert "provenance" in f
