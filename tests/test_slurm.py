@@ -106,7 +106,8 @@ def dry_run_jobs(text: str) -> list[dict]:
                 jobs.append(cur)
         elif cur is not None and s.startswith("output:"):
             cur["outputs"] = True
-            cur["output"] = s.split(":", 1)[1].strip()
+        elif cur is not None and s.startswith("wildcards:"):
+            cur["wildcards"] = s.split(":", 1)[1].strip()
         elif cur is not None and s.startswith("threads:"):
             cur["threads"] = int(s.split(":", 1)[1])
         elif cur is not None and s.startswith("resources:"):
@@ -236,9 +237,10 @@ def test_command_line_set_resources_keeps_gpu_routing(dry_runs):
 
 
 def test_retry_asks_for_more_memory(dry_runs):
-    # the same jobs (by rule and output; a dry run may list independent jobs in any order)
-    first = {(j["rule"], j.get("output", "")): j for j in dry_runs["plain"][1]}
-    second = {(j["rule"], j.get("output", "")): j for j in dry_runs["attempt2"][1]}
+    # jobs matched by rule and wildcards: two dry runs may list independent jobs in another order
+    first = {(j["rule"], j.get("wildcards", "")): j for j in dry_runs["plain"][1]}
+    second = {(j["rule"], j.get("wildcards", "")): j for j in dry_runs["attempt2"][1]}
+    assert len(first) == len(dry_runs["plain"][1])            # every job has its own key
     assert first.keys() == second.keys() and first
     for key, j1 in first.items():
         m1, m2 = j1["resources"]["mem_mb"], second[key]["resources"]["mem_mb"]

@@ -1,5 +1,6 @@
 """Tests of the TCA stage (facerhythm_core.tca) on small synthetic tensors."""
 
+import json
 from pathlib import Path
 
 import h5py
@@ -467,12 +468,13 @@ def write_spectrograms(path, data, n_freq):
         f.attrs["fs"] = 120.0
 
 
-def run_script(name, tmp_path, inputs, params, out):
+def run_script(name, tmp_path, inputs, params, out, **more_inputs):
     """The rule's stage (facerhythm_core.stages), called as its script calls it."""
     from facerhythm_core import stages
 
     if name == "tca":
-        stages.tca(inputs, out, session=params["session"], params=params["tca"])
+        stages.tca(inputs, out, session=params["session"], params=params["tca"],
+                   videos_info=more_inputs.get("videos_info"))
     else:
         stages.tca_joint(inputs, out, group=params["group"], sessions=params["sessions"],
                          params=params["tca"])
@@ -488,10 +490,13 @@ def test_tca_stage_writes_documented_file(tmp_path):
     spec = tmp_path / "spectrograms.h5"
     write_spectrograms(spec, spectros(n_points=4, n_freq=3, lengths=(16, 12), seed=3), 3)
     out = tmp_path / "tca.h5"
-    run_script("tca", tmp_path, str(spec), {"tca": CFG, "session": "s1"}, out)
+    info = tmp_path / "videos.json"
+    info.write_text(json.dumps({"videos": [{"path": "v/day1.mp4"}, {"path": "v/day2.mp4"}]}))
+    run_script("tca", tmp_path, str(spec), {"tca": CFG, "session": "s1"}, out, videos_info=str(info))
     back = tca.read_tca_h5(out)
     assert set(back) == {"0", "1", "frequencies"}
     assert back["1"]["factors"]["time"].shape == (12, 2)
+    assert [back[k]["attrs"]["label"] for k in ("0", "1")] == ["day1.mp4", "day2.mp4"]   # by file
     with h5py.File(out, "r") as f:
         assert f.attrs["session"] == "s1"
         assert "provenance" in f
