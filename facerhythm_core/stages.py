@@ -150,13 +150,13 @@ def reference_image(videos: Sequence[str], videos_info: str | Path, output: str 
     return image
 
 
-def rois(videos_info: str | Path, rois_out: str | Path, example_out: str | Path, *,
-         params: Mapping, roi_file: str | Path | None = None):
+def rois(videos_info: str | Path, first_video: str | Path, rois_out: str | Path,
+         example_out: str | Path, *, params: Mapping, roi_file: str | Path | None = None):
     """A session's ROIs from an ROI file or config polygons: masks, seed points, tracking
-    mask (``rois.h5``) and the example frame (PNG).
+    mask (``rois.h5``) and the example frame (PNG, from ``first_video``).
 
     ``params``: ``source`` (the sessions table's ``rois`` cell), ``polygons`` (for
-    ``config:NAME``), ``first_video`` and ``rois`` (the config section).
+    ``config:NAME``) and ``rois`` (the config section).
     """
     from .rois import build_session_rois
 
@@ -164,17 +164,17 @@ def rois(videos_info: str | Path, rois_out: str | Path, example_out: str | Path,
     cfg = params["rois"]
     roi_set, tracking_mask = build_session_rois(
         source=params["source"], frame_shape=(info["height"], info["width"]),
-        first_video=params["first_video"], roi_file=roi_file, polygons=params["polygons"],
+        first_video=first_video, roi_file=roi_file, polygons=params["polygons"],
         point_rois=cfg["point_rois"], tracking_rois=cfg["tracking_rois"],
         point_spacing=cfg["point_spacing"], use_file_points=cfg["use_file_points"],
         flip=cfg["flip_lr"])
-    inputs = [p for p in [roi_file, params["first_video"]] if p]
+    inputs = [p for p in [roi_file, first_video] if p]
     _write_rois(roi_set, tracking_mask, rois_out, example_out, {"source": params["source"], **cfg},
                 inputs, cfg["point_spacing"], params["source"])
     return roi_set, tracking_mask
 
 
-def rois_from_template(videos_info: str | Path, template_rois: str | Path,
+def rois_from_template(videos_info: str | Path, first_video: str | Path, template_rois: str | Path,
                        template_reference: str | Path, reference: str | Path,
                        rois_out: str | Path, example_out: str | Path, qc_out: str | Path, *,
                        session: str, params: Mapping, others: Mapping[str, str] | None = None,
@@ -182,8 +182,8 @@ def rois_from_template(videos_info: str | Path, template_rois: str | Path,
     """Warp the template session's ROIs onto this session (docs/alignment.md).
 
     Writes ``rois.h5`` (with an ``alignment`` group: the warp), the example frame and
-    the registration QC figure. ``params``: ``source``, ``template`` (its session id),
-    ``first_video``, ``rois`` and ``alignment`` (config sections). ``others``: sibling
+    the registration QC figure (the example frame from ``first_video``). ``params``:
+    ``source``, ``template`` (its session id), ``rois`` and ``alignment`` (config sections). ``others``: sibling
     sessions' reference images for the match search, name -> path. ``failed_qc``: where
     the QC figure goes when the check fails (the job's outputs are deleted then).
 
@@ -247,7 +247,7 @@ def rois_from_template(videos_info: str | Path, template_rois: str | Path,
                     "(points are kept so that sessions share one point set)", int(outside.sum()),
                     len(pts), w, h)
         roi_set.point_positions = np.clip(pts, 0, [w - 1, h - 1]).astype(np.float32)
-    roi_set.example_image = read_frame(params["first_video"], 0)
+    roi_set.example_image = read_frame(first_video, 0)
     mask = resolve_tracking_mask(roi_set, cfg["tracking_rois"])
     if not mask.any():
         raise ROIError(f"session {session!r}: the warped tracking mask is empty")
@@ -256,7 +256,7 @@ def rois_from_template(videos_info: str | Path, template_rois: str | Path,
     extra = {"template": template, "z_direct": result.z_direct, "z_final": result.z_final,
              "z_path": result.z_path, "path": result.path, "aligned": result.aligned,
              "n_points_clipped": int(outside.sum())}
-    inputs = [template_rois, template_reference, reference, *others.values(), params["first_video"]]
+    inputs = [template_rois, template_reference, reference, *others.values(), first_video]
     _write_rois(roi_set, mask, rois_out, example_out,
                 {"source": params["source"], **cfg, "alignment": acfg}, inputs,
                 cfg["point_spacing"], params["source"], alignment=(result, extra))

@@ -3,13 +3,6 @@
 EVENT_SESSIONS = [s for s, v in SESSIONS.items() if v.events]
 
 
-def events_targets():
-    out = []
-    for s in EVENT_SESSIONS:
-        out += [f"{RESULTS}/{s}/events.h5", f"{RESULTS}/{s}/figures/events.png"]
-    return out
-
-
 rule events:
     input:
         events=lambda wc: SESSIONS[wc.session].events,

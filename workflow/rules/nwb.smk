@@ -4,23 +4,6 @@
 NWB_SESSIONS = list(SESSIONS) if config["nwb"]["enabled"] else []
 
 
-def nwb_targets():
-    return [f"{RESULTS}/{s}/{s}.nwb" for s in NWB_SESSIONS]
-
-
-def nwb_inputs(wildcards):
-    s = session_of(wildcards)
-    d = f"{RESULTS}/{s.session}"
-    out = {"tracking": f"{d}/tracking.h5", "spectrograms": f"{d}/spectrograms.h5",
-           "tca": f"{d}/tca.h5", "rois": f"{d}/rois.h5", "videos_info": f"{d}/videos.json",
-           "timestamps": f"{d}/timestamps.h5"}
-    if s.events:
-        out["events"] = s.events
-    if s.nwb:
-        out["acquisition"] = s.nwb
-    return out
-
-
 rule nwb_export:
     input:
         unpack(nwb_inputs),

@@ -8,7 +8,8 @@ from facerhythm_core import stages
 
 setup_logging(snakemake)
 stages.rois_from_template(
-    snakemake.input.videos_info, snakemake.input.template_rois, snakemake.input.template_reference,
+    snakemake.input.videos_info, snakemake.input.first_video, snakemake.input.template_rois,
+    snakemake.input.template_reference,
     snakemake.input.reference, snakemake.output.rois, snakemake.output.example, snakemake.output.qc,
     session=snakemake.wildcards.session, params=dict(snakemake.params.items()),
     others=dict(zip(snakemake.params.others, snakemake.input.others)),
