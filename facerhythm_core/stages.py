@@ -77,7 +77,7 @@ def probe_videos(videos: Sequence[str], info_out: str | Path, timestamps_out: st
     from .config import check_vqt_window
     from .errors import ConfigError
     from .timing import write_timestamps_h5
-    from .tracking_session import load_frames_freeze
+    from .freeze import load_frames_freeze
     from .video import probe_session
 
     log = _log("probe_videos")
