@@ -40,6 +40,17 @@ def video(tmp_path_factory):
     return p
 
 
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory):
+    """Long enough that tracking runs for seconds after its first progress lines (600 frames
+    track in about one second, less than the orphan check's interval: a race, not a test)."""
+    from facerhythm_core.demo import write_demo_video
+
+    p = tmp_path_factory.mktemp("longvid") / "face.mp4"
+    write_demo_video(p, n_frames=6000)
+    return p
+
+
 @pytest.mark.slow
 def test_failing_session_does_not_stop_others(tmp_path, video):
     junk = tmp_path / "junk.mp4"
@@ -206,12 +217,12 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux /proc")
-def test_killed_snakemake_takes_its_running_job_with_it(tmp_path, video):
+def test_killed_snakemake_takes_its_running_job_with_it(tmp_path, long_video):
     """kill -9 of the Snakemake process alone (not its process group, as when a terminal or an
     SSH session dies): its running job stops within seconds instead of finishing unseen, and a
     rerun after --unlock redoes it."""
     target = "results/m1/tracking.h5"
-    wd = workdir(tmp_path / "wd", [f"m1\t{video}\tconfig:face"])
+    wd = workdir(tmp_path / "wd", [f"m1\t{long_video}\tconfig:face"])
     snakemake(wd, "-j2", "results/m1/rois.h5")
     cmd = [SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(wd), "-j2", target]
     head = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -245,11 +256,11 @@ def test_killed_snakemake_takes_its_running_job_with_it(tmp_path, video):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux /proc")
-def test_job_killed_without_an_error_reads_stopped(tmp_path, video):
+def test_job_killed_without_an_error_reads_stopped(tmp_path, long_video):
     """A job killed from outside (as by the out-of-memory killer) logs no error: the summary
     says 'stopped', not 'not run', and the run prints a STOPPED line."""
     target = "results/m1/tracking.h5"
-    wd = workdir(tmp_path / "wd", [f"m1\t{video}\tconfig:face"])
+    wd = workdir(tmp_path / "wd", [f"m1\t{long_video}\tconfig:face"])
     cmd = [SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(wd), "-j1", target]
     head = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})
