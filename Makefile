@@ -18,13 +18,10 @@ dryrun: setup
 test: setup
 	$(VENV)/bin/python -m pytest -q -ra
 
-# Static checks (.ci/run runs them before the tests): ruff's lint on every Python file,
-# Snakemake's own lint, and the formatters on the files already in their style.
-# TODO(whole-tree format): once `ruff format .` and `snakefmt workflow` have run over the
-# tree, replace both lists by `.` and `workflow`.
-FORMATTED_PY ?= facerhythm_core/runtime.py facerhythm_core/results.py tests/test_deploy.py \
-	tests/test_remote_videos.py
-FORMATTED_SMK ?= workflow/rules/package.smk
+# Static checks (.ci/run runs them before the tests): ruff's lint and format check on
+# every Python file, snakefmt on every Snakemake file, Snakemake's own lint.
+FORMATTED_PY ?= .
+FORMATTED_SMK ?= workflow
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check $(FORMATTED_PY)

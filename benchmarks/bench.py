@@ -69,8 +69,17 @@ def stage_cmd(impl: str, stage: str, case_dir: Path, variant: str, seed_override
         name = f"{base}_{variant}"
     out = idir / f"{name}.h5"
     metrics = idir / f"metrics_{name}.json"
-    cmd = [str(py), str(script), stage, "--params", str(case_dir / "params.json"), "--out", str(out),
-           "--metrics", str(metrics)]
+    cmd = [
+        str(py),
+        str(script),
+        stage,
+        "--params",
+        str(case_dir / "params.json"),
+        "--out",
+        str(out),
+        "--metrics",
+        str(metrics),
+    ]
     chain = impl == "ours" and variant == "chain"
     if stage == "track":
         cmd += ["--inputs", str(case_dir / "inputs.h5")]
@@ -95,30 +104,54 @@ def run_stage(out: Path, case, impl: str, stage: str, variant: str, rep: int, **
     logp = case_dir / impl / f"log_{stage}_{variant}.txt"
     load0 = os.getloadavg()[0]
     m = run_measured(cmd, metrics_path=metrics, log_path=logp, timeout_s=STAGE_TIMEOUT_S)
-    status = "ok" if m.rc == 0 else ("missing" if m.rc == 3 else
-                                     "timeout" if m.wall_s >= STAGE_TIMEOUT_S else "failed")
+    status = "ok" if m.rc == 0 else ("missing" if m.rc == 3 else "timeout" if m.wall_s >= STAGE_TIMEOUT_S else "failed")
     # the child's own VmHWM when it reported one; else ru_maxrss from wait4
     rss = (m.metrics or {}).get("vmhwm_mb") or m.peak_rss_mb
-    rec = dict(case=case.name, impl=impl, stage=stage, variant=variant, rep=rep, status=status,
-               wall_s=m.wall_s, cpu_s=m.user_s + m.sys_s, peak_rss_mb=rss, ru_maxrss_mb=m.peak_rss_mb,
-               metrics=m.metrics, output=str(dst), time=time.time(),
-               load_start=load0, load_end=os.getloadavg()[0])
+    rec = dict(
+        case=case.name,
+        impl=impl,
+        stage=stage,
+        variant=variant,
+        rep=rep,
+        status=status,
+        wall_s=m.wall_s,
+        cpu_s=m.user_s + m.sys_s,
+        peak_rss_mb=rss,
+        ru_maxrss_mb=m.peak_rss_mb,
+        metrics=m.metrics,
+        output=str(dst),
+        time=time.time(),
+        load_start=load0,
+        load_end=os.getloadavg()[0],
+    )
     if status == "failed":
         rec["log_tail"] = m.log
     record(out, rec)
     t_stage = (m.metrics or {}).get("t_stage_s")
-    log(f"  {case.name:40s} {impl:9s} {stage:11s} {variant:6s} rep{rep}: {status:7s} "
+    log(
+        f"  {case.name:40s} {impl:9s} {stage:11s} {variant:6s} rep{rep}: {status:7s} "
         f"wall {m.wall_s:7.1f} s (stage {t_stage if t_stage is None else round(t_stage, 1)} s), "
-        f"peak RSS {rss:6.0f} MB")
+        f"peak RSS {rss:6.0f} MB"
+    )
     return rec
 
 
-def prepare_case(out: Path, kind: str, duration: float = 60.0, name: str | None = None,
-                 video: Path | None = None, threads: int = 0):
+def prepare_case(
+    out: Path, kind: str, duration: float = 60.0, name: str | None = None, video: Path | None = None, threads: int = 0
+):
     """Build a case's inputs in a child process (keeps this driver's RSS small: Linux
     counts the parent's RSS at fork into a child's ru_maxrss)."""
-    cmd = [str(OURS_PY), str(HERE / "cases.py"), kind, "--out", str(out), "--duration", str(duration),
-           "--threads", str(threads)]
+    cmd = [
+        str(OURS_PY),
+        str(HERE / "cases.py"),
+        kind,
+        "--out",
+        str(out),
+        "--duration",
+        str(duration),
+        "--threads",
+        str(threads),
+    ]
     if name:
         cmd += ["--name", name]
     if video is not None:
@@ -135,8 +168,17 @@ def run_limits(out: Path, case) -> None:
         dst = out / case.name / f"limits_{impl}.json"
         if dst.exists():
             continue
-        cmd = [str(py), str(HERE / "limits.py"), case.videos[0], "--points",
-               str(out / case.name / "inputs.h5"), "--frames", "600", "--out", str(dst)]
+        cmd = [
+            str(py),
+            str(HERE / "limits.py"),
+            case.videos[0],
+            "--points",
+            str(out / case.name / "inputs.h5"),
+            "--frames",
+            "600",
+            "--out",
+            str(dst),
+        ]
         if impl == "ours":
             cmd.append("--ours-reader")
         m = run_measured(cmd, log_path=out / case.name / f"log_limits_{impl}.txt")
@@ -146,8 +188,12 @@ def run_limits(out: Path, case) -> None:
 def machine_info() -> dict:
     import os
 
-    info = dict(platform=platform.platform(), python=platform.python_version(),
-                cpus=os.cpu_count(), processor=platform.processor())
+    info = dict(
+        platform=platform.platform(),
+        python=platform.python_version(),
+        cpus=os.cpu_count(),
+        processor=platform.processor(),
+    )
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
@@ -163,15 +209,18 @@ def machine_info() -> dict:
     except OSError:
         pass
     for py, key in ((OURS_PY, "ours_versions"), (REF_PY, "reference_versions")):
-        code = ("import json,importlib.metadata as m\n"
-                "d={}\n"
-                "for p in ['torch','torchcodec','numpy','scipy','tensorly','h5py','opencv-python-headless','opencv-contrib-python-headless','face-rhythm','vqt']:\n"
-                "    try: d[p]=m.version(p)\n"
-                "    except Exception: pass\n"
-                "print(json.dumps(d))")
+        code = (
+            "import json,importlib.metadata as m\n"
+            "d={}\n"
+            "for p in ['torch','torchcodec','numpy','scipy','tensorly','h5py','opencv-python-headless','opencv-contrib-python-headless','face-rhythm','vqt']:\n"
+            "    try: d[p]=m.version(p)\n"
+            "    except Exception: pass\n"
+            "print(json.dumps(d))"
+        )
         try:
-            info[key] = json.loads(subprocess.run([str(py), "-c", code], capture_output=True, text=True,
-                                                  timeout=120).stdout)
+            info[key] = json.loads(
+                subprocess.run([str(py), "-c", code], capture_output=True, text=True, timeout=120).stdout
+            )
         except Exception as e:  # noqa: BLE001 - informational only
             info[key] = {"error": str(e)}
     return info
@@ -184,7 +233,9 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--cases", default="synthetic,real", help="comma list: synthetic, real")
     ap.add_argument("--duration", type=float, default=None, help="synthetic length in s (default 60; smoke 8)")
-    ap.add_argument("--scaling", default=None, help="synthetic lengths (s) for ours' scaling run, e.g. 15,60,240; '' = none")
+    ap.add_argument(
+        "--scaling", default=None, help="synthetic lengths (s) for ours' scaling run, e.g. 15,60,240; '' = none"
+    )
     ap.add_argument("--impls", default="reference,ours")
     ap.add_argument("--stages", default="track,spectrogram,tca")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in each stage (0 = library default)")
@@ -208,9 +259,17 @@ def main(argv=None):
     if "reference" in impls and not a.no_setup:
         subprocess.run(["bash", str(HERE / "setup_reference_venv.sh")], check=True)
 
-    run_info = dict(started=time.strftime("%Y-%m-%d %H:%M:%S %Z"), argv=sys.argv, reps=reps,
-                    smoke=a.smoke, duration=duration, scaling=scaling, impls=impls, stages=stages,
-                    machine=machine_info())
+    run_info = dict(
+        started=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        argv=sys.argv,
+        reps=reps,
+        smoke=a.smoke,
+        duration=duration,
+        scaling=scaling,
+        impls=impls,
+        stages=stages,
+        machine=machine_info(),
+    )
     want = set(a.cases.split(",")) & {"synthetic", "real"}
     # a scaling-only run adds to an existing report: keep the main run's run_info.json
     info_name = "run_info.json" if want else "run_info_scaling.json"

@@ -70,8 +70,7 @@ def prepare(out: Path, name: str) -> Path:
         if c["n_frames"] > 20000:
             write_long(tr, **c)
         else:
-            trials.write_session(tr, c["n_trials"], c["n_frames"], c["fs"], c["n_points"],
-                                 seed=c["seed"])
+            trials.write_session(tr, c["n_trials"], c["n_frames"], c["fs"], c["n_points"], seed=c["seed"])
     p = cases_mod.make_params(c["fs"], c["n_frames"])
     p["videos"] = []
     (cdir / "params.json").write_text(json.dumps(p, indent=1))
@@ -87,8 +86,9 @@ def write_long(path: Path, n_trials, n_frames, fs, n_points, seed, block_s: floa
     tmp = path.with_suffix(".partial.h5")
     with h5py.File(tmp, "w") as f:
         f["point_positions"] = pts
-        d = f.create_dataset("points_tracked/0", (n_frames, pts.shape[0], 2), np.float32,
-                             chunks=(min(n_frames, 4096), pts.shape[0], 2))
+        d = f.create_dataset(
+            "points_tracked/0", (n_frames, pts.shape[0], 2), np.float32, chunks=(min(n_frames, 4096), pts.shape[0], 2)
+        )
         for i, a in enumerate(range(0, n_frames, blk)):
             b = min(n_frames, a + blk)
             d[a:b] = trials.trial_traces(pts, b - a, fs, seed * 100003 + i, 784, 582)
@@ -108,12 +108,11 @@ def write_big_spectrograms(path: Path, n_points=1276, n_freq=36, n_time=21600, r
     C = rng.random((n_time, rank))
     tmp = path.with_suffix(".partial.h5")
     with h5py.File(tmp, "w") as f:
-        d = f.create_dataset("spectrograms/0", (2, n_points, n_freq, n_time), np.float32,
-                             chunks=(1, 16, n_freq, 1024))
+        d = f.create_dataset("spectrograms/0", (2, n_points, n_freq, n_time), np.float32, chunks=(1, 16, n_freq, 1024))
         for x in range(2):
             for a in range(0, n_points, 64):
                 b = min(n_points, a + 64)
-                blk = np.einsum("ir,jr,kr->ijk", A[x * n_points + a:x * n_points + b], B, C)
+                blk = np.einsum("ir,jr,kr->ijk", A[x * n_points + a : x * n_points + b], B, C)
                 blk += 0.2 * blk.mean() * rng.random(blk.shape)
                 d[x, a:b] = blk.astype(np.float32)
         f["frequencies"] = np.geomspace(1, 54, n_freq).astype(np.float32)
@@ -135,22 +134,44 @@ def run(out: Path, cdir: Path, impl: str, stage: str, rep: int, src: Path, param
     dst = cdir / f"{impl}_{base}.h5"
     metrics = cdir / f"metrics_{impl}_{base}_{rep}.json"
     flag = "--tracking" if stage == "spectrogram" else "--spectrograms"
-    cmd = [str(py), str(script), stage, "--params", str(params or cdir / "params.json"),
-           flag, str(src), "--out", str(dst), "--metrics", str(metrics)]
+    cmd = [
+        str(py),
+        str(script),
+        stage,
+        "--params",
+        str(params or cdir / "params.json"),
+        flag,
+        str(src),
+        "--out",
+        str(dst),
+        "--metrics",
+        str(metrics),
+    ]
     load0 = os.getloadavg()[0]
-    m = run_measured(cmd, metrics_path=metrics, log_path=cdir / f"log_{impl}_{base}.txt",
-                     timeout_s=3600)
+    m = run_measured(cmd, metrics_path=metrics, log_path=cdir / f"log_{impl}_{base}.txt", timeout_s=3600)
     mt = m.metrics or {}
-    rec = dict(case=cdir.name, impl=impl, stage=stage, rep=rep, rc=m.rc, wall_s=m.wall_s,
-               cpu_s=m.user_s + m.sys_s, t_stage_s=mt.get("t_stage_s"),
-               peak_rss_mb=mt.get("vmhwm_mb") or m.peak_rss_mb, load=load0, time=time.time(),
-               n_iter_run=mt.get("n_iter_run"))
+    rec = dict(
+        case=cdir.name,
+        impl=impl,
+        stage=stage,
+        rep=rep,
+        rc=m.rc,
+        wall_s=m.wall_s,
+        cpu_s=m.user_s + m.sys_s,
+        t_stage_s=mt.get("t_stage_s"),
+        peak_rss_mb=mt.get("vmhwm_mb") or m.peak_rss_mb,
+        load=load0,
+        time=time.time(),
+        n_iter_run=mt.get("n_iter_run"),
+    )
     if m.rc != 0:
         rec["log_tail"] = m.log[-2000:]
     record(out, rec)
-    log(f"  {cdir.name:9s} {stage:11s} {impl:9s} rep{rep}: rc {m.rc} stage "
+    log(
+        f"  {cdir.name:9s} {stage:11s} {impl:9s} rep{rep}: rc {m.rc} stage "
         f"{rec['t_stage_s'] if rec['t_stage_s'] is None else round(rec['t_stage_s'], 2)} s, "
-        f"wall {m.wall_s:.1f} s, peak {rec['peak_rss_mb']:.0f} MB, load {load0:.1f}")
+        f"wall {m.wall_s:.1f} s, peak {rec['peak_rss_mb']:.0f} MB, load {load0:.1f}"
+    )
     return rec
 
 
@@ -180,16 +201,21 @@ def tca_errors(spec_path: Path, ref_tca: Path, our_tca: Path) -> dict:
 
 def summarize(out: Path) -> str:
     recs = [json.loads(ln) for ln in (out / "results.jsonl").read_text().splitlines() if ln.strip()]
-    lines = ["## Trial sessions and hour-long sessions (spectrogram and TCA stages)", "",
-             "From `benchmarks/bench_sessions.py` (" + (out / "command.txt").read_text().strip()
-             + "). Tracked traces come from `benchmarks/trials.py` (synthetic facial "
-             "motion: whisking and sniffing bouts, breathing, licking, drift, tracking "
-             "noise), so both implementations get identical input; the TCA stage of both "
-             "reads the reference's spectrograms. Times are each process's stage time "
-             "(after the heavy imports), min / median over repetitions, the reference and "
-             "ours alternating; ratios are min/min and median/median.", "",
-             "| case | stage | reference (s) | ours (s) | ratio | peak RSS ref / ours (MB) | notes |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Trial sessions and hour-long sessions (spectrogram and TCA stages)",
+        "",
+        "From `benchmarks/bench_sessions.py` ("
+        + (out / "command.txt").read_text().strip()
+        + "). Tracked traces come from `benchmarks/trials.py` (synthetic facial "
+        "motion: whisking and sniffing bouts, breathing, licking, drift, tracking "
+        "noise), so both implementations get identical input; the TCA stage of both "
+        "reads the reference's spectrograms. Times are each process's stage time "
+        "(after the heavy imports), min / median over repetitions, the reference and "
+        "ours alternating; ratios are min/min and median/median.",
+        "",
+        "| case | stage | reference (s) | ours (s) | ratio | peak RSS ref / ours (MB) | notes |",
+        "|---|---|---|---|---|---|---|",
+    ]
     by = {}
     for r in recs:
         if r["rc"] == 0 and r["t_stage_s"] is not None:
@@ -204,10 +230,12 @@ def summarize(out: Path) -> str:
             if (out / case / f"errors_{stage}.json").exists():
                 note = (out / case / f"errors_{stage}.json").read_text()
                 e = json.loads(note)
-                note = (f"final exact error, mean over videos: ours {np.mean(e['ours']):.6f} "
-                        f"({np.sum(e['ours_iter'])} iterations) vs reference "
-                        f"{np.mean(e['reference']):.6f}; worst video ours - reference "
-                        f"{np.max(np.subtract(e['ours'], e['reference'])):+.1e}")
+                note = (
+                    f"final exact error, mean over videos: ours {np.mean(e['ours']):.6f} "
+                    f"({np.sum(e['ours_iter'])} iterations) vs reference "
+                    f"{np.mean(e['reference']):.6f}; worst video ours - reference "
+                    f"{np.max(np.subtract(e['ours'], e['reference'])):+.1e}"
+                )
             if (out / case / f"note_{stage}.txt").exists():
                 note = (note + "; " if note else "") + (out / case / f"note_{stage}.txt").read_text().strip()
             ref1 = by.get((case, stage, "reference_1thread"), [])
@@ -215,7 +243,8 @@ def summarize(out: Path) -> str:
                 t1 = np.array([r["t_stage_s"] for r in ref1])
                 note = (note + "; " if note else "") + (
                     f"reference pinned to 1 torch thread: {t1.min():.2f} / {np.median(t1):.2f} s, "
-                    f"ours {t1.min() / to.min():.2f}x / {np.median(t1) / np.median(to):.2f}x faster")
+                    f"ours {t1.min() / to.min():.2f}x / {np.median(t1) / np.median(to):.2f}x faster"
+                )
             if ref:
                 tr = np.array([r["t_stage_s"] for r in ref])
                 ratio = f"**{tr.min() / to.min():.2f}x / {np.median(tr) / np.median(to):.2f}x**"
@@ -224,8 +253,9 @@ def summarize(out: Path) -> str:
             else:
                 ratio, rt = "", ""
                 rss = f"- / {np.median([r['peak_rss_mb'] for r in ours]):.0f}"
-            lines.append(f"| {case} | {stage} | {rt} | {to.min():.2f} / {np.median(to):.2f} | "
-                         f"{ratio} | {rss} | {note} |")
+            lines.append(
+                f"| {case} | {stage} | {rt} | {to.min():.2f} / {np.median(to):.2f} | {ratio} | {rss} | {note} |"
+            )
     lines.append("")
     return "\n".join(lines)
 
@@ -237,17 +267,24 @@ def main():
     ap.add_argument("--stages", default="spectrogram,tca")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--report-only", action="store_true")
-    ap.add_argument("--hour-iters", type=int, default=200,
-                    help="n_iter_max of ours on hour_tca (the peak is reached in iteration 1)")
-    ap.add_argument("--ref-one-thread", action="store_true",
-                    help="also time the reference's TCA pinned to one torch thread")
+    ap.add_argument(
+        "--hour-iters",
+        type=int,
+        default=200,
+        help="n_iter_max of ours on hour_tca (the peak is reached in iteration 1)",
+    )
+    ap.add_argument(
+        "--ref-one-thread", action="store_true", help="also time the reference's TCA pinned to one torch thread"
+    )
     a = ap.parse_args()
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if not a.report_only:
         with open(out / "command.txt", "a") as f:
-            f.write(f"`{' '.join(['benchmarks/bench_sessions.py'] + sys.argv[1:])}`, "
-                    f"started {time.strftime('%Y-%m-%d %H:%M')}; ")
+            f.write(
+                f"`{' '.join(['benchmarks/bench_sessions.py'] + sys.argv[1:])}`, "
+                f"started {time.strftime('%Y-%m-%d %H:%M')}; "
+            )
         stages = a.stages.split(",")
         for name in a.cases.split(","):
             if name == "hour_big":
@@ -264,7 +301,8 @@ def main():
                 size = 2 * 1276 * 36 * 21600 * 4 / 2**20
                 (cdir / "note_tca.txt").write_text(
                     f"synthetic (2, 1276, 36, 21600) float32 input, {size:.0f} MB tensor; "
-                    f"n_iter_max 3; peak RSS {r['peak_rss_mb'] / size:.2f}x the tensor")
+                    f"n_iter_max 3; peak RSS {r['peak_rss_mb'] / size:.2f}x the tensor"
+                )
                 continue
             if name == "hour_tca":
                 # the 1-hour, 405-point, 90 fps tensor (810, 36, 16200) as a synthetic
@@ -288,14 +326,15 @@ def main():
                     f"{r.get('n_iter_run')} iterations, peak RSS {r['peak_rss_mb'] / size:.2f}x "
                     f"the tensor; the reference ran {min(10, a.hour_iters)} iterations only "
                     f"(time not comparable), "
-                    f"peak RSS {r2['peak_rss_mb'] / size:.2f}x")
+                    f"peak RSS {r2['peak_rss_mb'] / size:.2f}x"
+                )
                 continue
             cdir = prepare(out, name)
             hour = name == "hour"
             for rep in range(a.reps):
                 log(f"{name} repetition {rep + 1}/{a.reps}")
                 if "spectrogram" in stages:
-                    for impl in (("ours",) if hour else ("reference", "ours")):
+                    for impl in ("ours",) if hour else ("reference", "ours"):
                         run(out, cdir, impl, "spectrogram", rep, cdir / "tracking.h5")
                 if "tca" in stages:
                     if hour:
@@ -315,11 +354,17 @@ def main():
                             p = json.loads((cdir / "params.json").read_text())
                             p["threads"] = 1
                             (cdir / "params_1t.json").write_text(json.dumps(p, indent=1))
-                            run(out, cdir, "reference_1thread", "tca", rep,
-                                cdir / "reference_spectrograms.h5", params=cdir / "params_1t.json")
+                            run(
+                                out,
+                                cdir,
+                                "reference_1thread",
+                                "tca",
+                                rep,
+                                cdir / "reference_spectrograms.h5",
+                                params=cdir / "params_1t.json",
+                            )
             if "tca" in stages and not hour:
-                e = tca_errors(cdir / "reference_spectrograms.h5", cdir / "reference_tca.h5",
-                               cdir / "ours_tca.h5")
+                e = tca_errors(cdir / "reference_spectrograms.h5", cdir / "reference_tca.h5", cdir / "ours_tca.h5")
                 (cdir / "errors_tca.json").write_text(json.dumps(e))
             if hour and "tca" in stages:
                 import h5py
@@ -328,12 +373,16 @@ def main():
                     shape = f["spectrograms/0"].shape
                 size = int(np.prod(shape)) * 4 / 2**20
                 peaks = [json.loads(ln) for ln in (out / "results.jsonl").read_text().splitlines()]
-                peak = max(r["peak_rss_mb"] for r in peaks if r["case"] == "hour"
-                           and r["stage"] == "tca" and r["impl"] == "ours")
+                peak = max(
+                    r["peak_rss_mb"]
+                    for r in peaks
+                    if r["case"] == "hour" and r["stage"] == "tca" and r["impl"] == "ours"
+                )
                 (cdir / "note_tca.txt").write_text(
                     f"tensor {shape} float32 = {size:.0f} MB; our peak RSS {peak / size:.2f}x "
                     "the tensor; reference run with n_iter_max 10 (ours stops by rel_tol), so "
-                    "its time is not comparable, only its peak RSS")
+                    "its time is not comparable, only its peak RSS"
+                )
     md = summarize(out)
     (out.parent / "extra_sessions.md").write_text(md)
     print(md)

@@ -47,9 +47,13 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--profile", action="store_true")
-    ap.add_argument("--ref-tol", type=float, default=1e-9,
-                    help="tol of the reference call; its float32 error tracking often "
-                         "stops it early at 1e-9, 0 forces all iterations")
+    ap.add_argument(
+        "--ref-tol",
+        type=float,
+        default=1e-9,
+        help="tol of the reference call; its float32 error tracking often "
+        "stops it early at 1e-9, 0 forces all iterations",
+    )
     ap.add_argument("--only", choices=["ours", "reference"], default=None)
     args = ap.parse_args()
 
@@ -61,11 +65,13 @@ def main():
 
     torch.set_num_threads(args.threads)
     X = synthetic(tuple(args.shape))
-    print(f"tensor {X.shape} float32, rank {args.rank}, {args.iters} iterations, "
-          f"init random, seed {args.seed}, {args.threads} threads, torch {torch.__version__}, "
-          f"tensorly {tl.__version__}", flush=True)
-    params = dict(rank=args.rank, init="random", svd="truncated_svd", tol=args.ref_tol,
-                  random_state=args.seed)
+    print(
+        f"tensor {X.shape} float32, rank {args.rank}, {args.iters} iterations, "
+        f"init random, seed {args.seed}, {args.threads} threads, torch {torch.__version__}, "
+        f"tensorly {tl.__version__}",
+        flush=True,
+    )
+    params = dict(rank=args.rank, init="random", svd="truncated_svd", tol=args.ref_tol, random_state=args.seed)
 
     if args.profile:
         with tl.backend_context("pytorch"):
@@ -78,14 +84,26 @@ def main():
 
     if args.only != "reference":  # ours
         t0, c0 = time.perf_counter(), time.process_time()
-        fit = fit_cp(X, method="CP_NN_HALS", n_iter_max=args.iters, tol=1e-9,
-                     rank=args.rank, init="random", random_state=args.seed, backend="pytorch",
-                     device="cpu", dtype="float32")
+        fit = fit_cp(
+            X,
+            method="CP_NN_HALS",
+            n_iter_max=args.iters,
+            tol=1e-9,
+            rank=args.rank,
+            init="random",
+            random_state=args.seed,
+            backend="pytorch",
+            device="cpu",
+            dtype="float32",
+        )
         t_ours, c_ours = time.perf_counter() - t0, time.process_time() - c0
         v_ours = explained_variance(X, fit.weights, fit.factors)
-        print(f"ours (torch HALS):    {t_ours:7.1f} s wall {c_ours:7.1f} s CPU  "
-              f"iterations {len(fit.errors)}  tracked error {fit.errors[-1]:.7f}  "
-              f"exact error {v_ours.rel_error:.7f}", flush=True)
+        print(
+            f"ours (torch HALS):    {t_ours:7.1f} s wall {c_ours:7.1f} s CPU  "
+            f"iterations {len(fit.errors)}  tracked error {fit.errors[-1]:.7f}  "
+            f"exact error {v_ours.rel_error:.7f}",
+            flush=True,
+        )
 
     if args.only != "ours":  # reference-style call
         with tl.backend_context("pytorch"):
@@ -99,16 +117,21 @@ def main():
         # with tol=0 tensorly tracks no error and always runs n_iter_max iterations
         n_ref = len(model.errors_) if model.errors_ else args.iters
         tracked = f"{float(model.errors_[-1]):.7f}" if model.errors_ else "n/a"
-        print(f"reference (tensorly): {t_ref:7.1f} s wall {c_ref:7.1f} s CPU  "
-              f"iterations {n_ref}  tracked error {tracked}  "
-              f"exact error {v_ref.rel_error:.7f}", flush=True)
+        print(
+            f"reference (tensorly): {t_ref:7.1f} s wall {c_ref:7.1f} s CPU  "
+            f"iterations {n_ref}  tracked error {tracked}  "
+            f"exact error {v_ref.rel_error:.7f}",
+            flush=True,
+        )
     if args.only is None:
         diff = max(np.abs(a - b).max() / np.abs(a).max() for a, b in zip(facs, fit.factors))
         per_it = (c_ref / n_ref) / (c_ours / len(fit.errors))
-        print(f"speed-up {t_ref / t_ours:.2f}x wall, {c_ref / c_ours:.2f}x CPU time, "
-              f"{per_it:.2f}x CPU time per iteration; exact error ours - reference = "
-              f"{v_ours.rel_error - v_ref.rel_error:+.2e}; "
-              f"max relative factor difference {diff:.2e}")
+        print(
+            f"speed-up {t_ref / t_ours:.2f}x wall, {c_ref / c_ours:.2f}x CPU time, "
+            f"{per_it:.2f}x CPU time per iteration; exact error ours - reference = "
+            f"{v_ours.rel_error - v_ref.rel_error:+.2e}; "
+            f"max relative factor difference {diff:.2e}"
+        )
 
 
 if __name__ == "__main__":

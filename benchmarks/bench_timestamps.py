@@ -50,10 +50,30 @@ def make_video(path: Path, minutes: float) -> None:
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
-                    f"testsrc2=size=640x480:rate=30:duration={minutes * 60}", "-pix_fmt", "yuv420p",
-                    "-c:v", "libx264", "-preset", "ultrafast", "-g", "60", "-movflags", "+faststart",
-                    str(path)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size=640x480:rate=30:duration={minutes * 60}",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "60",
+            "-movflags",
+            "+faststart",
+            str(path),
+        ],
+        check=True,
+    )
 
 
 def main(argv=None) -> int:
@@ -77,8 +97,15 @@ def main(argv=None) -> int:
                 if m.rc != 0:
                     raise SystemExit(f"{kind} failed:\n{log.read_text()[-2000:]}")
                 out = json.loads(log.read_text().strip().splitlines()[-1])
-                runs[kind].append({"wall": m.wall_s, "inner": out["seconds"], "cpu": m.user_s + m.sys_s,
-                                   "rss": m.peak_rss_mb, "frames": out["frames"]})
+                runs[kind].append(
+                    {
+                        "wall": m.wall_s,
+                        "inner": out["seconds"],
+                        "cpu": m.user_s + m.sys_s,
+                        "rss": m.peak_rss_mb,
+                        "frames": out["frames"],
+                    }
+                )
         for kind, rs in runs.items():
             rows.append((minutes, kind, rs))
     print("| video | pass | n | frames | time best / median (s) | CPU median (s) | peak RSS median (MB) |")
@@ -87,14 +114,18 @@ def main(argv=None) -> int:
     for minutes, kind, rs in rows:
         t = [r["inner"] for r in rs]
         best[(minutes, kind)] = min(t)
-        print(f"| {minutes:g} min 640x480 30 fps | {kind} | {len(rs)} | {rs[0]['frames']} | "
-              f"{min(t):.2f} / {statistics.median(t):.2f} | {statistics.median(r['cpu'] for r in rs):.2f} | "
-              f"{statistics.median(r['rss'] for r in rs):.0f} |")
+        print(
+            f"| {minutes:g} min 640x480 30 fps | {kind} | {len(rs)} | {rs[0]['frames']} | "
+            f"{min(t):.2f} / {statistics.median(t):.2f} | {statistics.median(r['cpu'] for r in rs):.2f} | "
+            f"{statistics.median(r['rss'] for r in rs):.0f} |"
+        )
     print()
     for minutes in sorted({m for m, _, _ in rows}):
-        print(f"- {minutes:g} min: timestamp pass {best[(minutes, 'timestamps')]:.2f} s = "
-              f"{best[(minutes, 'timestamps')] / best[(minutes, 'decode')]:.1%} of a full decode "
-              f"({best[(minutes, 'decode')]:.1f} s)")
+        print(
+            f"- {minutes:g} min: timestamp pass {best[(minutes, 'timestamps')]:.2f} s = "
+            f"{best[(minutes, 'timestamps')] / best[(minutes, 'decode')]:.1%} of a full decode "
+            f"({best[(minutes, 'decode')]:.1f} s)"
+        )
     return 0
 
 

@@ -34,12 +34,11 @@ def reference_forward(x: torch.Tensor, filters: torch.Tensor, ds: int, batch: in
     W = filters.shape[-1]
     outs = []
     for i in range(0, x.shape[0], batch):
-        xb = x[i:i + batch][:, None, :]
+        xb = x[i : i + batch][:, None, :]
         n = next_fast_len(xb.shape[-1] + W - 1)
         spec = torch.fft.fft(xb, n=n) * torch.fft.fft(filters[None], n=n)
-        y = torch.fft.ifft(spec, n=n)[..., W - 1:xb.shape[-1]].abs()
-        outs.append(torch.nn.functional.avg_pool1d(y, ds, ds, ceil_mode=True,
-                                                   count_include_pad=False))
+        y = torch.fft.ifft(spec, n=n)[..., W - 1 : xb.shape[-1]].abs()
+        outs.append(torch.nn.functional.avg_pool1d(y, ds, ds, ceil_mode=True, count_include_pad=False))
     return torch.cat(outs)
 
 
@@ -50,7 +49,7 @@ def face_like_rows(rows: int, samples: int, fs: float, seed: int = 0) -> np.ndar
     x = np.cumsum(rng.standard_normal((rows, samples)), axis=1) * 0.05
     x += 0.3 * rng.standard_normal((rows, samples))
     x += np.sin(2 * np.pi * rng.uniform(2, 12, (rows, 1)) * t) * rng.uniform(0, 1, (rows, 1))
-    x[::7] = rng.standard_normal((len(x[::7]), samples))          # white noise rows
+    x[::7] = rng.standard_normal((len(x[::7]), samples))  # white noise rows
     return x.astype(np.float32)
 
 
@@ -66,7 +65,7 @@ def floor_forward(plan, xt: torch.Tensor):
     n_blk = -(-plan.n_full // plan.fft_blocks)
     n_pairs = xt.shape[0] * n_blk
     step = max(1, min(n_pairs, int(plan.max_batch_bytes // (2 * F * N * 4 * 3))))
-    prod = plan.fft_coef[None].expand(step, -1, -1).contiguous()      # (step, 2F, N//2+1)
+    prod = plan.fft_coef[None].expand(step, -1, -1).contiguous()  # (step, 2F, N//2+1)
     keep = plan.fft_blocks * plan.downsample_factor
     for p0 in range(0, n_pairs, step):
         b = min(step, n_pairs - p0)
@@ -82,14 +81,16 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--fs", type=float, default=120.0, help="sample rate, Hz")
     ap.add_argument("--f-max", type=float, default=54.0, help="top centre frequency, Hz")
-    ap.add_argument("--engines",
-                    default="reference,fft,floor,baseband:1e-2:1,baseband:1e-3:1,baseband:1e-4:1",
-                    help="comma list of reference, fft, direct, floor, baseband[:eps:oversample]")
+    ap.add_argument(
+        "--engines",
+        default="reference,fft,floor,baseband:1e-2:1,baseband:1e-3:1,baseband:1e-4:1",
+        help="comma list of reference, fft, direct, floor, baseband[:eps:oversample]",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     fs, ds = args.fs, 20
-    bank = make_vqt_filters(fs, f_max=args.f_max)              # default W=481, F=36
+    bank = make_vqt_filters(fs, f_max=args.f_max)  # default W=481, F=36
     x = face_like_rows(args.rows, args.samples, fs)
     xt = torch.as_tensor(x)
     filt = torch.as_tensor(bank.filters)
@@ -107,7 +108,7 @@ def main(argv=None):
         if opt:
             kw = dict(band_eps=float(opt[0]), band_oversample=float(opt[1]))
         plan = plan_vqt(bank, args.samples, ds, engine=eng, **kw)
-        runs[name] = (lambda p: (lambda: p.transform(xt)))(plan)
+        runs[name] = (lambda p: lambda: p.transform(xt))(plan)
 
     exact = exact_plan.transform(xt).numpy()
     row_max = np.abs(exact).max(axis=(1, 2), keepdims=True)
@@ -122,25 +123,34 @@ def main(argv=None):
             if rep == 0 and out is not None:
                 diff = out.numpy().astype(np.float64) - exact
                 err = np.abs(diff)
-                errors[name] = (np.linalg.norm(diff) / np.linalg.norm(exact),
-                                (err / row_max).max(), (err / bin_max).max())
+                errors[name] = (
+                    np.linalg.norm(diff) / np.linalg.norm(exact),
+                    (err / row_max).max(),
+                    (err / bin_max).max(),
+                )
     base = np.array(times.get("reference", times[next(iter(times))]))
-    print(f"\n{args.rows} rows x {args.samples} samples at {fs:g} Hz (W={bank.win_size}, "
-          f"F={bank.n_freq_bins}, ds={ds}, fft N={exact_plan.fft_size}), {args.reps} reps, "
-          f"{args.threads} threads; errors vs the exact 'fft' engine\n")
-    print("| engine | best s | M samples/s (best) | x reference, best / best | x reference, "
-          "per-rep ratios (median; runs) | rel. Frobenius err | max err / row max "
-          "| max err / (row, bin) max |")
+    print(
+        f"\n{args.rows} rows x {args.samples} samples at {fs:g} Hz (W={bank.win_size}, "
+        f"F={bank.n_freq_bins}, ds={ds}, fft N={exact_plan.fft_size}), {args.reps} reps, "
+        f"{args.threads} threads; errors vs the exact 'fft' engine\n"
+    )
+    print(
+        "| engine | best s | M samples/s (best) | x reference, best / best | x reference, "
+        "per-rep ratios (median; runs) | rel. Frobenius err | max err / row max "
+        "| max err / (row, bin) max |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, v in times.items():
         v = np.array(v)
         ratios = base / v
         e = errors.get(name)
-        es = (f"{e[0]:.1e} | {e[1]:.1e} | {e[2]:.1e}" if e is not None else "n/a | n/a | n/a")
-        print(f"| {name} | {v.min():.2f} | {args.rows * args.samples / v.min() / 1e6:.2f} "
-              f"| {base.min() / v.min():.2f} "
-              f"| {np.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)}) | {es} |",
-              flush=True)
+        es = f"{e[0]:.1e} | {e[1]:.1e} | {e[2]:.1e}" if e is not None else "n/a | n/a | n/a"
+        print(
+            f"| {name} | {v.min():.2f} | {args.rows * args.samples / v.min() / 1e6:.2f} "
+            f"| {base.min() / v.min():.2f} "
+            f"| {np.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)}) | {es} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

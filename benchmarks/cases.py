@@ -27,20 +27,46 @@ REPO = HERE.parent
 REAL_VIDEOS = (REPO.parent / "shared" / "data" / "real_videos").resolve()
 
 TRACKING_DEFAULTS = dict(
-    contiguous=False, mesh_rigidity=0.025, mesh_n_neighbors=8, relaxation=0.0015,
-    win_size=[20, 20], max_level=2, criteria=[3, 2, 0.03],
+    contiguous=False,
+    mesh_rigidity=0.025,
+    mesh_n_neighbors=8,
+    relaxation=0.0015,
+    win_size=[20, 20],
+    max_level=2,
+    criteria=[3, 2, 0.03],
     clahe=dict(clip_limit=40.0, tile_grid_size=[150, 150]),
-    threshold_displacement=150.0, frames_halted_before=10, frames_halted_after=10,
+    threshold_displacement=150.0,
+    frames_halted_before=10,
+    frames_halted_after=10,
 )
 SPECTROGRAM_DEFAULTS = dict(
-    q_low_f=4.0, q_high_f=10.0, f_min=1.0, f_max=60.0, n_freq_bins=36, window_type="hann",
-    symmetry="center", taper_asymmetric=True, downsample_factor=20, padding="valid",
-    take_abs=True, normalization_factor=0.95, spectrogram_exponent=1.0, one_over_f_exponent=0.5,
+    q_low_f=4.0,
+    q_high_f=10.0,
+    f_min=1.0,
+    f_max=60.0,
+    n_freq_bins=36,
+    window_type="hann",
+    symmetry="center",
+    taper_asymmetric=True,
+    downsample_factor=20,
+    padding="valid",
+    take_abs=True,
+    normalization_factor=0.95,
+    spectrogram_exponent=1.0,
+    one_over_f_exponent=0.5,
     win_size=None,
 )
 TCA_DEFAULTS = dict(
-    method="CP_NN_HALS", rank=10, n_iter_max=200, init="random", tol=1e-9, random_state=0,
-    mean_subtract=False, std_divide=True, normalize_dim="time", videos="separate",
+    method="CP_NN_HALS",
+    rank=10,
+    n_iter_max=200,
+    init="random",
+    tol=1e-9,
+    random_state=0,
+    mean_subtract=False,
+    std_divide=True,
+    normalize_dim="time",
+    videos="separate",
 )
 
 
@@ -74,8 +100,7 @@ def make_params(fs: float, num_frames: int, threads: int = 0) -> dict:
     while vqt_window(fs, sp["q_low_f"], f_min) > 0.75 * num_frames and f_min < sp["f_max"] / 4:
         f_min *= 2.0
     sp["f_min"] = f_min
-    return dict(seed=0, threads=threads, tracking=dict(TRACKING_DEFAULTS),
-                spectrogram=sp, tca=dict(TCA_DEFAULTS))
+    return dict(seed=0, threads=threads, tracking=dict(TRACKING_DEFAULTS), spectrogram=sp, tca=dict(TCA_DEFAULTS))
 
 
 def grid_points(mask: np.ndarray, spacing: int) -> np.ndarray:
@@ -89,14 +114,12 @@ def grid_points(mask: np.ndarray, spacing: int) -> np.ndarray:
     return np.stack([X[keep], Y[keep]], axis=1).astype(np.float32)
 
 
-def write_inputs(path: Path, mask: np.ndarray, points: np.ndarray, example: np.ndarray,
-                 spacing: int) -> None:
+def write_inputs(path: Path, mask: np.ndarray, points: np.ndarray, example: np.ndarray, spacing: int) -> None:
     """Inputs in the rois.h5 layout (docs/file_formats.md), readable by both runners."""
     import h5py
 
     ys, xs = np.nonzero(mask)
-    box = np.array([[xs.min(), ys.min()], [xs.max(), ys.min()], [xs.max(), ys.max()],
-                    [xs.min(), ys.max()]], np.float32)
+    box = np.array([[xs.min(), ys.min()], [xs.max(), ys.min()], [xs.max(), ys.max()], [xs.min(), ys.max()]], np.float32)
     tmp = path.with_suffix(".partial.h5")
     with h5py.File(tmp, "w") as f:
         f["mask_images/face"] = mask
@@ -115,8 +138,9 @@ def _example_rgb(video: str) -> np.ndarray:
     return np.asarray(fr, dtype=np.uint8)
 
 
-def synthetic_case(out_dir: Path, duration_s: float = 60.0, name: str | None = None,
-                   spacing: int = 15, threads: int = 0) -> Case:
+def synthetic_case(
+    out_dir: Path, duration_s: float = 60.0, name: str | None = None, spacing: int = 15, threads: int = 0
+) -> Case:
     import synthetic
 
     spec = synthetic.SyntheticSpec(duration_s=duration_s)
@@ -132,15 +156,22 @@ def synthetic_case(out_dir: Path, duration_s: float = 60.0, name: str | None = N
     inputs = cdir / "inputs.h5"
     if not inputs.exists():
         write_inputs(inputs, mask, points, _example_rgb(str(video)), spacing)
-    case = Case(name, [str(video)], "synthetic", spec.fps, spec.num_frames, spec.height,
-                spec.width, make_params(spec.fps, spec.num_frames, threads))
+    case = Case(
+        name,
+        [str(video)],
+        "synthetic",
+        spec.fps,
+        spec.num_frames,
+        spec.height,
+        spec.width,
+        make_params(spec.fps, spec.num_frames, threads),
+    )
     case.params["videos"] = case.videos
     case.params["synthetic_spec"] = json.loads(spec.to_json())
     return case
 
 
-def real_case(out_dir: Path, video: Path, target_points: int = 350, margin: float = 0.06,
-              threads: int = 0) -> Case:
+def real_case(out_dir: Path, video: Path, target_points: int = 350, margin: float = 0.06, threads: int = 0) -> Case:
     from facerhythm_core.video import probe_video
 
     info = probe_video(str(video))
@@ -149,14 +180,22 @@ def real_case(out_dir: Path, video: Path, target_points: int = 350, margin: floa
     cdir.mkdir(parents=True, exist_ok=True)
     mask = np.zeros((info.height, info.width), bool)
     my, mx = int(margin * info.height), int(margin * info.width)
-    mask[my:info.height - my, mx:info.width - mx] = True
+    mask[my : info.height - my, mx : info.width - mx] = True
     spacing = max(2, int(round(math.sqrt(mask.sum() / target_points))))
     points = grid_points(mask, spacing)
     inputs = cdir / "inputs.h5"
     if not inputs.exists():
         write_inputs(inputs, mask, points, _example_rgb(str(video)), spacing)
-    case = Case(name, [str(video)], "real", float(info.fps), int(info.num_frames), info.height,
-                info.width, make_params(float(info.fps), int(info.num_frames), threads))
+    case = Case(
+        name,
+        [str(video)],
+        "real",
+        float(info.fps),
+        int(info.num_frames),
+        info.height,
+        info.width,
+        make_params(float(info.fps), int(info.num_frames), threads),
+    )
     case.params["videos"] = case.videos
     return case
 

@@ -41,6 +41,7 @@ STAGES = ("track", "spectrogram", "tca")
 
 # ----------------------------------------------------------------------------- loading
 
+
 def load_results(out: Path) -> list[dict]:
     p = out / "results.jsonl"
     if not p.exists():
@@ -56,15 +57,16 @@ def _h5(path):
 
 def read_tracking(path: Path) -> dict:
     with _h5(path) as f:
-        return dict(p0=f["point_positions"][()],
-                    tracks={k: f[f"points_tracked/{k}"][()] for k in f["points_tracked"]})
+        return dict(p0=f["point_positions"][()], tracks={k: f[f"points_tracked/{k}"][()] for k in f["points_tracked"]})
 
 
 def read_spectrograms(path: Path) -> dict:
     with _h5(path) as f:
-        return dict(spec={k: f[f"spectrograms/{k}"][()] for k in f["spectrograms"]},
-                    freqs=f["frequencies"][()],
-                    x_axis={k: f[f"x_axis/{k}"][()] for k in f["x_axis"]} if "x_axis" in f else {})
+        return dict(
+            spec={k: f[f"spectrograms/{k}"][()] for k in f["spectrograms"]},
+            freqs=f["frequencies"][()],
+            x_axis={k: f[f"x_axis/{k}"][()] for k in f["x_axis"]} if "x_axis" in f else {},
+        )
 
 
 def read_cp(path: Path, key: str = "0"):
@@ -85,6 +87,7 @@ def read_cp(path: Path, key: str = "0"):
 
 
 # ----------------------------------------------------------------------------- metrics
+
 
 def summarize(vals):
     vals = [v for v in vals if v is not None and not (isinstance(v, float) and math.isnan(v))]
@@ -129,7 +132,7 @@ def tracking_fidelity(a: dict, b: dict, min_std_px: float = 0.05) -> dict:
     T = min(len(A), len(B))
     A, B = A[:T], B[:T]
     d = A - B
-    out["rms_diff_px"] = float(np.sqrt((d ** 2).mean()))
+    out["rms_diff_px"] = float(np.sqrt((d**2).mean()))
     out["p99_abs_diff_px"] = float(np.percentile(np.abs(d), 99))
     out["max_abs_diff_px"] = float(np.abs(d).max())
     # correlation only where the yardstick trace moves (static points give noise-only r)
@@ -150,8 +153,7 @@ def tracking_vs_truth(tr: dict, spec, region_w_min: float = 0.5) -> dict:
     p0 = tr["p0"].astype(np.float64)
     truth = synthetic.true_positions(spec, p0, frames=np.arange(len(P)))
     d = P - truth
-    out = dict(rms_err_px=float(np.sqrt((d ** 2).mean())),
-               p99_abs_err_px=float(np.percentile(np.abs(d), 99)))
+    out = dict(rms_err_px=float(np.sqrt((d**2).mean())), p99_abs_err_px=float(np.percentile(np.abs(d), 99)))
     w = synthetic._weights(spec, p0[:, 0], p0[:, 1])  # (R, N)
     dirs = synthetic._unit_dirs(spec)
     for k, reg in enumerate(spec.regions):
@@ -163,9 +165,12 @@ def tracking_vs_truth(tr: dict, spec, region_w_min: float = 0.5) -> dict:
         tru = ((truth[:, sel] - p0[sel]) * dirs[k]).sum(-1)
         r = pearson(obs, tru)
         gain = (obs * tru).sum(0) / np.maximum((tru * tru).sum(0), 1e-12)
-        out[reg.name] = dict(n_points=int(sel.sum()), median_r=float(np.nanmedian(r)),
-                             median_gain=float(np.median(gain)),
-                             rms_err_px=float(np.sqrt(((obs - tru) ** 2).mean())))
+        out[reg.name] = dict(
+            n_points=int(sel.sum()),
+            median_r=float(np.nanmedian(r)),
+            median_gain=float(np.median(gain)),
+            rms_err_px=float(np.sqrt(((obs - tru) ** 2).mean())),
+        )
     return out
 
 
@@ -179,8 +184,9 @@ def spectrogram_fidelity(a: dict, b: dict) -> dict:
         return out
     A, B = A[..., :T], B[..., :T]
     out["rel_error"] = float(np.linalg.norm(A - B) / np.linalg.norm(B))
-    per_f = np.linalg.norm((A - B).transpose(2, 0, 1, 3).reshape(A.shape[2], -1), axis=1) / \
-        np.linalg.norm(B.transpose(2, 0, 1, 3).reshape(B.shape[2], -1), axis=1)
+    per_f = np.linalg.norm((A - B).transpose(2, 0, 1, 3).reshape(A.shape[2], -1), axis=1) / np.linalg.norm(
+        B.transpose(2, 0, 1, 3).reshape(B.shape[2], -1), axis=1
+    )
     out["rel_error_per_freq_max"] = float(per_f.max())
     out["rel_error_per_freq_median"] = float(np.median(per_f))
     out["worst_freq_hz"] = float(b["freqs"][int(np.argmax(per_f))])
@@ -234,8 +240,10 @@ def planted_recovery(out: Path, case: str, spec) -> dict:
 
     res = {}
     cdir = out / case
-    srcs = {"reference": (cdir / "reference/spectrograms.h5", cdir / "reference/tca.h5"),
-            "ours": (cdir / "ours/spectrograms_chain.h5", cdir / "ours/tca_chain.h5")}
+    srcs = {
+        "reference": (cdir / "reference/spectrograms.h5", cdir / "reference/tca.h5"),
+        "ours": (cdir / "ours/spectrograms_chain.h5", cdir / "ours/tca_chain.h5"),
+    }
     for impl, (sp, tp) in srcs.items():
         if not sp.exists():
             continue
@@ -255,9 +263,12 @@ def planted_recovery(out: Path, case: str, spec) -> dict:
             far = w.max(0) < 0.05
             ref_prof = X[axis][far].mean(axis=(0, 2)) if far.any() else np.ones_like(prof)
             contrast = prof / np.maximum(ref_prof, 1e-12)
-            r_impl[reg.name] = dict(planted_hz=reg.freq_hz, peak_hz=float(f[int(np.argmax(prof))]),
-                                    peak_contrast_hz=float(f[int(np.argmax(contrast))]),
-                                    contrast_at_planted=float(contrast[int(np.argmin(np.abs(f - reg.freq_hz)))]))
+            r_impl[reg.name] = dict(
+                planted_hz=reg.freq_hz,
+                peak_hz=float(f[int(np.argmax(prof))]),
+                peak_contrast_hz=float(f[int(np.argmax(contrast))]),
+                contrast_at_planted=float(contrast[int(np.argmin(np.abs(f - reg.freq_hz)))]),
+            )
         if tp.exists():
             facs, wts = read_cp(tp)
             A, Fq, Tm = facs
@@ -268,21 +279,30 @@ def planted_recovery(out: Path, case: str, spec) -> dict:
             for k, reg in enumerate(spec.regions):
                 # component whose spectral factor is most concentrated near the planted freq
                 near = np.abs(np.log(f / reg.freq_hz)) < np.log(1.25)
-                score = Fq[near].sum(0) / np.maximum(Fq.sum(0), 1e-12) * \
-                    mag[w[k] > 0.5].sum(0) / np.maximum(mag.sum(0), 1e-12)
+                score = (
+                    Fq[near].sum(0)
+                    / np.maximum(Fq.sum(0), 1e-12)
+                    * mag[w[k] > 0.5].sum(0)
+                    / np.maximum(mag.sum(0), 1e-12)
+                )
                 c = int(np.argmax(score))
                 env = synthetic.envelope(reg, times)
                 sel = w[k] > 0.5
                 mass_in = float(mag[sel, c].sum() / max(mag[:, c].sum(), 1e-12))
                 r_env = float(pearson(Tm[:, c], env)) if reg.envelope_period_s else None
-                r_impl[reg.name].update(tca_component=c, tca_peak_hz=float(f[int(np.argmax(Fq[:, c]))]),
-                                        tca_region_mass=mass_in, tca_region_mass_chance=float(sel.mean()),
-                                        tca_envelope_r=r_env)
+                r_impl[reg.name].update(
+                    tca_component=c,
+                    tca_peak_hz=float(f[int(np.argmax(Fq[:, c]))]),
+                    tca_region_mass=mass_in,
+                    tca_region_mass_chance=float(sel.mean()),
+                    tca_envelope_r=r_env,
+                )
         res[impl] = r_impl
     return res
 
 
 # ----------------------------------------------------------------------------- report
+
 
 def fmt(x, nd=2):
     if x is None:
@@ -305,9 +325,12 @@ def speed_tables(results: list[dict]) -> tuple[list[str], dict]:
     cases = sorted({k[0] for k in groups})
     lines, summary = [], {}
     for case in cases:
-        lines += [f"### {case}", "",
-                  "| stage | impl | n | stage time min / median (s) | process wall min / median (s) | process CPU median (s) | throughput (median) | peak RSS median (MB) |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### {case}",
+            "",
+            "| stage | impl | n | stage time min / median (s) | process wall min / median (s) | process CPU median (s) | throughput (median) | peak RSS median (MB) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for stage in STAGES:
             row_vals = {}
             for impl, variant in (("reference", "iso"), ("ours", "iso"), ("ours", "chain")):
@@ -330,89 +353,137 @@ def speed_tables(results: list[dict]) -> tuple[list[str], dict]:
                 loads = [r["load_start"] for r in rs if r.get("load_start") is not None]
                 if loads:  # machine load (1-min average) when the stage started
                     unit += f"; load {statistics.median(loads):.1f}"
-                lines.append(f"| {stage} | {impl}{'' if variant == 'iso' else ' (own input)'} | {len(rs)} | "
-                             f"{fmt(tmin)} / {fmt(tmed)} | {fmt(wmin)} / {fmt(wmed)} | {fmt(cmed)} | "
-                             f"{fmt(thr)} {unit} | {fmt(statistics.median(mem))} |")
-                row_vals[(impl, variant)] = dict(t_min=tmin, t_med=tmed, w_min=wmin, w_med=wmed, cpu=cmed,
-                                                 rss=statistics.median(mem), thr=thr, unit=unit)
+                lines.append(
+                    f"| {stage} | {impl}{'' if variant == 'iso' else ' (own input)'} | {len(rs)} | "
+                    f"{fmt(tmin)} / {fmt(tmed)} | {fmt(wmin)} / {fmt(wmed)} | {fmt(cmed)} | "
+                    f"{fmt(thr)} {unit} | {fmt(statistics.median(mem))} |"
+                )
+                row_vals[(impl, variant)] = dict(
+                    t_min=tmin,
+                    t_med=tmed,
+                    w_min=wmin,
+                    w_med=wmed,
+                    cpu=cmed,
+                    rss=statistics.median(mem),
+                    thr=thr,
+                    unit=unit,
+                )
             ref, ours = row_vals.get(("reference", "iso")), row_vals.get(("ours", "iso"))
             if ref and ours:
                 sp_min = ref["t_min"] / ours["t_min"] if ours["t_min"] else None
                 sp_med = ref["t_med"] / ours["t_med"] if ours["t_med"] else None
                 mem_r = ours["rss"] / ref["rss"] if ref["rss"] else None
                 cpu_r = ref["cpu"] / ours["cpu"] if ours["cpu"] else None
-                lines.append(f"| {stage} | **ratio** | | **{fmt(sp_min)}x / {fmt(sp_med)}x faster** | "
-                             f"{fmt(ref['w_med'] / ours['w_med'])}x | {fmt(cpu_r)}x less CPU | | **{fmt(mem_r)}x RSS** |")
+                lines.append(
+                    f"| {stage} | **ratio** | | **{fmt(sp_min)}x / {fmt(sp_med)}x faster** | "
+                    f"{fmt(ref['w_med'] / ours['w_med'])}x | {fmt(cpu_r)}x less CPU | | **{fmt(mem_r)}x RSS** |"
+                )
                 summary[(case, stage)] = dict(speedup_min=sp_min, speedup_med=sp_med, rss_ratio=mem_r, cpu_ratio=cpu_r)
         # end to end: per repetition, sum of process walls and max RSS over the chain
         e2e = {}
-        for impl, chain in (("reference", [("track", "iso"), ("spectrogram", "iso"), ("tca", "iso")]),
-                            ("ours", [("track", "iso"), ("spectrogram", "chain"), ("tca", "chain")])):
+        for impl, chain in (
+            ("reference", [("track", "iso"), ("spectrogram", "iso"), ("tca", "iso")]),
+            ("ours", [("track", "iso"), ("spectrogram", "chain"), ("tca", "chain")]),
+        ):
             by_rep = defaultdict(dict)
             for st, var in chain:
                 for r in groups.get((case, st, impl, var), []):
                     if r["status"] == "ok":
                         by_rep[r["rep"]][st] = r
-            tot = [(sum(v["wall_s"] for v in d.values()), max(v["peak_rss_mb"] for v in d.values()),
-                    sum(v.get("cpu_s") or 0.0 for v in d.values()))
-                   for d in by_rep.values() if len(d) == len(chain)]
+            tot = [
+                (
+                    sum(v["wall_s"] for v in d.values()),
+                    max(v["peak_rss_mb"] for v in d.values()),
+                    sum(v.get("cpu_s") or 0.0 for v in d.values()),
+                )
+                for d in by_rep.values()
+                if len(d) == len(chain)
+            ]
             if tot:
-                e2e[impl] = dict(w_min=min(t[0] for t in tot), w_med=statistics.median([t[0] for t in tot]),
-                                 rss=statistics.median([t[1] for t in tot]),
-                                 cpu=statistics.median([t[2] for t in tot]), n=len(tot))
+                e2e[impl] = dict(
+                    w_min=min(t[0] for t in tot),
+                    w_med=statistics.median([t[0] for t in tot]),
+                    rss=statistics.median([t[1] for t in tot]),
+                    cpu=statistics.median([t[2] for t in tot]),
+                    n=len(tot),
+                )
         for impl, d in e2e.items():
-            lines.append(f"| **end to end** | {impl} | {d['n']} | | {fmt(d['w_min'])} / {fmt(d['w_med'])} | {fmt(d['cpu'])} | | {fmt(d['rss'])} |")
+            lines.append(
+                f"| **end to end** | {impl} | {d['n']} | | {fmt(d['w_min'])} / {fmt(d['w_med'])} | {fmt(d['cpu'])} | | {fmt(d['rss'])} |"
+            )
         if len(e2e) == 2:
             r_, o_ = e2e["reference"], e2e["ours"]
-            lines.append(f"| **end to end** | **ratio** | | | **{fmt(r_['w_min'] / o_['w_min'])}x / "
-                         f"{fmt(r_['w_med'] / o_['w_med'])}x faster** | {fmt(r_['cpu'] / o_['cpu'])}x less CPU | | **{fmt(o_['rss'] / r_['rss'])}x RSS** |")
-            summary[(case, "e2e")] = dict(speedup_min=r_["w_min"] / o_["w_min"], speedup_med=r_["w_med"] / o_["w_med"],
-                                          rss_ratio=o_["rss"] / r_["rss"])
+            lines.append(
+                f"| **end to end** | **ratio** | | | **{fmt(r_['w_min'] / o_['w_min'])}x / "
+                f"{fmt(r_['w_med'] / o_['w_med'])}x faster** | {fmt(r_['cpu'] / o_['cpu'])}x less CPU | | **{fmt(o_['rss'] / r_['rss'])}x RSS** |"
+            )
+            summary[(case, "e2e")] = dict(
+                speedup_min=r_["w_min"] / o_["w_min"],
+                speedup_med=r_["w_med"] / o_["w_med"],
+                rss_ratio=o_["rss"] / r_["rss"],
+            )
         lines.append("")
     return lines, summary
 
 
 def limits_table(out: Path, case_names) -> list[str]:
-    lines = ["| case | env (OpenCV) | frames | points | decode | gray | CLAHE 150x150 | LK | serial floor | decode-overlapped floor | our reader (decode+gray) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| case | env (OpenCV) | frames | points | decode | gray | CLAHE 150x150 | LK | serial floor | decode-overlapped floor | our reader (decode+gray) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for case in case_names:
         for impl in ("ours", "reference"):
             p = out / case / f"limits_{impl}.json"
             if not p.exists():
                 continue
             d = json.loads(p.read_text())
-            lines.append(f"| {case} | {impl} ({d['cv2_version']}) | {d['frames']} ({d['width']}x{d['height']}) | "
-                         f"{d['n_points']} | {fmt(d['decode_fps'])} | {fmt(d['gray_fps'])} | {fmt(d['clahe_fps'])} | "
-                         f"{fmt(d['lk_fps'])} | {fmt(d['serial_floor_fps'])} | {fmt(d['overlapped_floor_fps'])} | "
-                         f"{fmt(d.get('ours_reader_gray_fps')) if impl == 'ours' else ''} |")
+            lines.append(
+                f"| {case} | {impl} ({d['cv2_version']}) | {d['frames']} ({d['width']}x{d['height']}) | "
+                f"{d['n_points']} | {fmt(d['decode_fps'])} | {fmt(d['gray_fps'])} | {fmt(d['clahe_fps'])} | "
+                f"{fmt(d['lk_fps'])} | {fmt(d['serial_floor_fps'])} | {fmt(d['overlapped_floor_fps'])} | "
+                f"{fmt(d.get('ours_reader_gray_fps')) if impl == 'ours' else ''} |"
+            )
     lines.append("")
-    lines.append("All in frames/s, one stream, on the first 600 frames; decode = torchcodec RGB, "
-                 "gray = equal-weight mean, CLAHE and LK at the reference's parameters (LK: winSize 20, "
-                 "maxLevel 2, 2 iterations, eps 0.03). These are the reference's parts as it runs them "
-                 "(OpenCV's CLAHE on the full frame); the tracker beats their serial floor by cropping, "
-                 "by its own CLAHE kernels (same output, docs/tracking.md) and by running decode, "
-                 "preprocessing and LK in three threads.")
+    lines.append(
+        "All in frames/s, one stream, on the first 600 frames; decode = torchcodec RGB, "
+        "gray = equal-weight mean, CLAHE and LK at the reference's parameters (LK: winSize 20, "
+        "maxLevel 2, 2 iterations, eps 0.03). These are the reference's parts as it runs them "
+        "(OpenCV's CLAHE on the full frame); the tracker beats their serial floor by cropping, "
+        "by its own CLAHE kernels (same output, docs/tracking.md) and by running decode, "
+        "preprocessing and LK in three threads."
+    )
     return lines
 
 
 def scaling_section(out: Path, results: list[dict], md_dir: Path) -> list[str]:
     # scaling cases, plus the main synthetic case's own chain (the same workload at its length)
-    rs = [r for r in results if r["status"] == "ok" and r["impl"] == "ours"
-          and (r["case"].startswith("scaling_") or
-               (r["case"].startswith("synthetic_") and (r["stage"] == "track" or r["variant"] == "chain")))]
+    rs = [
+        r
+        for r in results
+        if r["status"] == "ok"
+        and r["impl"] == "ours"
+        and (
+            r["case"].startswith("scaling_")
+            or (r["case"].startswith("synthetic_") and (r["stage"] == "track" or r["variant"] == "chain"))
+        )
+    ]
     if not rs:
         return ["No scaling run yet (bench.py --scaling 15,60,240)."]
     by = defaultdict(dict)
     for r in sorted(rs, key=lambda r: r["case"].startswith("scaling_")):  # scaling runs win ties
         dur = float(r["case"].split("_")[1].rstrip("s"))
         by[r["stage"]][dur] = r
-    lines = ["| stage | video length (s) | stage time (s) | process wall (s) | process CPU (s) | peak RSS (MB) | run |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| stage | video length (s) | stage time (s) | process wall (s) | process CPU (s) | peak RSS (MB) | run |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for st in STAGES:
         for dur in sorted(by.get(st, {})):
             r = by[st][dur]
-            lines.append(f"| {st} | {dur:g} | {fmt((r['metrics'] or {}).get('t_stage_s'))} | {fmt(r['wall_s'])} | "
-                         f"{fmt(r.get('cpu_s'))} | {fmt(r['peak_rss_mb'])} | {r['case']} |")
+            lines.append(
+                f"| {st} | {dur:g} | {fmt((r['metrics'] or {}).get('t_stage_s'))} | {fmt(r['wall_s'])} | "
+                f"{fmt(r.get('cpu_s'))} | {fmt(r['peak_rss_mb'])} | {r['case']} |"
+            )
     try:
         import matplotlib
 
@@ -427,8 +498,7 @@ def scaling_section(out: Path, results: list[dict], md_dir: Path) -> list[str]:
             xs = sorted(d)
             ax[0].plot(xs, [d[x].get("cpu_s") or d[x]["wall_s"] for x in xs], "o-", label=st)
             ax[1].plot(xs, [d[x]["peak_rss_mb"] for x in xs], "o-", label=st)
-        ax[0].set(xlabel="video length (s)", ylabel="process CPU time, user+sys (s)",
-                  title="ours: CPU time vs length")
+        ax[0].set(xlabel="video length (s)", ylabel="process CPU time, user+sys (s)", title="ours: CPU time vs length")
         ax[1].set(xlabel="video length (s)", ylabel="peak RSS (MB)", title="ours: peak memory vs length")
         ax[1].set_ylim(bottom=0)
         for a in ax:
@@ -486,42 +556,55 @@ def fidelity_section(out: Path, case_names) -> tuple[list[str], dict]:
         lines += [f"### {case}", ""]
         t = d.get("tracking_ours_vs_ref")
         if t:
-            lines.append(f"- tracking, ours vs reference: RMS difference {fmt(t['rms_diff_px'], 3)} px "
-                         f"(99th pct {fmt(t['p99_abs_diff_px'], 3)}, max {fmt(t['max_abs_diff_px'], 3)}); "
-                         f"median correlation of moving traces {fmt(t['median_r_moving'], 4)} "
-                         f"(10th pct {fmt(t['p10_r_moving'], 4)}, {t['n_traces_moving']} traces)")
+            lines.append(
+                f"- tracking, ours vs reference: RMS difference {fmt(t['rms_diff_px'], 3)} px "
+                f"(99th pct {fmt(t['p99_abs_diff_px'], 3)}, max {fmt(t['max_abs_diff_px'], 3)}); "
+                f"median correlation of moving traces {fmt(t['median_r_moving'], 4)} "
+                f"(10th pct {fmt(t['p10_r_moving'], 4)}, {t['n_traces_moving']} traces)"
+            )
         for impl in ("reference", "ours"):
             t = d.get(f"tracking_{impl}_vs_truth")
             if t:
-                regs = "; ".join(f"{k}: r {fmt(v['median_r'], 4)}, gain {fmt(v['median_gain'], 3)}, "
-                                 f"RMS {fmt(v['rms_err_px'], 3)} px ({v['n_points']} pts)"
-                                 for k, v in t.items() if isinstance(v, dict))
+                regs = "; ".join(
+                    f"{k}: r {fmt(v['median_r'], 4)}, gain {fmt(v['median_gain'], 3)}, "
+                    f"RMS {fmt(v['rms_err_px'], 3)} px ({v['n_points']} pts)"
+                    for k, v in t.items()
+                    if isinstance(v, dict)
+                )
                 lines.append(f"- tracking, {impl} vs planted truth: RMS error {fmt(t['rms_err_px'], 3)} px; {regs}")
         s = d.get("spectrogram_ours_vs_ref")
         if s:
             if "error" in s:
                 lines.append(f"- spectrograms: {s['error']} (ours {s['shape_ours']}, ref {s['shape_ref']})")
             else:
-                lines.append(f"- spectrograms (same tracked input), ours vs reference: relative error "
-                             f"{fmt(s['rel_error'], 4)} (per frequency: median {fmt(s['rel_error_per_freq_median'], 4)}, "
-                             f"max {fmt(s['rel_error_per_freq_max'], 4)} at {fmt(s['worst_freq_hz'])} Hz); "
-                             f"correlation {fmt(s['corr'], 5)}; centre frequencies differ by at most "
-                             f"{s['freq_max_abs_diff_hz']:.2g} Hz")
+                lines.append(
+                    f"- spectrograms (same tracked input), ours vs reference: relative error "
+                    f"{fmt(s['rel_error'], 4)} (per frequency: median {fmt(s['rel_error_per_freq_median'], 4)}, "
+                    f"max {fmt(s['rel_error_per_freq_max'], 4)} at {fmt(s['worst_freq_hz'])} Hz); "
+                    f"correlation {fmt(s['corr'], 5)}; centre frequencies differ by at most "
+                    f"{s['freq_max_abs_diff_hz']:.2g} Hz"
+                )
         if "tca_fms_ours_vs_ref" in d or "tca_fms_ref_seed0_vs_seed1" in d:
-            lines.append(f"- TCA (same spectrograms, rank 10, seed 0): FMS ours vs reference "
-                         f"{fmt(d.get('tca_fms_ours_vs_ref'), 3)}; reference seed 0 vs seed 1 "
-                         f"{fmt(d.get('tca_fms_ref_seed0_vs_seed1'), 3)}; whole-model EVR ours "
-                         f"{fmt(d.get('tca_ours_model_evr'), 4)} vs reference {fmt(d.get('tca_ref_model_evr'), 4)}")
+            lines.append(
+                f"- TCA (same spectrograms, rank 10, seed 0): FMS ours vs reference "
+                f"{fmt(d.get('tca_fms_ours_vs_ref'), 3)}; reference seed 0 vs seed 1 "
+                f"{fmt(d.get('tca_fms_ref_seed0_vs_seed1'), 3)}; whole-model EVR ours "
+                f"{fmt(d.get('tca_ours_model_evr'), 4)} vs reference {fmt(d.get('tca_ref_model_evr'), 4)}"
+            )
         pl = d.get("planted")
         if pl:
             for impl, regs in pl.items():
                 for name, v in regs.items():
-                    s_ = (f"- planted {name} ({v['planted_hz']:g} Hz), {impl}: spectral peak {fmt(v['peak_hz'])} Hz "
-                          f"(vs static points: {fmt(v['peak_contrast_hz'])} Hz, contrast {fmt(v['contrast_at_planted'], 1)}x)")
+                    s_ = (
+                        f"- planted {name} ({v['planted_hz']:g} Hz), {impl}: spectral peak {fmt(v['peak_hz'])} Hz "
+                        f"(vs static points: {fmt(v['peak_contrast_hz'])} Hz, contrast {fmt(v['contrast_at_planted'], 1)}x)"
+                    )
                     if "tca_component" in v:
-                        s_ += (f"; TCA component {v['tca_component']} peaks at {fmt(v['tca_peak_hz'])} Hz with "
-                               f"{fmt(100 * v['tca_region_mass'], 0)} % of its spatial weight in the region "
-                               f"(chance {fmt(100 * v['tca_region_mass_chance'], 0)} %)")
+                        s_ += (
+                            f"; TCA component {v['tca_component']} peaks at {fmt(v['tca_peak_hz'])} Hz with "
+                            f"{fmt(100 * v['tca_region_mass'], 0)} % of its spatial weight in the region "
+                            f"(chance {fmt(100 * v['tca_region_mass_chance'], 0)} %)"
+                        )
                         if v.get("tca_envelope_r") is not None:
                             s_ += f", temporal factor vs planted envelope r = {fmt(v['tca_envelope_r'], 3)}"
                     lines.append(s_)
@@ -550,28 +633,38 @@ def _rss_by_length(results: list[dict], stage: str):
 
 def targets_section(summary: dict, results: list[dict]) -> list[str]:
     """The issues' targets next to what this run measured."""
-    lines = ["| case | tracking frames/s (target >= 4x) | spectrogram (target >= 10x) | TCA | end to end | "
-             "tracking peak RSS, ours / reference |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| case | tracking frames/s (target >= 4x) | spectrogram (target >= 10x) | TCA | end to end | "
+        "tracking peak RSS, ours / reference |",
+        "|---|---|---|---|---|---|",
+    ]
     for case in sorted({k[0] for k in summary}):
+
         def cell(stage):
             d = summary.get((case, stage))
             if not d or d.get("speedup_med") is None:
                 return "n/a"
             return f"{fmt(d['speedup_min'])}x min-time / {fmt(d['speedup_med'])}x median"
+
         tr = summary.get((case, "track"), {})
-        lines.append(f"| {case} | {cell('track')} | {cell('spectrogram')} | {cell('tca')} | {cell('e2e')} | "
-                     f"{fmt(tr.get('rss_ratio'))}x |")
+        lines.append(
+            f"| {case} | {cell('track')} | {cell('spectrogram')} | {cell('tca')} | {cell('e2e')} | "
+            f"{fmt(tr.get('rss_ratio'))}x |"
+        )
     ex = _rss_by_length(results, "track")
     if ex:
         lens = ", ".join(f"{int(a)} s: {fmt(b)} MB" for a, b in zip(ex["lengths"], ex["rss"]))
         lo, hi = min(ex["rss"]), max(ex["rss"])
-        lines += ["", f"Tracking peak RSS against video length (ours, median over runs): {lens}; "
-                  f"spread {fmt(hi - lo)} MB ({fmt(100 * (hi - lo) / lo)} %) over a "
-                  f"{fmt(max(ex['lengths']) / min(ex['lengths']))}x range of lengths. Peak RSS is a "
-                  "high-water mark and varies by tens of MB between runs of one length; see the "
-                  "10-minute run below, if present, for a longer video. (The trajectory goes to the HDF5 "
-                  "file in blocks; memory holds a frame cache for rewinds, the decode queue and the "
-                  "libraries.)"]
+        lines += [
+            "",
+            f"Tracking peak RSS against video length (ours, median over runs): {lens}; "
+            f"spread {fmt(hi - lo)} MB ({fmt(100 * (hi - lo) / lo)} %) over a "
+            f"{fmt(max(ex['lengths']) / min(ex['lengths']))}x range of lengths. Peak RSS is a "
+            "high-water mark and varies by tens of MB between runs of one length; see the "
+            "10-minute run below, if present, for a longer video. (The trajectory goes to the HDF5 "
+            "file in blocks; memory holds a frame cache for rewinds, the decode queue and the "
+            "libraries.)",
+        ]
     return lines
 
 
@@ -596,37 +689,64 @@ def write_markdown(out: Path, md: Path) -> None:
     fid, fid_data = fidelity_section(out, case_names)
     (out / "fidelity.json").write_text(json.dumps(fid_data, indent=2, default=float))
     m = info.get("machine", {})
-    L = ["# Benchmarks: facerhythm vs face-rhythm 0.3.3", "",
-         "Generated by `benchmarks/compare.py` from a run of `benchmarks/bench.py`. Not part of CI.", "",
-         "## Machine and command", "",
-         f"- machine: {m.get('cpu_model', '?')}, {m.get('cpus', '?')} CPUs, {m.get('mem_total_gb', '?')} GB RAM, "
-         f"{m.get('platform', '?')}; load average at start {m.get('loadavg_start', '?')}",
-         f"- ours: {json.dumps(m.get('ours_versions', {}))}",
-         f"- reference: {json.dumps(m.get('reference_versions', {}))}",
-         f"- command: `{shlex.join(info.get('argv', ['benchmarks/bench.py']))}` (started {info.get('started', '?')}; "
-         f"{info.get('reps', '?')} repetition(s))",
-         *([f"- scaling runs: `{shlex.join(si.get('argv', []))}` (last started {si.get('started', '?')}; "
-            "the track and the spectrogram/TCA scaling stages may come from separate invocations "
-            "writing into the same folder)"] if (si := _scaling_info(out)) else []),
-         "- every stage runs in its own niced process; peak RSS is that process's VmHWM (high-water resident set, "
-         "all threads; `ru_maxrss` from wait4 is kept in results.jsonl but counts the driver's RSS at fork); "
-         "stage time is measured inside the process after the heavy imports (torch, cv2, the package) and "
-         "includes reading inputs and writing outputs; process wall includes interpreter start and imports.",
-         "- inputs are shared: tracking gets the same video, mask and seed points; the spectrogram stage of both "
-         "gets the reference's tracking output; TCA of both gets the reference's spectrograms. \"ours (own input)\" "
-         "rows run ours on its own upstream output; end to end = sum of process walls over the three stages, "
-         "peak RSS = max over them.",
-         "- parameters: the reference pipeline defaults (`util.get_default_parameters`), with Fs = the video's fps, "
-         "F_max = min(60, 0.9 x Nyquist), F_min raised for the 994-frame clip, TCA seed 0 and std-over-time "
-         "normalization (see benchmarks/cases.py). The machine is shared with other jobs: compare ratios, "
-         "taken in the same run, rather than absolute times; process CPU time (user + sys, from wait4) is the "
-         "least load-sensitive column.", "",
-         "## Targets at a glance", "", *targets_section(summary, results), "",
-         "## Speed and memory per stage", "", *speed, "",
-         "## Physical limits of the tracking stage's parts", "", *limits_table(out, case_names), "",
-         "## Fidelity", "", *fid, "",
-         "## Scaling with video length (ours)", "", *scaling_section(out, results, md.parent), "",
-         *extra_sections(out)]
+    L = [
+        "# Benchmarks: facerhythm vs face-rhythm 0.3.3",
+        "",
+        "Generated by `benchmarks/compare.py` from a run of `benchmarks/bench.py`. Not part of CI.",
+        "",
+        "## Machine and command",
+        "",
+        f"- machine: {m.get('cpu_model', '?')}, {m.get('cpus', '?')} CPUs, {m.get('mem_total_gb', '?')} GB RAM, "
+        f"{m.get('platform', '?')}; load average at start {m.get('loadavg_start', '?')}",
+        f"- ours: {json.dumps(m.get('ours_versions', {}))}",
+        f"- reference: {json.dumps(m.get('reference_versions', {}))}",
+        f"- command: `{shlex.join(info.get('argv', ['benchmarks/bench.py']))}` (started {info.get('started', '?')}; "
+        f"{info.get('reps', '?')} repetition(s))",
+        *(
+            [
+                f"- scaling runs: `{shlex.join(si.get('argv', []))}` (last started {si.get('started', '?')}; "
+                "the track and the spectrogram/TCA scaling stages may come from separate invocations "
+                "writing into the same folder)"
+            ]
+            if (si := _scaling_info(out))
+            else []
+        ),
+        "- every stage runs in its own niced process; peak RSS is that process's VmHWM (high-water resident set, "
+        "all threads; `ru_maxrss` from wait4 is kept in results.jsonl but counts the driver's RSS at fork); "
+        "stage time is measured inside the process after the heavy imports (torch, cv2, the package) and "
+        "includes reading inputs and writing outputs; process wall includes interpreter start and imports.",
+        "- inputs are shared: tracking gets the same video, mask and seed points; the spectrogram stage of both "
+        "gets the reference's tracking output; TCA of both gets the reference's spectrograms. \"ours (own input)\" "
+        "rows run ours on its own upstream output; end to end = sum of process walls over the three stages, "
+        "peak RSS = max over them.",
+        "- parameters: the reference pipeline defaults (`util.get_default_parameters`), with Fs = the video's fps, "
+        "F_max = min(60, 0.9 x Nyquist), F_min raised for the 994-frame clip, TCA seed 0 and std-over-time "
+        "normalization (see benchmarks/cases.py). The machine is shared with other jobs: compare ratios, "
+        "taken in the same run, rather than absolute times; process CPU time (user + sys, from wait4) is the "
+        "least load-sensitive column.",
+        "",
+        "## Targets at a glance",
+        "",
+        *targets_section(summary, results),
+        "",
+        "## Speed and memory per stage",
+        "",
+        *speed,
+        "",
+        "## Physical limits of the tracking stage's parts",
+        "",
+        *limits_table(out, case_names),
+        "",
+        "## Fidelity",
+        "",
+        *fid,
+        "",
+        "## Scaling with video length (ours)",
+        "",
+        *scaling_section(out, results, md.parent),
+        "",
+        *extra_sections(out),
+    ]
     md.write_text("\n".join(L))
     print(f"wrote {md}")
 

@@ -30,10 +30,20 @@ def _gray(rgb_nhwc: np.ndarray) -> np.ndarray:
     return (rgb_nhwc.astype(np.uint16).sum(axis=-1) // 3).astype(np.uint8)
 
 
-def measure(video: str, points: np.ndarray | None, mask: np.ndarray | None, n_frames: int = 600,
-            ours_reader: bool = False,
-            batch: int = 128, win: int = 20, max_level: int = 2, iters: int = 2, eps: float = 0.03,
-            clip_limit: float = 40.0, grid: int = 150) -> dict:
+def measure(
+    video: str,
+    points: np.ndarray | None,
+    mask: np.ndarray | None,
+    n_frames: int = 600,
+    ours_reader: bool = False,
+    batch: int = 128,
+    win: int = 20,
+    max_level: int = 2,
+    iters: int = 2,
+    eps: float = 0.03,
+    clip_limit: float = 40.0,
+    grid: int = 150,
+) -> dict:
     import cv2
     from torchcodec.decoders import VideoDecoder
 
@@ -60,15 +70,16 @@ def measure(video: str, points: np.ndarray | None, mask: np.ndarray | None, n_fr
 
     if points is None:
         h, w = gray.shape[1:]
-        ys, xs = np.mgrid[20:h - 20:15, 20:w - 20:15]
+        ys, xs = np.mgrid[20 : h - 20 : 15, 20 : w - 20 : 15]
         points = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)
     p = points.astype(np.float32).reshape(-1, 1, 2)
     crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iters, eps)
     t0 = time.perf_counter()
     q = p
     for i in range(1, n):
-        q, st, err = cv2.calcOpticalFlowPyrLK(eq[i - 1], eq[i], q, None, winSize=(win, win),
-                                              maxLevel=max_level, criteria=crit)
+        q, st, err = cv2.calcOpticalFlowPyrLK(
+            eq[i - 1], eq[i], q, None, winSize=(win, win), maxLevel=max_level, criteria=crit
+        )
     t_lk = time.perf_counter() - t0
 
     # our own streaming reader (decode + gray in a producer thread), where importable
@@ -93,9 +104,16 @@ def measure(video: str, points: np.ndarray | None, mask: np.ndarray | None, n_fr
         return k / t if t > 0 else float("inf")
 
     out = dict(
-        video=video, frames=int(n), height=int(gray.shape[1]), width=int(gray.shape[2]),
-        n_points=int(p.shape[0]), cv2_version=cv2.__version__, cv2_threads=cv2.getNumThreads(),
-        decode_fps=rate(t_decode, n), gray_fps=rate(t_gray, n), clahe_fps=rate(t_clahe, n),
+        video=video,
+        frames=int(n),
+        height=int(gray.shape[1]),
+        width=int(gray.shape[2]),
+        n_points=int(p.shape[0]),
+        cv2_version=cv2.__version__,
+        cv2_threads=cv2.getNumThreads(),
+        decode_fps=rate(t_decode, n),
+        gray_fps=rate(t_gray, n),
+        clahe_fps=rate(t_clahe, n),
         lk_fps=rate(t_lk, n - 1),
         ours_reader_gray_fps=None if t_reader is None else rate(t_reader, n),
     )
@@ -103,8 +121,9 @@ def measure(video: str, points: np.ndarray | None, mask: np.ndarray | None, n_fr
     per = 1 / out["decode_fps"] + 1 / out["gray_fps"] + 1 / out["clahe_fps"] + 1 / out["lk_fps"]
     out["serial_floor_fps"] = 1 / per
     # with decoding overlapped on a second core, the floor is the slower of the two lanes
-    out["overlapped_floor_fps"] = 1 / max(1 / out["decode_fps"],
-                                          1 / out["gray_fps"] + 1 / out["clahe_fps"] + 1 / out["lk_fps"])
+    out["overlapped_floor_fps"] = 1 / max(
+        1 / out["decode_fps"], 1 / out["gray_fps"] + 1 / out["clahe_fps"] + 1 / out["lk_fps"]
+    )
     return out
 
 
@@ -115,8 +134,9 @@ def main(argv=None):
     ap.add_argument("--frames", type=int, default=600)
     ap.add_argument("--threads", type=int, default=0, help="cv2.setNumThreads (0 = leave)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--ours-reader", action="store_true",
-                    help="also time facerhythm_core's iter_frame_chunks (our venv only)")
+    ap.add_argument(
+        "--ours-reader", action="store_true", help="also time facerhythm_core's iter_frame_chunks (our venv only)"
+    )
     a = ap.parse_args(argv)
     points = mask = None
     if a.points:

@@ -29,8 +29,14 @@ class Measurement:
         return asdict(self)
 
 
-def run_measured(cmd: list[str], metrics_path: Path | None = None, log_path: Path | None = None,
-                 nice: int = 10, env: dict | None = None, timeout_s: float | None = None) -> Measurement:
+def run_measured(
+    cmd: list[str],
+    metrics_path: Path | None = None,
+    log_path: Path | None = None,
+    nice: int = 10,
+    env: dict | None = None,
+    timeout_s: float | None = None,
+) -> Measurement:
     """Run ``cmd`` (niced), wait for it with ``wait4``, and collect its metrics JSON."""
     if metrics_path is not None and Path(metrics_path).exists():
         Path(metrics_path).unlink()
@@ -38,8 +44,9 @@ def run_measured(cmd: list[str], metrics_path: Path | None = None, log_path: Pat
     full_env.update(env or {})
     logf = open(log_path, "w") if log_path else subprocess.DEVNULL
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=full_env,
-                         preexec_fn=(lambda: os.nice(nice)) if nice else None)
+    p = subprocess.Popen(
+        cmd, stdout=logf, stderr=subprocess.STDOUT, env=full_env, preexec_fn=(lambda: os.nice(nice)) if nice else None
+    )
     deadline = None if timeout_s is None else t0 + timeout_s
     while True:
         pid, status, ru = os.wait4(p.pid, os.WNOHANG)
@@ -60,6 +67,13 @@ def run_measured(cmd: list[str], metrics_path: Path | None = None, log_path: Pat
     tail = ""
     if log_path and p.returncode != 0:
         tail = Path(log_path).read_text()[-3000:]
-    return Measurement(cmd=[str(c) for c in cmd], rc=p.returncode, wall_s=wall, user_s=ru.ru_utime,
-                       sys_s=ru.ru_stime, peak_rss_mb=ru.ru_maxrss / 1024.0, metrics=metrics,
-                       log=tail)
+    return Measurement(
+        cmd=[str(c) for c in cmd],
+        rc=p.returncode,
+        wall_s=wall,
+        user_s=ru.ru_utime,
+        sys_s=ru.ru_stime,
+        peak_rss_mb=ru.ru_maxrss / 1024.0,
+        metrics=metrics,
+        log=tail,
+    )

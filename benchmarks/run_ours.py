@@ -63,19 +63,26 @@ def write_probe_outputs(info_path: Path, timestamps_path: Path, videos: list[str
 
     info = probe_session(list(videos), timing="resample")
     info_path.write_text(json.dumps(info.to_dict(), indent=1))
-    write_timestamps_h5(timestamps_path, info.times, [v.path for v in info.videos],
-                        [v.clock for v in info.videos], [v.timing["source"] for v in info.videos])
+    write_timestamps_h5(
+        timestamps_path,
+        info.times,
+        [v.path for v in info.videos],
+        [v.clock for v in info.videos],
+        [v.timing["source"] for v in info.videos],
+    )
 
 
 def tracking_counts(f) -> dict:
     """Frames, points, rewinds and frames processed (replays included) from our tracking.h5."""
     keys = list(f["points_tracked"])
-    out = dict(n_frames=int(sum(f[f"points_tracked/{k}"].shape[0] for k in keys)),
-               n_points=int(f["point_positions"].shape[0]))
+    out = dict(
+        n_frames=int(sum(f[f"points_tracked/{k}"].shape[0] for k in keys)), n_points=int(f["point_positions"].shape[0])
+    )
     try:
         out["rewinds"] = int(sum(int(f[f"violations/{k}"].attrs.get("n_rewinds", 0)) for k in keys))
-        out["frames_processed"] = int(sum(int(f[f"points_tracked/{k}"].attrs.get("n_frames_processed", 0))
-                                          for k in keys))
+        out["frames_processed"] = int(
+            sum(int(f[f"points_tracked/{k}"].attrs.get("n_frames_processed", 0)) for k in keys)
+        )
     except KeyError:
         pass
     return out
@@ -90,9 +97,15 @@ def prepare(stage: str, a, params: dict, work: Path):
     if stage == "track":
         vj, ts = work / "videos.json", work / "timestamps.h5"
         write_probe_outputs(vj, ts, params["videos"])
-        return lambda: stages.track_points(a.inputs, vj, ts, list(params["videos"]), a.out,
-                                           session=session,
-                                           params={"tracking": cfg["tracking"], "video": cfg["video"]})
+        return lambda: stages.track_points(
+            a.inputs,
+            vj,
+            ts,
+            list(params["videos"]),
+            a.out,
+            session=session,
+            params={"tracking": cfg["tracking"], "video": cfg["video"]},
+        )
     if stage == "spectrogram":
         return lambda: stages.spectrogram(a.tracking, a.out, session=session, params=cfg["spectrogram"])
     return lambda: stages.tca(a.spectrograms, a.out, session=session, params=cfg["tca"])
@@ -123,8 +136,12 @@ def main(argv=None):
 
     work = Path(a.out).parent / f"work_{Path(a.out).stem}"
     work.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, filename=str(work / f"{a.stage}.log"), filemode="w",
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        filename=str(work / f"{a.stage}.log"),
+        filemode="w",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     t0 = time.perf_counter()
     run = prepare(a.stage, a, params, work)
     tc0 = time.perf_counter()
@@ -142,22 +159,34 @@ def main(argv=None):
                 keys = list(f["spectrograms"])
                 extra = dict(shapes={k: list(f[f"spectrograms/{k}"].shape) for k in keys})
                 with _h5.File(a.tracking, "r") as ft:
-                    extra.update(n_samples=int(sum(ft[f"points_tracked/{k}"].shape[0] for k in ft["points_tracked"])),
-                                 n_channels=int(2 * ft["point_positions"].shape[0]))
+                    extra.update(
+                        n_samples=int(sum(ft[f"points_tracked/{k}"].shape[0] for k in ft["points_tracked"])),
+                        n_channels=int(2 * ft["point_positions"].shape[0]),
+                    )
             elif a.stage == "tca":
                 g = f["decompositions"]
                 names = list(g)
-                extra = dict(n_iter_max=int(params["tca"]["n_iter_max"]), rank=int(params["tca"]["rank"]),
-                             n_iter_run=int(g[names[-1]].attrs["n_iter"]),
-                             tensor_shapes={n: [int(g[n]["fitted"][str(i)].shape[0]) for i in range(len(g[n]["fitted"]))]
-                                            for n in names},
-                             final_rec_error=float(g[names[-1]]["errors"][-1]) if len(g[names[-1]]["errors"]) else None,
-                             engine=str(g[names[-1]].attrs.get("engine", "")))
+                extra = dict(
+                    n_iter_max=int(params["tca"]["n_iter_max"]),
+                    rank=int(params["tca"]["rank"]),
+                    n_iter_run=int(g[names[-1]].attrs["n_iter"]),
+                    tensor_shapes={
+                        n: [int(g[n]["fitted"][str(i)].shape[0]) for i in range(len(g[n]["fitted"]))] for n in names
+                    },
+                    final_rec_error=float(g[names[-1]]["errors"][-1]) if len(g[names[-1]]["errors"]) else None,
+                    engine=str(g[names[-1]].attrs.get("engine", "")),
+                )
     except Exception as e:  # noqa: BLE001 - metrics are best effort
         extra = dict(inspect_error=f"{type(e).__name__}: {e}")
-    d = dict(impl="ours", stage=a.stage, t_stage_s=t1 - t0, t_compute_s=t1 - tc0,
-             vmhwm_mb=_peak_rss_mb(),
-             pid=os.getpid(), **extra)
+    d = dict(
+        impl="ours",
+        stage=a.stage,
+        t_stage_s=t1 - t0,
+        t_compute_s=t1 - tc0,
+        vmhwm_mb=_peak_rss_mb(),
+        pid=os.getpid(),
+        **extra,
+    )
     Path(a.metrics).write_text(json.dumps(d, indent=2))
     print(f"ours {a.stage}: {t1 - t0:.2f} s, peak RSS {d['vmhwm_mb']:.0f} MB", file=sys.stderr)
 

@@ -41,8 +41,15 @@ def _peak_rss_mb() -> float:
 
 
 def _write_metrics(path, stage, t_stage, t_compute, extra):
-    d = dict(impl="reference", stage=stage, t_stage_s=t_stage, t_compute_s=t_compute,
-             vmhwm_mb=_peak_rss_mb(), pid=os.getpid(), **extra)
+    d = dict(
+        impl="reference",
+        stage=stage,
+        t_stage_s=t_stage,
+        t_compute_s=t_compute,
+        vmhwm_mb=_peak_rss_mb(),
+        pid=os.getpid(),
+        **extra,
+    )
     with open(path, "w") as f:
         json.dump(d, f, indent=2)
 
@@ -75,8 +82,12 @@ def _count_frames_and_rewinds(pt) -> dict:
     def _step(*args, **kw):
         counts["frames"] += 1
         if counts["frames"] % 500 == 0:
-            print(f"reference track: {counts['frames']} frames processed, {counts['rewinds']} rewinds, "
-                  f"{counts['frames'] / (time.perf_counter() - t0):.1f} frames/s", file=sys.stderr, flush=True)
+            print(
+                f"reference track: {counts['frames']} frames processed, {counts['rewinds']} rewinds, "
+                f"{counts['frames'] / (time.perf_counter() - t0):.1f} frames/s",
+                file=sys.stderr,
+                flush=True,
+            )
         return step(*args, **kw)
 
     def _upd(*args, **kw):
@@ -102,8 +113,7 @@ def stage_track(a, params):
     of["mesh_rigidity"] = tp["mesh_rigidity"]
     of["mesh_n_neighbors"] = tp["mesh_n_neighbors"]
     of["relaxation"] = tp["relaxation"]
-    of["kwargs_method"] = dict(winSize=list(tp["win_size"]), maxLevel=tp["max_level"],
-                               criteria=list(tp["criteria"]))
+    of["kwargs_method"] = dict(winSize=list(tp["win_size"]), maxLevel=tp["max_level"], criteria=list(tp["criteria"]))
     oh = pt_params["params_outlier_handling"]
     oh["threshold_displacement"] = tp["threshold_displacement"]
     oh["framesHalted_before"] = tp["frames_halted_before"]
@@ -116,8 +126,9 @@ def stage_track(a, params):
     if clahe is None:
         pt_params["params_clahe"] = None
     elif (clahe["clip_limit"], tuple(clahe["tile_grid_size"])) != (40.0, (150, 150)):
-        pt_params["params_clahe"] = dict(clipLimit=float(clahe["clip_limit"]),
-                                         tileGridSize=tuple(clahe["tile_grid_size"]))
+        pt_params["params_clahe"] = dict(
+            clipLimit=float(clahe["clip_limit"]), tileGridSize=tuple(clahe["tile_grid_size"])
+        )
 
     with h5py.File(a.inputs, "r") as f:
         point_positions = f["point_positions"][()].astype(np.float32)
@@ -126,11 +137,11 @@ def stage_track(a, params):
     bvr_params = dict(defaults["BufferedVideoReader"])
     bvr_params["verbose"] = 0
     videos = fr.helpers.BufferedVideoReader(paths_videos=list(params["videos"]), **bvr_params)
-    data = fr.data_importing.Dataset_videos(bufferedVideoReader=videos, verbose=0,
-                                            contiguous=pt_params["contiguous"])
+    data = fr.data_importing.Dataset_videos(bufferedVideoReader=videos, verbose=0, contiguous=pt_params["contiguous"])
     tc0 = time.perf_counter()
-    pt = fr.point_tracking.PointTracker(buffered_video_reader=videos, point_positions=point_positions,
-                                        rois_masks=mask, **pt_params)
+    pt = fr.point_tracking.PointTracker(
+        buffered_video_reader=videos, point_positions=point_positions, rois_masks=mask, **pt_params
+    )
     counts = _count_frames_and_rewinds(pt)
     pt.track_points()
     tc1 = time.perf_counter()
@@ -157,10 +168,18 @@ def stage_track(a, params):
     n_frames = int(sum(np.asarray(pt.points_tracked[k]).shape[0] for k in keys))
     n_points = int(point_positions.shape[0])
     t1 = time.perf_counter()
-    return t1 - t0, tc1 - tc0, dict(n_frames=n_frames, n_points=n_points,
-                                    frames_processed=counts["frames"], rewinds=counts["rewinds"],
-                                    frame_rate=float(data.frame_rate),
-                                    violation_fraction=[float(x) for x in pt.violation_fraction])
+    return (
+        t1 - t0,
+        tc1 - tc0,
+        dict(
+            n_frames=n_frames,
+            n_points=n_points,
+            frames_processed=counts["frames"],
+            rewinds=counts["rewinds"],
+            frame_rate=float(data.frame_rate),
+            violation_fraction=[float(x) for x in pt.violation_fraction],
+        ),
+    )
 
 
 def stage_spectrogram(a, params):
@@ -173,16 +192,29 @@ def stage_spectrogram(a, params):
     va = copy.deepcopy(defaults["VQT_Analyzer"])
     pv = va["params_VQT"]
     # Same names as our schema; Fs from the video, F_max below Nyquist (set by the case).
-    pv.update(Fs_sample=float(sp["fs"]), Q_lowF=sp["q_low_f"], Q_highF=sp["q_high_f"],
-              F_min=sp["f_min"], F_max=sp["f_max"], n_freq_bins=sp["n_freq_bins"],
-              window_type=sp["window_type"], symmetry=sp["symmetry"],
-              taper_asymmetric=sp["taper_asymmetric"], downsample_factor=sp["downsample_factor"],
-              padding=sp["padding"], take_abs=sp["take_abs"])
+    pv.update(
+        Fs_sample=float(sp["fs"]),
+        Q_lowF=sp["q_low_f"],
+        Q_highF=sp["q_high_f"],
+        F_min=sp["f_min"],
+        F_max=sp["f_max"],
+        n_freq_bins=sp["n_freq_bins"],
+        window_type=sp["window_type"],
+        symmetry=sp["symmetry"],
+        taper_asymmetric=sp["taper_asymmetric"],
+        downsample_factor=sp["downsample_factor"],
+        padding=sp["padding"],
+        take_abs=sp["take_abs"],
+    )
     if sp.get("win_size") is not None:
         pv["win_size"] = int(sp["win_size"])
-    va.update(normalization_factor=sp["normalization_factor"],
-              spectrogram_exponent=sp["spectrogram_exponent"],
-              one_over_f_exponent=sp["one_over_f_exponent"], verbose=1, device="cpu")
+    va.update(
+        normalization_factor=sp["normalization_factor"],
+        spectrogram_exponent=sp["spectrogram_exponent"],
+        one_over_f_exponent=sp["one_over_f_exponent"],
+        verbose=1,
+        device="cpu",
+    )
     if "batch_size" in sp:
         va["batch_size"] = int(sp["batch_size"])
 
@@ -209,8 +241,11 @@ def stage_spectrogram(a, params):
     n_samples = int(sum(v.shape[0] for v in points_tracked.values()))
     n_channels = int(2 * point_positions.shape[0])
     t1 = time.perf_counter()
-    return t1 - t0, tc1 - tc0, dict(n_samples=n_samples, n_channels=n_channels,
-                                    shapes={k: list(spec.spectrograms[k].shape) for k in keys})
+    return (
+        t1 - t0,
+        tc1 - tc0,
+        dict(n_samples=n_samples, n_channels=n_channels, shapes={k: list(spec.spectrograms[k].shape) for k in keys}),
+    )
 
 
 def stage_tca(a, params):
@@ -227,11 +262,16 @@ def stage_tca(a, params):
     rd = dict(defaults["TCA"]["rearrange_data"])
     rd["method_handling_dictElements"] = tp.get("videos", "separate")
     tca.rearrange_data(data=spectrograms, **rd)
-    tca.normalize_data(mean_subtract=tp["mean_subtract"], std_divide=tp["std_divide"],
-                       dim_name=tp["normalize_dim"])
+    tca.normalize_data(mean_subtract=tp["mean_subtract"], std_divide=tp["std_divide"], dim_name=tp["normalize_dim"])
     pm = dict(defaults["TCA"]["fit"]["params_method"])
-    pm.update(rank=tp["rank"], n_iter_max=tp["n_iter_max"], init=tp["init"], tol=tp["tol"],
-              random_state=tp["random_state"], verbose=False)
+    pm.update(
+        rank=tp["rank"],
+        n_iter_max=tp["n_iter_max"],
+        init=tp["init"],
+        tol=tp["tol"],
+        random_state=tp["random_state"],
+        verbose=False,
+    )
     tca.fit(DEVICE="cpu", method=tp["method"], params_method=pm, verbose=1)
     tca.rearrange_factors(undo_concat_complexDim=False, undo_concat_dictElements=False)
     tc1 = time.perf_counter()
@@ -244,10 +284,17 @@ def stage_tca(a, params):
     t1 = time.perf_counter()
     shapes = {k: list(v.shape) for k, v in tca.data.items()}
     errors = getattr(tca._model, "errors_", None)  # of the last key's fit
-    return t1 - t0, tc1 - tc0, dict(tensor_shapes=shapes, rank=int(tp["rank"]),
-                                    n_iter_max=int(tp["n_iter_max"]),
-                                    n_iter_run=None if errors is None else len(errors),
-                                    final_rec_error=None if not errors else float(errors[-1]))
+    return (
+        t1 - t0,
+        tc1 - tc0,
+        dict(
+            tensor_shapes=shapes,
+            rank=int(tp["rank"]),
+            n_iter_max=int(tp["n_iter_max"]),
+            n_iter_run=None if errors is None else len(errors),
+            final_rec_error=None if not errors else float(errors[-1]),
+        ),
+    )
 
 
 STAGES = {"track": stage_track, "spectrogram": stage_spectrogram, "tca": stage_tca}
@@ -275,8 +322,10 @@ def main(argv=None):
         torch.set_num_threads(threads)
     t_stage, t_compute, extra = STAGES[a.stage](a, params)
     _write_metrics(a.metrics, a.stage, t_stage, t_compute, extra)
-    print(f"reference {a.stage}: {t_stage:.2f} s (compute {t_compute:.2f} s), "
-          f"peak RSS {_peak_rss_mb():.0f} MB", file=sys.stderr)
+    print(
+        f"reference {a.stage}: {t_stage:.2f} s (compute {t_compute:.2f} s), peak RSS {_peak_rss_mb():.0f} MB",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -65,8 +65,9 @@ class SyntheticSpec:
     @staticmethod
     def from_json(text: str) -> "SyntheticSpec":
         d = json.loads(text)
-        d["regions"] = tuple(Region(**{k: (tuple(v) if isinstance(v, list) else v)
-                                       for k, v in r.items()}) for r in d["regions"])
+        d["regions"] = tuple(
+            Region(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in r.items()}) for r in d["regions"]
+        )
         for k in ("face_center", "face_axes"):
             d[k] = tuple(d[k])
         return SyntheticSpec(**d)
@@ -82,7 +83,7 @@ def _smooth_noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
 
 def face_mask(spec: SyntheticSpec, shrink_px: float = 0.0) -> np.ndarray:
     """(H, W) bool mask of the face ellipse, optionally shrunk by ``shrink_px``."""
-    yy, xx = np.mgrid[0:spec.height, 0:spec.width].astype(np.float64)
+    yy, xx = np.mgrid[0 : spec.height, 0 : spec.width].astype(np.float64)
     ax, ay = spec.face_axes[0] - shrink_px, spec.face_axes[1] - shrink_px
     cx, cy = spec.face_center
     return ((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2 <= 1.0
@@ -96,7 +97,7 @@ def base_image(spec: SyntheticSpec) -> np.ndarray:
     face_tex = 0.6 * _smooth_noise(rng, shape, 2.0) + 0.4 * _smooth_noise(rng, shape, 5.0)
     face = 140.0 + 45.0 * face_tex
     # soft edge so the face boundary is not a hard step
-    yy, xx = np.mgrid[0:spec.height, 0:spec.width].astype(np.float32)
+    yy, xx = np.mgrid[0 : spec.height, 0 : spec.width].astype(np.float32)
     cx, cy = spec.face_center
     r = np.sqrt(((xx - cx) / spec.face_axes[0]) ** 2 + ((yy - cy) / spec.face_axes[1]) ** 2)
     alpha = np.clip((1.05 - r) / 0.1, 0.0, 1.0)
@@ -189,8 +190,7 @@ _NOISE_BANK_LEN = 31  # prime, so the noise never lines up with a rhythm's perio
 
 def _noise_bank(spec: SyntheticSpec) -> np.ndarray:
     rng = np.random.default_rng([spec.seed, 1])
-    return (spec.noise_sigma * rng.standard_normal(
-        (_NOISE_BANK_LEN, spec.height, spec.width))).astype(np.float32)
+    return (spec.noise_sigma * rng.standard_normal((_NOISE_BANK_LEN, spec.height, spec.width))).astype(np.float32)
 
 
 def render_frames(spec: SyntheticSpec, start: int, stop: int, base: np.ndarray | None = None) -> np.ndarray:
@@ -198,7 +198,7 @@ def render_frames(spec: SyntheticSpec, start: int, stop: int, base: np.ndarray |
     import cv2
 
     base = base_image(spec) if base is None else base
-    yy, xx = np.mgrid[0:spec.height, 0:spec.width].astype(np.float32)
+    yy, xx = np.mgrid[0 : spec.height, 0 : spec.width].astype(np.float32)
     w = _weights(spec, xx, yy).astype(np.float32)  # (R, H, W)
     dirs = _unit_dirs(spec)
     out = np.empty((stop - start, spec.height, spec.width), np.uint8)
@@ -208,8 +208,7 @@ def render_frames(spec: SyntheticSpec, start: int, stop: int, base: np.ndarray |
         s = amps[:, j, None] * dirs  # (R, 2)
         dx = np.tensordot(s[:, 0].astype(np.float32), w, axes=1)
         dy = np.tensordot(s[:, 1].astype(np.float32), w, axes=1)
-        frame = cv2.remap(base, xx - dx, yy - dy, interpolation=cv2.INTER_CUBIC,
-                          borderMode=cv2.BORDER_REFLECT)
+        frame = cv2.remap(base, xx - dx, yy - dy, interpolation=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
         # noise from a fixed bank indexed by frame: any frame can be re-rendered alone
         frame += bank[i % len(bank)]
         out[j] = np.clip(frame + 0.5, 0, 255).astype(np.uint8)
@@ -226,8 +225,15 @@ def write_video(spec: SyntheticSpec, path: str | Path, chunk: int = 90) -> Path:
     tmp = path.with_name(path.stem + ".partial" + path.suffix)
     base = base_image(spec)
     enc = Encoder()
-    stream = enc.add_video(height=spec.height, width=spec.width, frame_rate=spec.fps,
-                           codec="libx264", pixel_format="yuv420p", crf=spec.crf, preset="fast")
+    stream = enc.add_video(
+        height=spec.height,
+        width=spec.width,
+        frame_rate=spec.fps,
+        codec="libx264",
+        pixel_format="yuv420p",
+        crf=spec.crf,
+        preset="fast",
+    )
     with enc.open_file(tmp):
         for s in range(0, spec.num_frames, chunk):
             g = render_frames(spec, s, min(s + chunk, spec.num_frames), base)
@@ -239,9 +245,17 @@ def write_video(spec: SyntheticSpec, path: str | Path, chunk: int = 90) -> Path:
 
 
 def planted_summary(spec: SyntheticSpec) -> list[dict]:
-    return [dict(name=r.name, freq_hz=r.freq_hz, amplitude_px=r.amplitude_px,
-                 center=r.center, sigma=r.sigma, envelope_period_s=r.envelope_period_s)
-            for r in spec.regions]
+    return [
+        dict(
+            name=r.name,
+            freq_hz=r.freq_hz,
+            amplitude_px=r.amplitude_px,
+            center=r.center,
+            sigma=r.sigma,
+            envelope_period_s=r.envelope_period_s,
+        )
+        for r in spec.regions
+    ]
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def face_grid(width: int, height: int, n_points: int) -> np.ndarray:
 
 def _bump(points, cx, cy, sigma):
     d2 = (points[:, 0] - cx) ** 2 + (points[:, 1] - cy) ** 2
-    return np.exp(-0.5 * d2 / sigma ** 2)
+    return np.exp(-0.5 * d2 / sigma**2)
 
 
 def _bouts(rng, n, fs, rate_per_s, mean_len_s):
@@ -70,14 +70,13 @@ def _chirp(rng, n, fs, f_lo, f_hi, wander_s=2.0):
     """sin of a phase whose frequency wanders smoothly within [f_lo, f_hi]."""
     k = max(1, int(wander_s * fs))
     w = rng.standard_normal(n + 2 * k)
-    w = np.convolve(w, np.hanning(2 * k + 1), mode="same")[k:k + n]
+    w = np.convolve(w, np.hanning(2 * k + 1), mode="same")[k : k + n]
     w = (w - w.min()) / (np.ptp(w) + 1e-12)
     f = f_lo + (f_hi - f_lo) * w
     return np.sin(2 * np.pi * np.cumsum(f) / fs + rng.uniform(0, 2 * np.pi))
 
 
-def trial_traces(points: np.ndarray, n_frames: int, fs: float, seed: int,
-                 width: int, height: int) -> np.ndarray:
+def trial_traces(points: np.ndarray, n_frames: int, fs: float, seed: int, width: int, height: int) -> np.ndarray:
     """(T, N, 2) float32 tracked positions of one trial."""
     rng = np.random.default_rng(seed)
     n = points.shape[0]
@@ -102,8 +101,7 @@ def trial_traces(points: np.ndarray, n_frames: int, fs: float, seed: int,
     for c in range(2):
         d = np.cumsum(rng.standard_normal(n_frames)) * 0.02
         d = np.convolve(d, np.hanning(2 * k + 1) / (k + 1), mode="same")
-        gain = 0.5 + _bump(points, rng.uniform(0.3, 0.7) * width, rng.uniform(0.3, 0.7) * height,
-                           0.3 * width)
+        gain = 0.5 + _bump(points, rng.uniform(0.3, 0.7) * width, rng.uniform(0.3, 0.7) * height, 0.3 * width)
         disp[:, :, c] += d[:, None] * gain[None]
     # tracking noise and rare single-frame jitters
     disp += 0.05 * rng.standard_normal(disp.shape)
@@ -112,8 +110,16 @@ def trial_traces(points: np.ndarray, n_frames: int, fs: float, seed: int,
     return (points[None].astype(np.float64) + disp).astype(np.float32)
 
 
-def write_session(path: str | Path, n_trials: int, n_frames: int, fs: float, n_points: int,
-                  width: int = 784, height: int = 582, seed: int = 0) -> dict:
+def write_session(
+    path: str | Path,
+    n_trials: int,
+    n_frames: int,
+    fs: float,
+    n_points: int,
+    width: int = 784,
+    height: int = 582,
+    seed: int = 0,
+) -> dict:
     """Write a trial session's tracking.h5; returns its description."""
     import h5py
 
@@ -129,11 +135,11 @@ def write_session(path: str | Path, n_trials: int, n_frames: int, fs: float, n_p
         f.attrs["contiguous"] = False
         f.attrs["num_keys"] = n_trials
         f["num_frames"] = np.full(n_trials, n_frames, np.int64)
-        f["video_paths"] = np.array([f"trial_{k:03d}.mp4" for k in range(n_trials)],
-                                    dtype=h5py.string_dtype())
+        f["video_paths"] = np.array([f"trial_{k:03d}.mp4" for k in range(n_trials)], dtype=h5py.string_dtype())
     tmp.replace(path)
-    return dict(n_trials=n_trials, n_frames=n_frames, fs=fs, n_points=int(pts.shape[0]),
-                width=width, height=height, seed=seed)
+    return dict(
+        n_trials=n_trials, n_frames=n_frames, fs=fs, n_points=int(pts.shape[0]), width=width, height=height, seed=seed
+    )
 
 
 if __name__ == "__main__":

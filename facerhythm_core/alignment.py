@@ -43,15 +43,16 @@ METHODS = ("ecc", "phase_correlation", "identity")
 CONSTRAINTS = ("translation", "euclidean", "affine", "homography")
 
 #: reference ``Image_preparation_pipeline`` VQT parameters (Fs is the session's rate here)
-DEFAULT_VQT = dict(q_low_f=3.5, q_high_f=20.0, f_min=0.5, f_max=60.0, n_freq_bins=50,
-                   window_type="hann", downsample_factor=10)
+DEFAULT_VQT = dict(
+    q_low_f=3.5, q_high_f=20.0, f_min=0.5, f_max=60.0, n_freq_bins=50, window_type="hann", downsample_factor=10
+)
 
 #: ROICaT/face-rhythm ``OpticalFlowFarneback`` defaults
-DEFAULT_FARNEBACK = dict(pyr_scale=0.7, levels=5, winsize=128, iterations=15, poly_n=5,
-                         poly_sigma=1.5)
+DEFAULT_FARNEBACK = dict(pyr_scale=0.7, levels=5, winsize=128, iterations=15, poly_n=5, poly_sigma=1.5)
 
 
 # =========================================================================== reference image
+
 
 def downsample_frames(frames: np.ndarray, ds_factor: int) -> np.ndarray:
     """Average colour channels and bilinearly shrink each frame by ``ds_factor``.
@@ -76,18 +77,27 @@ def downsample_frames(frames: np.ndarray, ds_factor: int) -> np.ndarray:
     ds = int(ds_factor)
     h, w = f.shape[1] // ds, f.shape[2] // ds
     if ds < 1 or h < 1 or w < 1:
-        raise ConfigError(f"alignment.ds_factor={ds_factor} is invalid for {f.shape[2]}x{f.shape[1]} "
-                          "frames: it must be >= 1 and leave at least one pixel")
+        raise ConfigError(
+            f"alignment.ds_factor={ds_factor} is invalid for {f.shape[2]}x{f.shape[1]} "
+            "frames: it must be >= 1 and leave at least one pixel"
+        )
     out = np.empty((len(f), h, w), np.float32)
     for i, im in enumerate(f):
         out[i] = cv2.resize(im.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     return out
 
 
-def spectral_variance_scores(frames_ds: np.ndarray, fs: float, q_low_f: float = 3.5,
-                             q_high_f: float = 20.0, f_min: float = 0.5, f_max: float = 60.0,
-                             n_freq_bins: int = 50, window_type: str = "hann",
-                             downsample_factor: int = 10) -> tuple[np.ndarray, np.ndarray]:
+def spectral_variance_scores(
+    frames_ds: np.ndarray,
+    fs: float,
+    q_low_f: float = 3.5,
+    q_high_f: float = 20.0,
+    f_min: float = 0.5,
+    f_max: float = 60.0,
+    n_freq_bins: int = 50,
+    window_type: str = "hann",
+    downsample_factor: int = 10,
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean VQT magnitude of all pixel traces per time bin (how much is moving).
 
     Each downsampled pixel is one channel of a VQT over time (``facerhythm_core.vqt``,
@@ -117,7 +127,7 @@ def spectral_variance_scores(frames_ds: np.ndarray, fs: float, q_low_f: float = 
 
     x = np.asarray(frames_ds, np.float32)
     n = len(x)
-    x = x.reshape(n, -1).T                                   # (pixels, frames)
+    x = x.reshape(n, -1).T  # (pixels, frames)
     x = x - x.mean(axis=1, keepdims=True)
     nyq = fs / 2.0
     if f_max > 0.9 * nyq:
@@ -129,16 +139,30 @@ def spectral_variance_scores(frames_ds: np.ndarray, fs: float, q_low_f: float = 
         if n < 64:
             raise ROIError(f"reference image: only {n} frames; need at least 64 to score motion")
         f_min_new = q_low_f * fs / (n // 4 - 2)
-        logger.warning("reference image: %d frames are fewer than 4 VQT windows (%d) at f_min=%.3g Hz; "
-                       "using f_min=%.3g Hz", n, win, f_min, f_min_new)
+        logger.warning(
+            "reference image: %d frames are fewer than 4 VQT windows (%d) at f_min=%.3g Hz; using f_min=%.3g Hz",
+            n,
+            win,
+            f_min,
+            f_min_new,
+        )
         f_min = f_min_new
         win = _vqt.default_win_size(q_low_f, fs, f_min)
     if not f_min < f_max:
-        raise ROIError(f"reference image: the clip ({n} frames at {fs:g} Hz) is too short for the VQT "
-                       f"band (f_min {f_min:.3g} Hz >= f_max {f_max:.3g} Hz); use more frames "
-                       "(alignment.max_frames) or a longer video")
-    bank = _vqt.make_vqt_filters(fs, q_low_f=q_low_f, q_high_f=q_high_f, f_min=f_min, f_max=f_max,
-                                 n_freq_bins=n_freq_bins, window_type=window_type)
+        raise ROIError(
+            f"reference image: the clip ({n} frames at {fs:g} Hz) is too short for the VQT "
+            f"band (f_min {f_min:.3g} Hz >= f_max {f_max:.3g} Hz); use more frames "
+            "(alignment.max_frames) or a longer video"
+        )
+    bank = _vqt.make_vqt_filters(
+        fs,
+        q_low_f=q_low_f,
+        q_high_f=q_high_f,
+        f_min=f_min,
+        f_max=f_max,
+        n_freq_bins=n_freq_bins,
+        window_type=window_type,
+    )
     spec = _vqt.vqt(x, bank, downsample_factor=downsample_factor, padding="valid", take_abs=True)
     spec = np.asarray(spec.cpu().numpy() if hasattr(spec, "cpu") else spec)
     scores = spec.mean(axis=(0, 1)).astype(np.float64)
@@ -146,8 +170,7 @@ def spectral_variance_scores(frames_ds: np.ndarray, fs: float, q_low_f: float = 
     return scores, x_axis
 
 
-def quiet_frame_indices(scores: np.ndarray, x_axis: np.ndarray, ptile_keep: float,
-                        n_frames: int) -> np.ndarray:
+def quiet_frame_indices(scores: np.ndarray, x_axis: np.ndarray, ptile_keep: float, n_frames: int) -> np.ndarray:
     """Frames at the centres of the time bins scoring at or below the ``ptile_keep`` percentile.
 
     Returns
@@ -182,18 +205,22 @@ def clahe(image: np.ndarray, clip_limit: float = 2.0, grid_size: int = 20) -> np
     return out / max(float(out.max()), 1e-12)
 
 
-def finish_reference_image(mean_frame: np.ndarray, clip_limit: float = 2.0,
-                           grid_size: int = 20) -> np.ndarray:
+def finish_reference_image(mean_frame: np.ndarray, clip_limit: float = 2.0, grid_size: int = 20) -> np.ndarray:
     """Square root, scale to max 1, CLAHE: float32 (H, W) in [0, 1]."""
     im = np.sqrt(np.clip(np.asarray(mean_frame, np.float64), 0, None))
     im = im / max(im.max(), 1e-12)
     return clahe(im, clip_limit, grid_size)
 
 
-def reference_image_from_frames(frames: np.ndarray, fs: float, ds_factor: int = 20,
-                                ptile_keep: float = 10.0, clip_limit: float = 2.0,
-                                grid_size: int = 20, vqt_params: Mapping | None = None
-                                ) -> tuple[np.ndarray, np.ndarray]:
+def reference_image_from_frames(
+    frames: np.ndarray,
+    fs: float,
+    ds_factor: int = 20,
+    ptile_keep: float = 10.0,
+    clip_limit: float = 2.0,
+    grid_size: int = 20,
+    vqt_params: Mapping | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """In-memory reference image of one clip (see :func:`reference_image_from_videos`).
 
     Returns
@@ -204,18 +231,25 @@ def reference_image_from_frames(frames: np.ndarray, fs: float, ds_factor: int = 
     """
     frames = np.asarray(frames)
     gray = frames.mean(axis=-1) if frames.ndim == 4 else frames
-    scores, x_axis = spectral_variance_scores(downsample_frames(gray, ds_factor), fs,
-                                              **{**DEFAULT_VQT, **(vqt_params or {})})
+    scores, x_axis = spectral_variance_scores(
+        downsample_frames(gray, ds_factor), fs, **{**DEFAULT_VQT, **(vqt_params or {})}
+    )
     kept = quiet_frame_indices(scores, x_axis, ptile_keep, len(gray))
     mean = gray[kept].astype(np.float64).mean(axis=0)
     return finish_reference_image(mean, clip_limit, grid_size), kept
 
 
-def reference_image_from_videos(paths: Sequence[str | Path], fs: float, ds_factor: int = 20,
-                                ptile_keep: float = 10.0, max_frames: int | None = 3600,
-                                clip_limit: float = 2.0, grid_size: int = 20,
-                                vqt_params: Mapping | None = None, chunk_size: int = 128
-                                ) -> tuple[np.ndarray, dict]:
+def reference_image_from_videos(
+    paths: Sequence[str | Path],
+    fs: float,
+    ds_factor: int = 20,
+    ptile_keep: float = 10.0,
+    max_frames: int | None = 3600,
+    clip_limit: float = 2.0,
+    grid_size: int = 20,
+    vqt_params: Mapping | None = None,
+    chunk_size: int = 128,
+) -> tuple[np.ndarray, dict]:
     """Reference image of a session, streamed from its videos (two passes, bounded memory).
 
     Pass 1 decodes up to ``max_frames`` frames (videos in order) and keeps only the
@@ -278,12 +312,12 @@ def reference_image_from_videos(paths: Sequence[str | Path], fs: float, ds_facto
         total = frames.sum(axis=0) if total is None else total + frames.sum(axis=0)
         count += len(frames)
         info["frames_kept"][p] = idx.tolist()
-    logger.info("reference image: averaged %d quiet frames of %d scored", count,
-                sum(info["frames_scored"].values()))
+    logger.info("reference image: averaged %d quiet frames of %d scored", count, sum(info["frames_scored"].values()))
     return finish_reference_image(total / count, clip_limit, grid_size), info
 
 
 # =========================================================================== registration
+
 
 @dataclass
 class Registration:
@@ -311,8 +345,13 @@ class Registration:
         """Compose geometric parts: first ``self`` (A -> B), then ``other`` (B -> C)."""
         if self.flow is not None or other.flow is not None:
             raise ValueError("only geometric (flow-free) registrations can be composed")
-        return Registration(other.matrix @ self.matrix, None, other.method,
-                            _wider(self.constraint, other.constraint), {"composed": True})
+        return Registration(
+            other.matrix @ self.matrix,
+            None,
+            other.method,
+            _wider(self.constraint, other.constraint),
+            {"composed": True},
+        )
 
     def inverse(self) -> "Registration":
         if self.flow is not None:
@@ -330,8 +369,10 @@ def _check_pair(im_template: np.ndarray, im_moving: np.ndarray) -> tuple[np.ndar
     if a.ndim != 2 or b.ndim != 2:
         raise ROIError(f"registration needs 2-D gray images, got shapes {a.shape} and {b.shape}")
     if a.shape != b.shape:
-        raise ROIError(f"the template image is {a.shape[1]}x{a.shape[0]} but the session image is "
-                       f"{b.shape[1]}x{b.shape[0]}: ROI transfer needs sessions filmed at one frame size")
+        raise ROIError(
+            f"the template image is {a.shape[1]}x{a.shape[0]} but the session image is "
+            f"{b.shape[1]}x{b.shape[0]}: ROI transfer needs sessions filmed at one frame size"
+        )
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ROIError("registration images contain NaN or inf")
     return a, b
@@ -351,8 +392,9 @@ def distance_grid(shape: tuple[int, int], p: float = 2.0) -> np.ndarray:
     return m * ((dx / m) ** p + (dy / m) ** p) ** (1.0 / p)
 
 
-def bandpass_filter_2d(shape: tuple[int, int], low: float, high: float, order: int = 5,
-                       distance_p: float = 100.0) -> np.ndarray:
+def bandpass_filter_2d(
+    shape: tuple[int, int], low: float, high: float, order: int = 5, distance_p: float = 100.0
+) -> np.ndarray:
     """Butterworth magnitude response laid out on a distance grid (fftshifted, in [0, 1]).
 
     The 1-D filter is designed with sample rate ``max(H, W)`` so that cut-offs are in
@@ -381,8 +423,9 @@ def bandpass_filter_2d(shape: tuple[int, int], low: float, high: float, order: i
     return np.interp(distance_grid(shape, distance_p), w, np.abs(h))
 
 
-def phase_correlation(im_template: np.ndarray, im_moving: np.ndarray,
-                      mask_fft: np.ndarray | None = None, eps: float = 1e-8) -> np.ndarray:
+def phase_correlation(
+    im_template: np.ndarray, im_moving: np.ndarray, mask_fft: np.ndarray | None = None, eps: float = 1e-8
+) -> np.ndarray:
     """Phase-correlation surface, fftshifted: the peak sits at centre + shift.
 
     If ``im_moving`` is ``im_template`` moved by (dx, dy), the peak is at
@@ -422,9 +465,13 @@ def _subpixel_peak(cc: np.ndarray) -> tuple[float, float]:
     return r + dr, c + dc
 
 
-def register_phase_correlation(im_template: np.ndarray, im_moving: np.ndarray,
-                               bandpass: Sequence[float] | None = None, order: int = 5,
-                               window: str | None = "hann") -> Registration:
+def register_phase_correlation(
+    im_template: np.ndarray,
+    im_moving: np.ndarray,
+    bandpass: Sequence[float] | None = None,
+    order: int = 5,
+    window: str | None = "hann",
+) -> Registration:
     """Translation from the phase-correlation peak (sub-pixel, parabolic refinement).
 
     Both images are mean-subtracted and tapered by a 2-D window first, so that the
@@ -453,14 +500,25 @@ def register_phase_correlation(im_template: np.ndarray, im_moving: np.ndarray,
     return Registration(m, None, "phase_correlation", "translation", {"peak": float(cc.max())})
 
 
-_ECC_MODES = {"translation": "MOTION_TRANSLATION", "euclidean": "MOTION_EUCLIDEAN",
-              "affine": "MOTION_AFFINE", "homography": "MOTION_HOMOGRAPHY"}
+_ECC_MODES = {
+    "translation": "MOTION_TRANSLATION",
+    "euclidean": "MOTION_EUCLIDEAN",
+    "affine": "MOTION_AFFINE",
+    "homography": "MOTION_HOMOGRAPHY",
+}
 
 
-def register_ecc(im_template: np.ndarray, im_moving: np.ndarray, constraint: str = "euclidean",
-                 n_iter: int = 200, termination_eps: float = 1e-9, gauss_filt_size: int = 1,
-                 retry_step: int = 10, max_retries: int = 10,
-                 init: np.ndarray | None = None) -> Registration:
+def register_ecc(
+    im_template: np.ndarray,
+    im_moving: np.ndarray,
+    constraint: str = "euclidean",
+    n_iter: int = 200,
+    termination_eps: float = 1e-9,
+    gauss_filt_size: int = 1,
+    retry_step: int = 10,
+    max_retries: int = 10,
+    init: np.ndarray | None = None,
+) -> Registration:
     """ECC registration with ``cv2.findTransformECC`` (reference ``ECC_cv2``).
 
     On failure (no convergence) the Gaussian pre-filter grows by ``retry_step`` and
@@ -501,8 +559,11 @@ def register_ecc(im_template: np.ndarray, im_moving: np.ndarray, constraint: str
             cc, warp = cv2.findTransformECC(a, b, warp, mode, criteria, None, size_odd)
         except cv2.error as exc:
             last_exc = exc
-            logger.info("ECC failed with gaussFiltSize=%d (%s); retrying larger", size_odd,
-                        str(exc).strip().splitlines()[-1][:120])
+            logger.info(
+                "ECC failed with gaussFiltSize=%d (%s); retrying larger",
+                size_odd,
+                str(exc).strip().splitlines()[-1][:120],
+            )
             size += int(retry_step)
             continue
         if not np.isfinite(warp).all():
@@ -515,14 +576,16 @@ def register_ecc(im_template: np.ndarray, im_moving: np.ndarray, constraint: str
             m = m / m[2, 2]
         else:
             m[:2] = warp
-        return Registration(m, None, "ecc", constraint,
-                            {"ecc_cc": float(cc), "gauss_filt_size": size_odd, "retries": attempt})
-    raise ROIError(f"ECC registration ({constraint}) did not converge, last gaussFiltSize {size_odd}: "
-                   f"{last_exc}. Try alignment.method: phase_correlation or a simpler constraint")
+        return Registration(
+            m, None, "ecc", constraint, {"ecc_cc": float(cc), "gauss_filt_size": size_odd, "retries": attempt}
+        )
+    raise ROIError(
+        f"ECC registration ({constraint}) did not converge, last gaussFiltSize {size_odd}: "
+        f"{last_exc}. Try alignment.method: phase_correlation or a simpler constraint"
+    )
 
 
-def farneback_flow(im_template_warped: np.ndarray, im_moving: np.ndarray,
-                   params: Mapping | None = None) -> np.ndarray:
+def farneback_flow(im_template_warped: np.ndarray, im_moving: np.ndarray, params: Mapping | None = None) -> np.ndarray:
     """Farneback optical flow from a (geometrically pre-aligned) template to the moving image.
 
     Returns
@@ -540,16 +603,31 @@ def farneback_flow(im_template_warped: np.ndarray, im_moving: np.ndarray,
         lo, hi = np.percentile(x, [0.5, 99.5])
         return np.clip(np.round((x - lo) / max(hi - lo, 1e-12) * 255), 0, 255).astype(np.uint8)
 
-    return cv2.calcOpticalFlowFarneback(u8(a), u8(b), None, p["pyr_scale"], int(p["levels"]),
-                                        int(p["winsize"]), int(p["iterations"]), int(p["poly_n"]),
-                                        float(p["poly_sigma"]), 0).astype(np.float32)
+    return cv2.calcOpticalFlowFarneback(
+        u8(a),
+        u8(b),
+        None,
+        p["pyr_scale"],
+        int(p["levels"]),
+        int(p["winsize"]),
+        int(p["iterations"]),
+        int(p["poly_n"]),
+        float(p["poly_sigma"]),
+        0,
+    ).astype(np.float32)
 
 
-def register(im_template: np.ndarray, im_moving: np.ndarray, method: str = "ecc",
-             constraint: str = "euclidean", nonrigid: bool = False,
-             init_phase_correlation: bool = True, bandpass: Sequence[float] | None = None,
-             ecc_params: Mapping | None = None, farneback_params: Mapping | None = None
-             ) -> Registration:
+def register(
+    im_template: np.ndarray,
+    im_moving: np.ndarray,
+    method: str = "ecc",
+    constraint: str = "euclidean",
+    nonrigid: bool = False,
+    init_phase_correlation: bool = True,
+    bandpass: Sequence[float] | None = None,
+    ecc_params: Mapping | None = None,
+    farneback_params: Mapping | None = None,
+) -> Registration:
     """Register ``im_moving`` to ``im_template`` with one method, optionally non-rigid on top.
 
     Parameters
@@ -588,12 +666,18 @@ def register(im_template: np.ndarray, im_moving: np.ndarray, method: str = "ecc"
         raise ConfigError(f"alignment.method must be one of {METHODS} (RoMa is not supported), got {method!r}")
     if nonrigid:
         warped = warp_image(a, reg, a.shape)
-        reg = Registration(reg.matrix, farneback_flow(warped, b, farneback_params), reg.method,
-                           reg.constraint, {**reg.info, "nonrigid": "farneback"})
+        reg = Registration(
+            reg.matrix,
+            farneback_flow(warped, b, farneback_params),
+            reg.method,
+            reg.constraint,
+            {**reg.info, "nonrigid": "farneback"},
+        )
     return reg
 
 
 # =========================================================================== warping
+
 
 def _apply_matrix(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
     ph = np.concatenate([pts, np.ones((len(pts), 1))], axis=1) @ m.T
@@ -606,8 +690,7 @@ def _sample(field_: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
     mx = np.ascontiguousarray(pts[:, 0].astype(np.float32)[None])
     my = np.ascontiguousarray(pts[:, 1].astype(np.float32)[None])
-    out = cv2.remap(np.ascontiguousarray(field_, np.float32), mx, my, cv2.INTER_LINEAR,
-                    borderMode=cv2.BORDER_REPLICATE)
+    out = cv2.remap(np.ascontiguousarray(field_, np.float32), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return out.reshape(len(pts), -1).astype(np.float64)
 
 
@@ -627,8 +710,7 @@ def warp_points(points: np.ndarray, reg: Registration) -> np.ndarray:
     return q
 
 
-def inverse_map(reg: Registration, shape: tuple[int, int], n_iter: int = 20
-                ) -> tuple[np.ndarray, np.ndarray]:
+def inverse_map(reg: Registration, shape: tuple[int, int], n_iter: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """Template (x, y) coordinates of every moving-image pixel (for ``cv2.remap``).
 
     The non-rigid part is inverted by fixed-point iteration ``y <- q - flow(y)``.
@@ -658,8 +740,13 @@ def inverse_map(reg: Registration, shape: tuple[int, int], n_iter: int = 20
     return (px / pz).astype(np.float32), (py / pz).astype(np.float32)
 
 
-def warp_image(image: np.ndarray, reg: Registration, shape: tuple[int, int] | None = None,
-               border_value: float | None = None, interpolation: str = "linear") -> np.ndarray:
+def warp_image(
+    image: np.ndarray,
+    reg: Registration,
+    shape: tuple[int, int] | None = None,
+    border_value: float | None = None,
+    interpolation: str = "linear",
+) -> np.ndarray:
     """Resample a template-frame image into the moving frame.
 
     Parameters
@@ -724,17 +811,26 @@ def warp_rois(rois, reg: Registration, shape: tuple[int, int]):
 
 # =========================================================================== quality
 
+
 def _taper(shape: tuple[int, int], window: str | None):
     import scipy.signal
 
     if window is None:
         return 1.0
-    return np.outer(scipy.signal.get_window(window, shape[0], fftbins=False),
-                    scipy.signal.get_window(window, shape[1], fftbins=False))
+    return np.outer(
+        scipy.signal.get_window(window, shape[0], fftbins=False),
+        scipy.signal.get_window(window, shape[1], fftbins=False),
+    )
 
 
-def alignment_score(im_aligned: np.ndarray, im_ref: np.ndarray, radius_in: float = 4.0,
-                    radius_out: float = 20.0, order: int = 5, window: str | None = "hann") -> dict:
+def alignment_score(
+    im_aligned: np.ndarray,
+    im_ref: np.ndarray,
+    radius_in: float = 4.0,
+    radius_out: float = 20.0,
+    order: int = 5,
+    window: str | None = "hann",
+) -> dict:
     """Phase-correlation z-score of two images that should already be aligned.
 
     Reference ``ImageAlignmentChecker``: an "in" low-pass (0..radius_in) and an "out"
@@ -781,13 +877,25 @@ def alignment_score(im_aligned: np.ndarray, im_ref: np.ndarray, radius_in: float
     std_out = float(np.sqrt(np.mean((pc - mean_out) ** 2 * filt_out)))
     diff = max_in - ptile95_out
     r, c = np.unravel_index(int(np.argmax(pin)), shape)
-    return {"z_in": diff / max(std_out, 1e-30), "r_in": diff / ptile95_out if ptile95_out else float("inf"),
-            "max_in": max_in, "ptile95_out": ptile95_out, "mean_out": mean_out, "std_out": std_out,
-            "shift": (float(c - shape[1] // 2), float(r - shape[0] // 2))}
+    return {
+        "z_in": diff / max(std_out, 1e-30),
+        "r_in": diff / ptile95_out if ptile95_out else float("inf"),
+        "max_in": max_in,
+        "ptile95_out": ptile95_out,
+        "mean_out": mean_out,
+        "std_out": std_out,
+        "shift": (float(c - shape[1] // 2), float(r - shape[0] // 2)),
+    }
 
 
-def score_registration(im_template: np.ndarray, im_moving: np.ndarray, reg: Registration,
-                       radius_in: float = 4.0, radius_out: float = 20.0, order: int = 5) -> float:
+def score_registration(
+    im_template: np.ndarray,
+    im_moving: np.ndarray,
+    reg: Registration,
+    radius_in: float = 4.0,
+    radius_out: float = 20.0,
+    order: int = 5,
+) -> float:
     """z-score of the template warped into the moving frame against the moving image."""
     warped = warp_image(np.asarray(im_template, np.float32), reg, np.shape(im_moving))
     return alignment_score(warped, im_moving, radius_in, radius_out, order)["z_in"]
@@ -820,8 +928,9 @@ def shortest_paths(z: np.ndarray, z_threshold: float, source: int = 0) -> tuple[
     zz = np.where(ok, np.fmax(z, z.T), np.nan)
     rows, cols = np.nonzero(ok)
     g = scipy.sparse.csr_matrix((1.0 / zz[rows, cols], (rows, cols)), shape=(n, n))
-    dist, pred = scipy.sparse.csgraph.shortest_path(g, method="D", directed=True,
-                                                    return_predecessors=True, indices=source)
+    dist, pred = scipy.sparse.csgraph.shortest_path(
+        g, method="D", directed=True, return_predecessors=True, indices=source
+    )
     return dist, pred
 
 
@@ -872,12 +981,24 @@ class TransferResult:
     z_pairs: np.ndarray | None = None
 
 
-def align_to_template(template_image: np.ndarray, image: np.ndarray,
-                      others: Mapping[str, np.ndarray] | None = None, *, template_name: str = "template",
-                      name: str = "session", method: str = "ecc", constraint: str = "euclidean",
-                      nonrigid: bool = False, z_threshold: float = 4.0, radius_in: float = 4.0,
-                      radius_out: float = 20.0, order: int = 5, match_search: bool = True,
-                      all_to_all: bool = False, **register_kwargs) -> TransferResult:
+def align_to_template(
+    template_image: np.ndarray,
+    image: np.ndarray,
+    others: Mapping[str, np.ndarray] | None = None,
+    *,
+    template_name: str = "template",
+    name: str = "session",
+    method: str = "ecc",
+    constraint: str = "euclidean",
+    nonrigid: bool = False,
+    z_threshold: float = 4.0,
+    radius_in: float = 4.0,
+    radius_out: float = 20.0,
+    order: int = 5,
+    match_search: bool = True,
+    all_to_all: bool = False,
+    **register_kwargs,
+) -> TransferResult:
     """Register a session's reference image to the template's, with match search.
 
     The direct registration is scored; if it fails ``z_threshold`` (or ``all_to_all``)
@@ -942,8 +1063,13 @@ def align_to_template(template_image: np.ndarray, image: np.ndarray,
             logger.info("match search path: %s", " -> ".join(path))
     if nonrigid:
         warped = warp_image(np.asarray(template_image, np.float32), reg, np.shape(image))
-        reg = Registration(reg.matrix, farneback_flow(warped, image, register_kwargs.get("farneback_params")),
-                           reg.method, reg.constraint, {**reg.info, "nonrigid": "farneback"})
+        reg = Registration(
+            reg.matrix,
+            farneback_flow(warped, image, register_kwargs.get("farneback_params")),
+            reg.method,
+            reg.constraint,
+            {**reg.info, "nonrigid": "farneback"},
+        )
     z_final = score_registration(template_image, image, reg, **sc) if (nonrigid or reg is not direct) else z_direct
     aligned = z_final > z_threshold or (len(path) > 2 and z_path > z_threshold)
     return TransferResult(reg, float(z_direct), float(z_final), path, bool(aligned), float(z_path), names, zp)
@@ -951,8 +1077,16 @@ def align_to_template(template_image: np.ndarray, image: np.ndarray,
 
 # =========================================================================== QC figure
 
-def qc_figure(template_image: np.ndarray, image: np.ndarray, template_rois, warped_rois,
-              result: TransferResult, z_threshold: float, title: str = ""):
+
+def qc_figure(
+    template_image: np.ndarray,
+    image: np.ndarray,
+    template_rois,
+    warped_rois,
+    result: TransferResult,
+    z_threshold: float,
+    title: str = "",
+):
     """Matplotlib figure: template with its ROIs, session with the warped ROIs, overlay.
 
     Returns
@@ -966,8 +1100,10 @@ def qc_figure(template_image: np.ndarray, image: np.ndarray, template_rois, warp
 
     colours = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00"]
     fig, axs = plt.subplots(1, 3, figsize=(15, 5.2), constrained_layout=True)
-    for ax, im, rois, t in [(axs[0], template_image, template_rois, "template"),
-                            (axs[1], image, warped_rois, "session + warped ROIs")]:
+    for ax, im, rois, t in [
+        (axs[0], template_image, template_rois, "template"),
+        (axs[1], image, warped_rois, "session + warped ROIs"),
+    ]:
         ax.imshow(im, cmap="gray")
         for i, (k, m) in enumerate(rois.masks.items()):
             ax.contour(m.astype(float), levels=[0.5], colors=colours[i % len(colours)], linewidths=1)
@@ -976,13 +1112,21 @@ def qc_figure(template_image: np.ndarray, image: np.ndarray, template_rois, warp
         ax.set_title(t)
         ax.set_axis_off()
     warped = warp_image(np.asarray(template_image, np.float32), result.registration, np.shape(image))
-    rgb = np.stack([warped / max(warped.max(), 1e-12), np.asarray(image) / max(np.max(image), 1e-12),
-                    warped / max(warped.max(), 1e-12)], axis=-1)
+    rgb = np.stack(
+        [
+            warped / max(warped.max(), 1e-12),
+            np.asarray(image) / max(np.max(image), 1e-12),
+            warped / max(warped.max(), 1e-12),
+        ],
+        axis=-1,
+    )
     axs[2].imshow(np.clip(rgb, 0, 1))
     axs[2].set_title("overlay: warped template (magenta) / session (green)")
     axs[2].set_axis_off()
     verdict = "PASS" if result.aligned else "FAIL"
-    fig.suptitle(f"{title}  z direct {result.z_direct:.1f}, final {result.z_final:.1f}, "
-                 f"weakest step {result.z_path:.1f} (threshold {z_threshold:g}) {verdict}; "
-                 f"path {' -> '.join(result.path)}")
+    fig.suptitle(
+        f"{title}  z direct {result.z_direct:.1f}, final {result.z_final:.1f}, "
+        f"weakest step {result.z_path:.1f} (threshold {z_threshold:g}) {verdict}; "
+        f"path {' -> '.join(result.path)}"
+    )
     return fig

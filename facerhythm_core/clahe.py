@@ -138,8 +138,9 @@ def _interpolate(src, dst, luts, tiles_x, tiles_y, ind1, ind2, xa, xa1, inv_th):
             v = src[y, x]
             i1 = ind1[x]
             i2 = ind2[x]
-            res = ((np.float32(luts[p1 + i1, v]) * xa1[x] + np.float32(luts[p1 + i2, v]) * xa[x]) * ya1
-                   + (np.float32(luts[p2 + i1, v]) * xa1[x] + np.float32(luts[p2 + i2, v]) * xa[x]) * ya)
+            res = (np.float32(luts[p1 + i1, v]) * xa1[x] + np.float32(luts[p1 + i2, v]) * xa[x]) * ya1 + (
+                np.float32(luts[p2 + i1, v]) * xa1[x] + np.float32(luts[p2 + i2, v]) * xa[x]
+            ) * ya
             r = np.rint(res)
             if r < 0:
                 r = 0
@@ -168,8 +169,7 @@ class Clahe:
     An instance keeps scratch buffers per image size: use one instance per thread.
     """
 
-    def __init__(self, clip_limit: float = 40.0, tile_grid_size: tuple[int, int] = (8, 8),
-                 engine: str = "auto"):
+    def __init__(self, clip_limit: float = 40.0, tile_grid_size: tuple[int, int] = (8, 8), engine: str = "auto"):
         gx, gy = (int(v) for v in tile_grid_size)
         if gx < 1 or gy < 1:
             raise ValueError(f"tile_grid_size must be positive, got {tile_grid_size}")
@@ -206,8 +206,19 @@ class Clahe:
         ind1 = np.maximum(tx1, 0)
         ind2 = np.minimum(tx1 + 1, gx - 1)
         luts = np.empty((gx * gy, 256), np.uint8)
-        g = dict(pad=pad, tw=tw, th=th, clip=clip, table=table, ind1=ind1, ind2=ind2, xa=xa, xa1=xa1,
-                 inv_th=np.float32(1.0) / np.float32(th), luts=luts)
+        g = dict(
+            pad=pad,
+            tw=tw,
+            th=th,
+            clip=clip,
+            table=table,
+            ind1=ind1,
+            ind2=ind2,
+            xa=xa,
+            xa1=xa1,
+            inv_th=np.float32(1.0) / np.float32(th),
+            luts=luts,
+        )
         self._geom[(h, w)] = g
         return g
 

@@ -65,8 +65,10 @@ def validate_config(config: Mapping, schema: Mapping, source: str = "config") ->
     cfg = copy.deepcopy(dict(config or {}))
     validator = _validator_with_defaults()(schema)
     problems = [(list(e.absolute_path), _problem(e, _where(e))) for e in validator.iter_errors(cfg)]
-    problems += [(where.split("."), f"{where}: {value!r} is not a finite number (NaN and infinity "
-                                    "are not allowed)") for where, value in non_finite_numbers(config)]
+    problems += [
+        (where.split("."), f"{where}: {value!r} is not a finite number (NaN and infinity are not allowed)")
+        for where, value in non_finite_numbers(config)
+    ]
     if problems:
         lines = [f"  {msg}" for _, msg in sorted(problems, key=lambda p: [str(k) for k in p[0]])]
         raise ConfigError(f"{source} breaks the schema:\n" + "\n".join(lines))
@@ -140,13 +142,17 @@ def _check_header(table: Table, schema: Mapping, warn: Callable[[str], None] = _
     missing = [k for k in schema.get("required", []) if k not in present]
     if missing:
         hints = [f"{c!r} for {g!r}?" for c, g in guesses.items() if g in missing]
-        raise ConfigError(f"{table.where(table.header_line)} (the header): missing required "
-                          f"column(s) {missing}; the header has {present}"
-                          + (f" (a misspelling: {', '.join(hints)})" if hints else ""))
+        raise ConfigError(
+            f"{table.where(table.header_line)} (the header): missing required "
+            f"column(s) {missing}; the header has {present}"
+            + (f" (a misspelling: {', '.join(hints)})" if hints else "")
+        )
     for c, g in guesses.items():
         if g is not None:
-            warn(f"{table.where(table.header_line)} (the header): column {c!r} is not a known "
-                 f"column and is ignored; did you mean {g!r}?")
+            warn(
+                f"{table.where(table.header_line)} (the header): column {c!r} is not a known "
+                f"column and is ignored; did you mean {g!r}?"
+            )
     return [k for k in known if k in present]
 
 
@@ -195,8 +201,9 @@ def cell_value(text: str, name: str, prop: Mapping, where: str) -> Any:
 
 
 def _schema_problems(rec: dict, validator) -> list[str]:
-    return [_problem(e, f"column {e.absolute_path[0]!r}" if e.absolute_path else "row")
-            for e in validator.iter_errors(rec)]
+    return [
+        _problem(e, f"column {e.absolute_path[0]!r}" if e.absolute_path else "row") for e in validator.iter_errors(rec)
+    ]
 
 
 def _row_record(row: TableRow, known: list[str], table: Table, schema: Mapping, validator) -> dict:
@@ -208,8 +215,9 @@ def _row_record(row: TableRow, known: list[str], table: Table, schema: Mapping, 
             rec[k] = cell_value(row.cells[k], k, props[k], table.where(row.line, k))
     missing = [k for k in schema.get("required", []) if k not in rec]
     if missing:
-        raise ConfigError(f"{table.where(row.line)}: required column(s) {missing} empty; every "
-                          "session needs a value there")
+        raise ConfigError(
+            f"{table.where(row.line)}: required column(s) {missing} empty; every session needs a value there"
+        )
     problems = _schema_problems(rec, validator)
     if problems:
         raise ConfigError(f"{table.where(row.line)}: " + "; ".join(problems))
@@ -222,17 +230,21 @@ def _check_session_ids(sessions: list[Session], table: Table, reserved: Mapping[
     for s in sessions:
         why = next((w for r, w in reserved.items() if r.casefold() == s.session.casefold()), None)
         if why is not None:
-            raise ConfigError(f"{table.where(s.line, 'session')}: session id {s.session!r} is "
-                              f"reserved: {why}; rename the session")
+            raise ConfigError(
+                f"{table.where(s.line, 'session')}: session id {s.session!r} is reserved: {why}; rename the session"
+            )
         other = seen.get(s.session.casefold())
         if other is not None and other.session == s.session:
-            raise ConfigError(f"{table.path}: session id {s.session!r} appears on lines {other.line} "
-                              f"and {s.line}; ids must be unique")
+            raise ConfigError(
+                f"{table.path}: session id {s.session!r} appears on lines {other.line} and {s.line}; ids must be unique"
+            )
         if other is not None:
-            raise ConfigError(f"{table.path}: session ids {other.session!r} (line {other.line}) and "
-                              f"{s.session!r} (line {s.line}) differ only in letter case; they would "
-                              "share one results folder on macOS and Windows, so ids must be unique "
-                              "ignoring case")
+            raise ConfigError(
+                f"{table.path}: session ids {other.session!r} (line {other.line}) and "
+                f"{s.session!r} (line {s.line}) differ only in letter case; they would "
+                "share one results folder on macOS and Windows, so ids must be unique "
+                "ignoring case"
+            )
         seen[s.session.casefold()] = s
 
 
@@ -243,23 +255,32 @@ def _session_from(rec: dict, row: TableRow, extra: dict, where: str) -> Session:
         raise ConfigError(f"{where}: no video path in `videos`")
     twice = sorted({v for v in videos if videos.count(v) > 1})
     if twice:
-        raise ConfigError(f"{where}: session {rec['session']!r} lists {twice} more than once; "
-                          "list each video of the session once, in recording order")
+        raise ConfigError(
+            f"{where}: session {rec['session']!r} lists {twice} more than once; "
+            "list each video of the session once, in recording order"
+        )
     stamps = None
     if rec.get("timestamps"):
         stamps = tuple(v.strip() for v in rec["timestamps"].split(";"))
         if len(stamps) != len(videos) or not all(stamps):
-            raise ConfigError(f"{where}: `timestamps` names {len(stamps)} file(s) for "
-                              f"{len(videos)} video(s); give one file per video, separated by ';' "
-                              "in the same order as `videos`")
+            raise ConfigError(
+                f"{where}: `timestamps` names {len(stamps)} file(s) for "
+                f"{len(videos)} video(s); give one file per video, separated by ';' "
+                "in the same order as `videos`"
+            )
     names = {f.name for f in fields(Session)} - {"videos", "extra", "line", "timestamps"}
-    return Session(videos=videos, extra=extra, line=row.line, timestamps=stamps,
-                   **{k: v for k, v in rec.items() if k in names})
+    return Session(
+        videos=videos, extra=extra, line=row.line, timestamps=stamps, **{k: v for k, v in rec.items() if k in names}
+    )
 
 
-def read_sessions(path: str | Path, schema: Mapping, roi_sets: Mapping | None = None,
-                  reserved: Mapping[str, str] | None = None,
-                  warn: Callable[[str], None] | None = None) -> list[Session]:
+def read_sessions(
+    path: str | Path,
+    schema: Mapping,
+    roi_sets: Mapping | None = None,
+    reserved: Mapping[str, str] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> list[Session]:
     """Read and validate the sessions table.
 
     The table is read by :func:`~facerhythm_core.tables.read_table` (spreadsheet output
@@ -311,14 +332,17 @@ def _check_roi_sources(sessions: list[Session], table: Table, roi_sets: Mapping)
     for s in sessions:
         where = table.where(s.line, "rois")
         if s.roi_kind == "config" and s.roi_ref not in roi_sets:
-            raise ConfigError(f"{where}: session {s.session!r}: ROI source {s.rois!r} names no set "
-                              f"in config `roi_sets` (have: {sorted(roi_sets)})")
+            raise ConfigError(
+                f"{where}: session {s.session!r}: ROI source {s.rois!r} names no set "
+                f"in config `roi_sets` (have: {sorted(roi_sets)})"
+            )
         if s.roi_kind == "template":
             if s.roi_ref == s.session:
                 raise ConfigError(f"{where}: session {s.session!r} names itself as its ROI template")
             if s.roi_ref not in ids:
-                raise ConfigError(f"{where}: session {s.session!r}: template session {s.roi_ref!r} "
-                                  "is not in the sessions table")
+                raise ConfigError(
+                    f"{where}: session {s.session!r}: template session {s.roi_ref!r} is not in the sessions table"
+                )
     _check_template_cycles(sessions, table)
 
 
@@ -330,10 +354,12 @@ def _check_template_cycles(sessions: list[Session], table: Table) -> None:
         while path[-1].roi_kind == "template":
             nxt = by_id[path[-1].roi_ref]
             if nxt in path:
-                loop = path[path.index(nxt):] + [nxt]
+                loop = path[path.index(nxt) :] + [nxt]
                 chain = " -> ".join(f"{x.session!r} (line {x.line})" for x in loop)
-                raise ConfigError(f"{table.where(s.line, 'rois')}: template sessions form a loop: "
-                                  f"{chain}; one of them needs its own ROI file or config: set")
+                raise ConfigError(
+                    f"{table.where(s.line, 'rois')}: template sessions form a loop: "
+                    f"{chain}; one of them needs its own ROI file or config: set"
+                )
             path.append(nxt)
 
 
@@ -345,8 +371,7 @@ def _tca_time_need(tca: Mapping) -> tuple[int, str]:
     need, why = rank, f"tca.rank {rank}"
     if swept and max(swept) > rank:
         need, why = max(swept), f"tca.rank_sweep.ranks up to {max(swept)}"
-    over_time = tca.get("normalize_dim", "time") == "time" and (tca.get("std_divide")
-                                                                  or tca.get("mean_subtract"))
+    over_time = tca.get("normalize_dim", "time") == "time" and (tca.get("std_divide") or tca.get("mean_subtract"))
     if over_time and need < 2:
         need, why = 2, "normalising over time (tca.std_divide or tca.mean_subtract)"
     return need, why
@@ -363,9 +388,15 @@ def _stream_names(num_frames: list[int], contiguous: bool, paths: list[str] | No
     return list(paths or [f"video {i}" for i in range(len(num_frames))]), list(num_frames)
 
 
-def check_vqt_window(num_frames: list[int], frame_rate: float, spectrogram: Mapping,
-                     contiguous: bool, session: str, paths: list[str] | None = None,
-                     tca: Mapping | None = None) -> int:
+def check_vqt_window(
+    num_frames: list[int],
+    frame_rate: float,
+    spectrogram: Mapping,
+    contiguous: bool,
+    session: str,
+    paths: list[str] | None = None,
+    tca: Mapping | None = None,
+) -> int:
     """Fail early when a tracked stream is too short for the spectrogram (or the TCA).
 
     A stream is each video, or the whole session when tracked contiguously. Under
@@ -413,7 +444,8 @@ def check_vqt_window(num_frames: list[int], frame_rate: float, spectrogram: Mapp
                 f"session {session!r}: {name} has {n} frames ({n / fs:.2f} s at {fs:g} Hz) but the "
                 f"spectrogram window is {w} samples ({w / fs:.2f} s = q_low_f / f_min). Use longer "
                 "videos, track the session contiguously, raise spectrogram.f_min, lower "
-                "spectrogram.q_low_f, or set spectrogram.win_size.")
+                "spectrogram.q_low_f, or set spectrogram.win_size."
+            )
         if padding != "valid" and n < max(2, ds):
             raise ConfigError(
                 f"session {session!r}: {name} has {n} frame(s) ({n / fs:.3f} s at {fs:g} Hz), too "
@@ -421,15 +453,21 @@ def check_vqt_window(num_frames: list[int], frame_rate: float, spectrogram: Mapp
                 f"frames (one time bin of spectrogram.downsample_factor {ds} samples, and 2 for "
                 "one displacement); a shorter one gives a single bin of mostly zero padding. Use "
                 "longer videos, track the session contiguously, or lower "
-                "spectrogram.downsample_factor.")
+                "spectrogram.downsample_factor."
+            )
     if tca is not None:
-        check_tca_time_bins(session, [(name, n, output_length(n, w, ds, padding))
-                                      for name, n in zip(names, streams)], tca, (w, ds, padding))
+        check_tca_time_bins(
+            session,
+            [(name, n, output_length(n, w, ds, padding)) for name, n in zip(names, streams)],
+            tca,
+            (w, ds, padding),
+        )
     return w
 
 
-def check_tca_time_bins(session: str, streams: list[tuple[str, int, int]], tca: Mapping,
-                        geometry: tuple[int, int, str]) -> None:
+def check_tca_time_bins(
+    session: str, streams: list[tuple[str, int, int]], tca: Mapping, geometry: tuple[int, int, str]
+) -> None:
     """Fail when a TCA tensor has fewer time bins than the TCA needs.
 
     A tensor's time axis must hold the largest rank fitted (``tca.rank``, or
@@ -458,8 +496,7 @@ def check_tca_time_bins(session: str, streams: list[tuple[str, int, int]], tca: 
     unfold = 2 if tca.get("complex_unfold") else 1
     w, ds, padding = geometry
     if tca.get("videos", "separate") == "concatenate":
-        streams = [("all videos (tca.videos: concatenate)", sum(s[1] for s in streams),
-                    sum(s[2] for s in streams))]
+        streams = [("all videos (tca.videos: concatenate)", sum(s[1] for s in streams), sum(s[2] for s in streams))]
     for name, n, bins in streams:
         if bins * unfold < need:
             frames = _frames_for_bins(-(-need // unfold), w, ds, padding)
@@ -468,7 +505,8 @@ def check_tca_time_bins(session: str, streams: list[tuple[str, int, int]], tca: 
                 f"bin(s) (padding {padding!r}, window {w}, downsample_factor {ds}), but TCA needs "
                 f"{need} along time ({why}), i.e. at least {frames} frames. Use longer videos, "
                 "lower tca.rank, lower spectrogram.downsample_factor, or join short videos "
-                "(tca.videos: concatenate, or contiguous tracking).")
+                "(tca.videos: concatenate, or contiguous tracking)."
+            )
 
 
 def check_timestamp_files(session: Session, cache_dir: str | Path | None = None) -> list[str]:
@@ -501,9 +539,11 @@ def check_timestamp_files(session: Session, cache_dir: str | Path | None = None)
             problems.append(f"session {session.session!r}: cannot count the frames of {video}: {exc}")
             continue
         if len(times) != n:
-            problems.append(f"session {session.session!r}: timestamps {stamp} has {len(times)} "
-                            f"times but video {video} has {n} decodable frames; give exactly one "
-                            "time (s) per frame")
+            problems.append(
+                f"session {session.session!r}: timestamps {stamp} has {len(times)} "
+                f"times but video {video} has {n} decodable frames; give exactly one "
+                "time (s) per frame"
+            )
     return problems
 
 

@@ -72,13 +72,20 @@ def displacement_at(t: float, rhythms: Sequence[Rhythm]) -> np.ndarray:
     return out
 
 
-def render_frames(n_frames: int, fps: float = 120.0, height: int = 240, width: int = 320,
-                  rhythms: Sequence[Rhythm] = DEFAULT_RHYTHMS, seed: int = 0,
-                  t0: float = 0.0, noise_sd: float = 2.0,
-                  global_shift: tuple[float, float] = (0.0, 0.0),
-                  global_rotation_deg: float = 0.0,
-                  times: Sequence[float] | None = None,
-                  noise_seed: int | None = None) -> Iterator[np.ndarray]:
+def render_frames(
+    n_frames: int,
+    fps: float = 120.0,
+    height: int = 240,
+    width: int = 320,
+    rhythms: Sequence[Rhythm] = DEFAULT_RHYTHMS,
+    seed: int = 0,
+    t0: float = 0.0,
+    noise_sd: float = 2.0,
+    global_shift: tuple[float, float] = (0.0, 0.0),
+    global_rotation_deg: float = 0.0,
+    times: Sequence[float] | None = None,
+    noise_seed: int | None = None,
+) -> Iterator[np.ndarray]:
     """Yield (H, W, 3) uint8 RGB frames of the synthetic face.
 
     Parameters
@@ -121,9 +128,10 @@ def render_frames(n_frames: int, fps: float = 120.0, height: int = 240, width: i
         g = np.hstack([rot, (c + np.asarray(global_shift, float) - rot @ c)[:, None]])
         tex = cv2.warpAffine(tex, g, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
         centers = [tuple(g[:, :2] @ np.asarray(ct) + g[:, 2]) for ct in centers]
-    weights = [np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2)
-                        / (2 * (r.radius * width) ** 2))).astype(np.float32)
-               for r, (cx, cy) in zip(rhythms, centers)]
+    weights = [
+        np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * (r.radius * width) ** 2))).astype(np.float32)
+        for r, (cx, cy) in zip(rhythms, centers)
+    ]
     rng = np.random.default_rng(seed + 1 if noise_seed is None else noise_seed)
     frame_times = [t0 + i / fps for i in range(n_frames)] if times is None else list(times)
     for t in frame_times:
@@ -134,8 +142,7 @@ def render_frames(n_frames: int, fps: float = 120.0, height: int = 240, width: i
             dx += w * np.float32(ax)
             dy += w * np.float32(ay)
         # content moves by +d: sample the texture at x - d
-        frame = cv2.remap(tex, xx - dx, yy - dy, interpolation=cv2.INTER_CUBIC,
-                          borderMode=cv2.BORDER_REFLECT)
+        frame = cv2.remap(tex, xx - dx, yy - dy, interpolation=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
         frame = frame + rng.normal(0.0, noise_sd, frame.shape).astype(np.float32)
         g = np.clip(np.round(frame), 0, 255).astype(np.uint8)
         yield np.repeat(g[..., None], 3, axis=2)
@@ -166,23 +173,51 @@ def write_video(path: str | Path, frames: Iterator[np.ndarray], fps: float) -> i
     return n
 
 
-def write_demo_video(path: str | Path, n_frames: int, fps: float = 120.0, height: int = 240,
-                     width: int = 320, seed: int = 0, t0: float = 0.0,
-                     rhythms: Sequence[Rhythm] = DEFAULT_RHYTHMS,
-                     global_shift: tuple[float, float] = (0.0, 0.0),
-                     global_rotation_deg: float = 0.0, noise_seed: int | None = None) -> dict:
+def write_demo_video(
+    path: str | Path,
+    n_frames: int,
+    fps: float = 120.0,
+    height: int = 240,
+    width: int = 320,
+    seed: int = 0,
+    t0: float = 0.0,
+    rhythms: Sequence[Rhythm] = DEFAULT_RHYTHMS,
+    global_shift: tuple[float, float] = (0.0, 0.0),
+    global_rotation_deg: float = 0.0,
+    noise_seed: int | None = None,
+) -> dict:
     """Render and write a demo video; return its ground truth as a dict.
 
     ``global_shift`` and ``global_rotation_deg`` move the whole face (see
     :func:`render_frames`); they enter the truth only when set, like ``noise_seed``.
     """
     moved = tuple(global_shift) != (0.0, 0.0) or global_rotation_deg != 0.0
-    n = write_video(path, render_frames(n_frames, fps, height, width, rhythms, seed, t0,
-                                        global_shift=global_shift,
-                                        global_rotation_deg=global_rotation_deg,
-                                        noise_seed=noise_seed), fps)
-    truth = {"path": str(path), "n_frames": n, "fps": fps, "height": height, "width": width,
-             "seed": seed, "t0": t0, "rhythms": [asdict(r) for r in rhythms]}
+    n = write_video(
+        path,
+        render_frames(
+            n_frames,
+            fps,
+            height,
+            width,
+            rhythms,
+            seed,
+            t0,
+            global_shift=global_shift,
+            global_rotation_deg=global_rotation_deg,
+            noise_seed=noise_seed,
+        ),
+        fps,
+    )
+    truth = {
+        "path": str(path),
+        "n_frames": n,
+        "fps": fps,
+        "height": height,
+        "width": width,
+        "seed": seed,
+        "t0": t0,
+        "rhythms": [asdict(r) for r in rhythms],
+    }
     if noise_seed is not None:
         truth["noise_seed"] = int(noise_seed)
     if moved:
@@ -193,9 +228,11 @@ def write_demo_video(path: str | Path, n_frames: int, fps: float = 120.0, height
 
 def demo_polygons(height: int = 240, width: int = 320) -> dict[str, list[list[float]]]:
     """ROI polygons for the demo face: ``face`` (points) inside ``head`` (tracking mask)."""
+
     def ellipse(cx, cy, rx, ry, n=16):
         a = np.linspace(0, 2 * np.pi, n, endpoint=False)
         return [[round(float(cx + rx * np.cos(t)), 1), round(float(cy + ry * np.sin(t)), 1)] for t in a]
+
     return {
         "face": ellipse(0.48 * width, 0.52 * height, 0.30 * width, 0.32 * height),
         "head": ellipse(0.5 * width, 0.5 * height, 0.44 * width, 0.44 * height, n=20),
@@ -225,14 +262,24 @@ LICK_SECONDS = 1.0
 #: close to an edge and are listed as skipped. config/events/{session}.tsv hold the same
 #: times (tested).
 DEMO_EVENTS: dict[str, tuple[tuple[float, str], ...]] = {
-    "demo_mouseA": ((1.0, "cue"), (3.3, "cue"), (5.9, "catch"), (8.3, "cue"), (10.9, "catch"),
-                    (13.3, "cue"), (15.9, "catch"),
-                    (25.6, "cue"), (28.2, "catch"), (30.6, "cue"), (33.2, "catch"),
-                    (35.6, "cue"), (38.2, "catch"), (41.0, "catch")),
-    "demo_mouseB": ((3.6, "cue"), (6.2, "catch"), (8.6, "cue"), (11.2, "catch"), (13.6, "cue"),
-                    (16.2, "catch")),
-    "demo_mouseA_day2": ((3.4, "cue"), (6.0, "catch"), (8.4, "cue"), (11.0, "catch"),
-                         (13.4, "cue"), (16.0, "catch")),
+    "demo_mouseA": (
+        (1.0, "cue"),
+        (3.3, "cue"),
+        (5.9, "catch"),
+        (8.3, "cue"),
+        (10.9, "catch"),
+        (13.3, "cue"),
+        (15.9, "catch"),
+        (25.6, "cue"),
+        (28.2, "catch"),
+        (30.6, "cue"),
+        (33.2, "catch"),
+        (35.6, "cue"),
+        (38.2, "catch"),
+        (41.0, "catch"),
+    ),
+    "demo_mouseB": ((3.6, "cue"), (6.2, "catch"), (8.6, "cue"), (11.2, "catch"), (13.6, "cue"), (16.2, "catch")),
+    "demo_mouseA_day2": ((3.4, "cue"), (6.0, "catch"), (8.4, "cue"), (11.0, "catch"), (13.4, "cue"), (16.0, "catch")),
 }
 
 
@@ -241,14 +288,22 @@ def cue_times(session: str) -> tuple[float, ...]:
     return tuple(t for t, label in DEMO_EVENTS[session] if label == "cue")
 
 
-def _rhythms(whisk: float, breathe: float, lick: float, session: str,
-             amp: tuple[float, float, float] = (1.5, 1.0, 1.2)) -> tuple[Rhythm, ...]:
+def _rhythms(
+    whisk: float, breathe: float, lick: float, session: str, amp: tuple[float, float, float] = (1.5, 1.0, 1.2)
+) -> tuple[Rhythm, ...]:
     """Whisking (x) and breathing (y) all the time; licking (jaw) after each cue."""
     return (
         Rhythm("whisker_pad", (0.30, 0.45), 0.10, whisk, (amp[0], 0.0)),
         Rhythm("nose", (0.62, 0.35), 0.08, breathe, (0.0, amp[1]), phase=0.7),
-        Rhythm("jaw", (0.55, 0.72), 0.09, lick, (0.25 * amp[2], amp[2]),
-               onsets=cue_times(session), on_duration=LICK_SECONDS),
+        Rhythm(
+            "jaw",
+            (0.55, 0.72),
+            0.09,
+            lick,
+            (0.25 * amp[2], amp[2]),
+            onsets=cue_times(session),
+            on_duration=LICK_SECONDS,
+        ),
     )
 
 
@@ -257,14 +312,34 @@ def _rhythms(whisk: float, breathe: float, lick: float, session: str,
 #: day with the camera moved. Every video differs: its own events, noise and start time.
 _N = int(round(DEMO_SECONDS * DEMO_FPS))
 DEMO_VIDEOS: dict[str, dict] = {
-    "mouseA_1": dict(n_frames=_N, fps=DEMO_FPS, seed=0, t0=0.0, noise_seed=101,
-                     rhythms=_rhythms(8.0, 3.0, 6.0, "demo_mouseA")),
-    "mouseA_2": dict(n_frames=_N, fps=DEMO_FPS, seed=0, t0=DEMO_SECONDS, noise_seed=102,
-                     rhythms=_rhythms(8.0, 3.0, 6.0, "demo_mouseA")),
-    "mouseB_1": dict(n_frames=_N, fps=DEMO_FPS, seed=1, t0=0.0, noise_seed=201,
-                     rhythms=_rhythms(10.0, 4.0, 7.0, "demo_mouseB", amp=(1.2, 1.0, 1.0))),
+    "mouseA_1": dict(
+        n_frames=_N, fps=DEMO_FPS, seed=0, t0=0.0, noise_seed=101, rhythms=_rhythms(8.0, 3.0, 6.0, "demo_mouseA")
+    ),
+    "mouseA_2": dict(
+        n_frames=_N,
+        fps=DEMO_FPS,
+        seed=0,
+        t0=DEMO_SECONDS,
+        noise_seed=102,
+        rhythms=_rhythms(8.0, 3.0, 6.0, "demo_mouseA"),
+    ),
+    "mouseB_1": dict(
+        n_frames=_N,
+        fps=DEMO_FPS,
+        seed=1,
+        t0=0.0,
+        noise_seed=201,
+        rhythms=_rhythms(10.0, 4.0, 7.0, "demo_mouseB", amp=(1.2, 1.0, 1.0)),
+    ),
     # animal A on another day, camera moved: ROIs carried over from session A
-    "mouseA_day2": dict(n_frames=_N, fps=DEMO_FPS, seed=0, t0=0.0, noise_seed=301,
-                        rhythms=_rhythms(8.0, 3.0, 6.0, "demo_mouseA_day2"),
-                        global_shift=(6.5, -4.25), global_rotation_deg=2.0),
+    "mouseA_day2": dict(
+        n_frames=_N,
+        fps=DEMO_FPS,
+        seed=0,
+        t0=0.0,
+        noise_seed=301,
+        rhythms=_rhythms(8.0, 3.0, 6.0, "demo_mouseA_day2"),
+        global_shift=(6.5, -4.25),
+        global_rotation_deg=2.0,
+    ),
 }

@@ -27,6 +27,8 @@ class TCAError(FaceRhythmError):
 
 class FaceRhythmWarning(UserWarning):
     """Input that is accepted but probably not what the user meant (e.g. a misspelled column)."""
+
+
 class EventsError(FaceRhythmError):
     """An events file is malformed or its events do not fit the session."""
 

@@ -43,6 +43,7 @@ MAX_LISTED = 20
 
 # --------------------------------------------------------------------------- reading
 
+
 @dataclass
 class Events:
     """The rows of an events file, in file order.
@@ -91,11 +92,9 @@ def _parse(path: Path) -> tuple[Events | None, list[str]]:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         return None, [f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"]
-    rows = [(i, ln) for i, ln in enumerate(text.splitlines(), 1)
-            if ln.strip() and not ln.lstrip().startswith("#")]
+    rows = [(i, ln) for i, ln in enumerate(text.splitlines(), 1) if ln.strip() and not ln.lstrip().startswith("#")]
     if not rows:
-        return None, [f"{where}: empty (need a header row with `time` and `label`, then one "
-                      "row per event)"]
+        return None, [f"{where}: empty (need a header row with `time` and `label`, then one row per event)"]
     delim = _delimiter(path, rows[0][1])
     parsed = list(csv.reader([ln for _, ln in rows], delimiter=delim))
     header = [c.strip() for c in parsed[0]]
@@ -109,9 +108,11 @@ def _parse(path: Path) -> tuple[Events | None, list[str]]:
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         sep = "tab" if delim == "\t" else "comma"
-        problems.append(f"{where}, line {hline}: no {' or '.join(f'`{c}`' for c in missing)} "
-                        f"column ({sep}-separated header has {header}); the file needs a `time` "
-                        "column (s, session clock) and a `label` column")
+        problems.append(
+            f"{where}, line {hline}: no {' or '.join(f'`{c}`' for c in missing)} "
+            f"column ({sep}-separated header has {header}); the file needs a `time` "
+            "column (s, session clock) and a `label` column"
+        )
     if problems:
         return None, problems
     ti, li = header.index("time"), header.index("label")
@@ -120,15 +121,13 @@ def _parse(path: Path) -> tuple[Events | None, list[str]]:
     extra: dict[str, list[str]] = {c: [] for _, c in others}
     for (lineno, _), cells in zip(rows[1:], parsed[1:]):
         if len(cells) != len(header):
-            problems.append(f"{where}, line {lineno}: {len(cells)} cell(s) but the header has "
-                            f"{len(header)} column(s)")
+            problems.append(f"{where}, line {lineno}: {len(cells)} cell(s) but the header has {len(header)} column(s)")
             continue
         cell = cells[ti].strip()
         try:
             t = float(cell)
         except ValueError:
-            problems.append(f"{where}, line {lineno}, column `time`: {cell!r} is not a number "
-                            "of seconds")
+            problems.append(f"{where}, line {lineno}, column `time`: {cell!r} is not a number of seconds")
             continue
         if not math.isfinite(t):
             problems.append(f"{where}, line {lineno}, column `time`: {cell!r} is not finite")
@@ -138,8 +137,10 @@ def _parse(path: Path) -> tuple[Events | None, list[str]]:
             problems.append(f"{where}, line {lineno}, column `label`: empty; every event needs a label")
             continue
         if "/" in lab:
-            problems.append(f"{where}, line {lineno}, column `label`: {lab!r} contains '/', which "
-                            "names groups in HDF5 and NWB files; use another character")
+            problems.append(
+                f"{where}, line {lineno}, column `label`: {lab!r} contains '/', which "
+                "names groups in HDF5 and NWB files; use another character"
+            )
             continue
         times.append(t)
         labels.append(lab)
@@ -162,13 +163,15 @@ def outside_extent(events: Events, extent: tuple[float, float], tol: float = 0.0
     """Problems for events outside ``extent`` (s, session clock), naming their lines."""
     lo, hi = extent
     bad = np.flatnonzero((events.time < lo - tol) | (events.time > hi + tol))
-    return [f"events file {events.path}, line {events.line[i]}, column `time`: "
-            f"{events.time[i]:g} s is outside the session ({lo:.3f}-{hi:.3f} s on the session "
-            "clock, docs/timing.md)" for i in bad]
+    return [
+        f"events file {events.path}, line {events.line[i]}, column `time`: "
+        f"{events.time[i]:g} s is outside the session ({lo:.3f}-{hi:.3f} s on the session "
+        "clock, docs/timing.md)"
+        for i in bad
+    ]
 
 
-def read_events(path: str | Path, extent: tuple[float, float] | None = None,
-                tol: float = 0.0) -> Events:
+def read_events(path: str | Path, extent: tuple[float, float] | None = None, tol: float = 0.0) -> Events:
     """Read and check an events file.
 
     Parameters
@@ -194,8 +197,7 @@ def read_events(path: str | Path, extent: tuple[float, float] | None = None,
     return ev
 
 
-def check_events_file(path: str | Path, extent: tuple[float, float] | None = None,
-                      tol: float = 0.0) -> list[str]:
+def check_events_file(path: str | Path, extent: tuple[float, float] | None = None, tol: float = 0.0) -> list[str]:
     """Every problem :func:`read_events` would raise, as lines (empty when fine)."""
     ev, problems = _parse(Path(path))
     if ev is not None and extent is not None:
@@ -205,8 +207,10 @@ def check_events_file(path: str | Path, extent: tuple[float, float] | None = Non
 
 # --------------------------------------------------------------------------- session extent
 
-def session_extent(videos: Sequence[str], timestamp_files: Sequence[str] | None = None,
-                   cache_dir: str | Path | None = None) -> tuple[tuple[float, float], float] | None:
+
+def session_extent(
+    videos: Sequence[str], timestamp_files: Sequence[str] | None = None, cache_dir: str | Path | None = None
+) -> tuple[tuple[float, float], float] | None:
     """First and last frame time (s, session clock) of a session, before probing.
 
     Built as the probe step builds the session clock (docs/timing.md): user timestamp
@@ -252,6 +256,7 @@ def session_extent(videos: Sequence[str], timestamp_files: Sequence[str] | None 
 
 
 # --------------------------------------------------------------------------- alignment
+
 
 @dataclass
 class Stretch:
@@ -328,9 +333,14 @@ def _interp(times: np.ndarray, values: np.ndarray, tq: np.ndarray) -> tuple[np.n
     return out, lo, hi
 
 
-def align(times: np.ndarray, stretches: Sequence[Stretch], lags: np.ndarray,
-          recorded: Sequence[tuple[float, float]], max_gap_fraction: float = 0.1,
-          indices: np.ndarray | None = None) -> Aligned:
+def align(
+    times: np.ndarray,
+    stretches: Sequence[Stretch],
+    lags: np.ndarray,
+    recorded: Sequence[tuple[float, float]],
+    max_gap_fraction: float = 0.1,
+    indices: np.ndarray | None = None,
+) -> Aligned:
     """Cut windows ``times[i] + lags`` out of the stretches.
 
     Parameters
@@ -368,21 +378,32 @@ def align(times: np.ndarray, stretches: Sequence[Stretch], lags: np.ndarray,
         tq = t + lags
         eps = 1e-9 * max(1.0, abs(t))
         if len(s.times) < 2 or tq[0] < s.times[0] - eps or tq[-1] > s.times[-1] + eps:
-            skipped.append((int(k), f"edge: window {tq[0]:.3f}-{tq[-1]:.3f} s reaches past the "
-                                    f"time bins of {s.name} ({s.times[0]:.3f}-{s.times[-1]:.3f} s)"
-                            if len(s.times) else f"edge: {s.name} has no time bins"))
+            skipped.append(
+                (
+                    int(k),
+                    f"edge: window {tq[0]:.3f}-{tq[-1]:.3f} s reaches past the "
+                    f"time bins of {s.name} ({s.times[0]:.3f}-{s.times[-1]:.3f} s)"
+                    if len(s.times)
+                    else f"edge: {s.name} has no time bins",
+                )
+            )
             continue
         vals, lo, hi = _interp(s.times, s.values, tq)
         if s.gap is not None and hi >= lo:
-            worst = float(np.max(s.gap[lo:hi + 1]))
+            worst = float(np.max(s.gap[lo : hi + 1]))
             if worst > max_gap_fraction:
-                skipped.append((int(k), f"timing gap: up to {100 * worst:.0f}% of the window's time "
-                                        f"bins bridged across dropped frames in {s.name} "
-                                        f"(events.max_gap_fraction {max_gap_fraction:g})"))
+                skipped.append(
+                    (
+                        int(k),
+                        f"timing gap: up to {100 * worst:.0f}% of the window's time "
+                        f"bins bridged across dropped frames in {s.name} "
+                        f"(events.max_gap_fraction {max_gap_fraction:g})",
+                    )
+                )
                 continue
         traces.append(vals.astype(np.float32))
         used.append(int(k))
-    arr = (np.stack(traces) if traces else np.zeros((0, len(lags)) + tuple(tail), np.float32))
+    arr = np.stack(traces) if traces else np.zeros((0, len(lags)) + tuple(tail), np.float32)
     return Aligned(np.asarray(lags, np.float64), arr, np.asarray(used, np.int64), skipped, elsewhere)
 
 
@@ -420,6 +441,7 @@ def mean_ci(traces: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.nda
 
 # --------------------------------------------------------------------------- inputs
 
+
 def roi_power(spec_dset, membership: Mapping[str, np.ndarray], chunk: int | None = None) -> np.ndarray:
     """Mean normalised power of each ROI per frequency and time bin.
 
@@ -441,20 +463,19 @@ def roi_power(spec_dset, membership: Mapping[str, np.ndarray], chunk: int | None
     _, n, f, t = spec_dset.shape
     if chunk is None:
         chunk = max(1, (64 << 20) // max(1, 2 * f * t * np.dtype(spec_dset.dtype).itemsize))
-    sel = np.stack([np.asarray(m, bool) for m in membership.values()])   # (n_roi, N)
+    sel = np.stack([np.asarray(m, bool) for m in membership.values()])  # (n_roi, N)
     acc = np.zeros((len(sel), f, t), np.float64)
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
         block = np.asarray(spec_dset[:, a:b])
         block = np.abs(block) if np.iscomplexobj(block) else block
-        both = block.sum(axis=0, dtype=np.float64)               # (b-a, F, T)
+        both = block.sum(axis=0, dtype=np.float64)  # (b-a, F, T)
         acc += np.tensordot(sel[:, a:b].astype(np.float64), both, axes=(1, 0))
     acc /= (2.0 * sel.sum(axis=1))[:, None, None]
     return np.ascontiguousarray(acc.transpose(2, 0, 1))
 
 
-def tca_stretches(dec: Mapping, spans: Mapping[str, tuple[float, float]],
-                  labels: Mapping[str, str]) -> list[Stretch]:
+def tca_stretches(dec: Mapping, spans: Mapping[str, tuple[float, float]], labels: Mapping[str, str]) -> list[Stretch]:
     """The temporal factors of one decomposition (from ``read_tca_h5``) as stretches.
 
     Each element key (video) with ``session_times`` gives one stretch of its time
@@ -480,14 +501,17 @@ def tca_stretches(dec: Mapping, spans: Mapping[str, tuple[float, float]],
         f = np.abs(f) if np.iscomplexobj(f) else np.asarray(f)
         t = np.asarray(st[k], np.float64)
         if len(t) != len(f):
-            raise EventsError(f"time factor of {labels.get(k, k)} has {len(f)} samples but "
-                              f"session_times has {len(t)}; re-run the tca rule")
+            raise EventsError(
+                f"time factor of {labels.get(k, k)} has {len(f)} samples but "
+                f"session_times has {len(t)}; re-run the tca rule"
+            )
         g = np.asarray(gaps[k], np.float64) if k in gaps else None
         out.append(Stretch(labels.get(k, k), t, f.astype(np.float64), g, spans[k]))
     return out
 
 
 # --------------------------------------------------------------------------- the stage
+
 
 @dataclass
 class EventParams:
@@ -529,9 +553,17 @@ def _write_aligned(g, a: Aligned, level: float, events: Events) -> None:
     g.attrs["n_elsewhere"] = a.n_elsewhere
 
 
-def compute_session_events(events_path, tca_path, spectrograms_path, rois_path, videos_info_path,
-                           output_path, params: EventParams | Mapping | None = None,
-                           session: str = "session", log: logging.Logger | None = None) -> dict:
+def compute_session_events(
+    events_path,
+    tca_path,
+    spectrograms_path,
+    rois_path,
+    videos_info_path,
+    output_path,
+    params: EventParams | Mapping | None = None,
+    session: str = "session",
+    log: logging.Logger | None = None,
+) -> dict:
     """The events stage: event-aligned TCA factors and ROI spectral power -> events.h5.
 
     Parameters
@@ -570,8 +602,13 @@ def compute_session_events(events_path, tca_path, spectrograms_path, rois_path, 
     paths = [v["path"] for v in info["videos"]]
     tol = 0.5 / float(info["frame_rate"])
     events = read_events(events_path, (min(a for a, _ in recorded), max(b for _, b in recorded)), tol)
-    log.info("session %s: %d events (%s) from %s", session, len(events),
-             ", ".join(f"{lab}: {events.label.count(lab)}" for lab in events.labels), events_path)
+    log.info(
+        "session %s: %d events (%s) from %s",
+        session,
+        len(events),
+        ", ".join(f"{lab}: {events.label.count(lab)}" for lab in events.labels),
+        events_path,
+    )
     labels_arr = np.asarray(events.label, dtype=object)
     summary: dict = {"labels": {}, "skipped": []}
 
@@ -579,8 +616,10 @@ def compute_session_events(events_path, tca_path, spectrograms_path, rois_path, 
     rois = load_rois_h5(rois_path)
     with h5py.File(spectrograms_path, "r") as sf:
         if "session_times" not in sf:
-            raise EventsError(f"session {session}: {spectrograms_path} has no session_times (written "
-                              "before per-frame timestamps); re-run the spectrogram and tca rules")
+            raise EventsError(
+                f"session {session}: {spectrograms_path} has no session_times (written "
+                "before per-frame timestamps); re-run the spectrogram and tca rules"
+            )
         keys = [k for k in sf["spectrograms"]]
         keys.sort(key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
         spans = stream_spans(keys, info)
@@ -597,16 +636,14 @@ def compute_session_events(events_path, tca_path, spectrograms_path, rois_path, 
         for k in keys:
             t = sf["session_times"][k][()].astype(np.float64)
             g = sf["gap_fraction"][k][()].astype(np.float64) if "gap_fraction" in sf else None
-            spec_stretches.append(Stretch(names[k], t, roi_power(sf["spectrograms"][k], member),
-                                          g, spans[k]))
+            spec_stretches.append(Stretch(names[k], t, roi_power(sf["spectrograms"][k], member), g, spans[k]))
     tca = read_tca_h5(tca_path)
     decs = {n: d for n, d in tca.items() if isinstance(d, dict) and "factors" in d}
 
     def step_of(stretches):
         steps = [np.median(np.diff(s.times)) for s in stretches if len(s.times) > 1]
         if not steps:
-            raise EventsError(f"session {session}: fewer than two time bins per video; "
-                              "nothing to align events to")
+            raise EventsError(f"session {session}: fewer than two time bins per video; nothing to align events to")
         return float(min(steps))
 
     def note(label, what, a):
@@ -616,9 +653,16 @@ def compute_session_events(events_path, tca_path, spectrograms_path, rois_path, 
             summary["skipped"].append(msg)
 
     with h5py.File(output_path, "w") as out:
-        out.attrs.update(session=session, pre=p.pre, post=p.post, ci=p.ci,
-                         max_gap_fraction=p.max_gap_fraction, clock="session", units="s",
-                         events_file=str(events_path))
+        out.attrs.update(
+            session=session,
+            pre=p.pre,
+            post=p.post,
+            ci=p.ci,
+            max_gap_fraction=p.max_gap_fraction,
+            clock="session",
+            units="s",
+            events_file=str(events_path),
+        )
         str_dt = h5py.string_dtype()
         ge = out.create_group("events")
         ge.create_dataset("time", data=events.time)
@@ -631,8 +675,10 @@ def compute_session_events(events_path, tca_path, spectrograms_path, rois_path, 
         sp = out.create_group("spectral")
         sp.create_dataset("frequencies", data=freqs)
         sp.create_dataset("rois", data=list(member), dtype=str_dt)
-        sp.attrs["what"] = ("mean over each ROI's points and both axes of the normalised "
-                            "spectrogram; traces (event, lag, roi, frequency)")
+        sp.attrs["what"] = (
+            "mean over each ROI's points and both axes of the normalised "
+            "spectrogram; traces (event, lag, roi, frequency)"
+        )
         lags = lag_axis(step_of(spec_stretches), p.pre, p.post)
         sp.create_dataset("lags", data=lags)
         for lab in events.labels:
@@ -640,8 +686,10 @@ def compute_session_events(events_path, tca_path, spectrograms_path, rois_path, 
             a = align(events.time[sel], spec_stretches, lags, recorded, p.max_gap_fraction, sel)
             _write_aligned(sp.create_group(lab), a, p.ci, events)
             note(lab, "the spectral power", a)
-            summary["labels"].setdefault(lab, {"events": int(len(sel))})["spectral"] = \
-                {"used": int(len(a.used)), "skipped": len(a.skipped)}
+            summary["labels"].setdefault(lab, {"events": int(len(sel))})["spectral"] = {
+                "used": int(len(a.used)),
+                "skipped": len(a.skipped),
+            }
 
         gt = out.create_group("tca")
         for name, d in decs.items():
@@ -655,8 +703,13 @@ def compute_session_events(events_path, tca_path, spectrograms_path, rois_path, 
             g.create_dataset("peak_frequency", data=freqs[np.argmax(fr, axis=0)])
             g.create_dataset("evr", data=np.asarray(d["evr"]))
             if not stretches:
-                log.warning("session %s: decomposition %s (%s) has no session_times; re-run the "
-                            "tca rule to align its factors to events", session, name, dlabel)
+                log.warning(
+                    "session %s: decomposition %s (%s) has no session_times; re-run the "
+                    "tca rule to align its factors to events",
+                    session,
+                    name,
+                    dlabel,
+                )
                 continue
             lags = lag_axis(step_of(stretches), p.pre, p.post)
             g.create_dataset("lags", data=lags)
@@ -665,11 +718,15 @@ def compute_session_events(events_path, tca_path, spectrograms_path, rois_path, 
                 a = align(events.time[sel], stretches, lags, recorded, p.max_gap_fraction, sel)
                 _write_aligned(g.create_group(lab), a, p.ci, events)
                 note(lab, f"TCA {dlabel}", a)
-                summary["labels"][lab][f"tca {dlabel}"] = {"used": int(len(a.used)),
-                                                           "skipped": len(a.skipped)}
-        write_provenance(out, "events", params=p.__dict__,
-                         inputs=[events_path, tca_path, spectrograms_path, rois_path, videos_info_path],
-                         extra={"session": session, "summary": summary}, started=started)
+                summary["labels"][lab][f"tca {dlabel}"] = {"used": int(len(a.used)), "skipped": len(a.skipped)}
+        write_provenance(
+            out,
+            "events",
+            params=p.__dict__,
+            inputs=[events_path, tca_path, spectrograms_path, rois_path, videos_info_path],
+            extra={"session": session, "summary": summary},
+            started=started,
+        )
     for lab, s in summary["labels"].items():
         log.info("session %s: %s: %s", session, lab, s)
     return summary
@@ -697,11 +754,19 @@ def figure_columns(ev: Mapping) -> list[dict]:
                 continue
             at = a["attrs"]
             if int(at["n_events"]) == 0 and int(at["n_skipped"]) == 0:
-                continue   # no event of this label in this decomposition's videos
-            cols.append({"title": f"{g['attrs']['label']}: {lab}", "lags": np.asarray(g["lags"]),
-                         "mean": np.asarray(a["mean"]), "low": np.asarray(a["ci_low"]),
-                         "high": np.asarray(a["ci_high"]), "n": int(at["n_events"]),
-                         "n_skipped": int(at["n_skipped"]), "components": comps})
+                continue  # no event of this label in this decomposition's videos
+            cols.append(
+                {
+                    "title": f"{g['attrs']['label']}: {lab}",
+                    "lags": np.asarray(g["lags"]),
+                    "mean": np.asarray(a["mean"]),
+                    "low": np.asarray(a["ci_low"]),
+                    "high": np.asarray(a["ci_high"]),
+                    "n": int(at["n_events"]),
+                    "n_skipped": int(at["n_skipped"]),
+                    "components": comps,
+                }
+            )
     return cols
 
 

@@ -31,8 +31,7 @@ def exception_chain(exc: BaseException) -> list[BaseException]:
     while exc is not None and id(exc) not in seen:
         chain.append(exc)
         seen.add(id(exc))
-        exc = exc.__cause__ if exc.__cause__ is not None else (
-            None if exc.__suppress_context__ else exc.__context__)
+        exc = exc.__cause__ if exc.__cause__ is not None else (None if exc.__suppress_context__ else exc.__context__)
     return chain
 
 
@@ -94,7 +93,7 @@ class Failure:
         """Message and root cause on one line (no tabs), for a table cell."""
         msg = " ".join(self.message.split())
         if len(msg) > limit:
-            msg = msg[:limit - 3] + "..."
+            msg = msg[: limit - 3] + "..."
         return msg + (f"; {ROOT_CAUSE}{' '.join(self.root_cause.split())}" if self.root_cause else "")
 
 
@@ -109,7 +108,7 @@ def _last_error_record(lines: list[str]) -> list[str] | None:
         return None
     i, m = errors[-1]
     end = next((j for j, _ in starts if j > i), len(lines))
-    return [m.group("msg")] + lines[i + 1:end]
+    return [m.group("msg")] + lines[i + 1 : end]
 
 
 def error_in_log(path: str | Path) -> Failure | None:
@@ -125,8 +124,8 @@ def error_in_log(path: str | Path) -> Failure | None:
     record = _last_error_record(p.read_text(errors="replace").splitlines())
     if record is None:
         return None
-    body = record[:record.index(_TRACEBACK)] if _TRACEBACK in record else record
-    root = next((ln[len(ROOT_CAUSE):] for ln in body if ln.startswith(ROOT_CAUSE)), None)
+    body = record[: record.index(_TRACEBACK)] if _TRACEBACK in record else record
+    root = next((ln[len(ROOT_CAUSE) :] for ln in body if ln.startswith(ROOT_CAUSE)), None)
     message = _FAILED_FOR.sub("", "\n".join(ln for ln in body if not ln.startswith(ROOT_CAUSE)).strip())
     if root is None:
         m = _HDF5_SYSTEM_ERROR.search("\n".join(record))

@@ -46,8 +46,10 @@ def load_frames_freeze(path: str | Path, n_frames_total: int) -> np.ndarray:
                 raise ConfigError(f"frames_freeze {path}: must be bool or 0/1 integers, got {a.dtype}")
             a = a.astype(bool)
         if len(a) != n:
-            raise ConfigError(f"frames_freeze {path} has {len(a)} entries but the session has {n} "
-                              "frames; give one value per frame of all the session's videos")
+            raise ConfigError(
+                f"frames_freeze {path} has {len(a)} entries but the session has {n} "
+                "frames; give one value per frame of all the session's videos"
+            )
         return a
     out = np.zeros(n, dtype=bool)
     for lineno, line in enumerate(editor_lines(read_text(path, "frames_freeze file")), 1):
@@ -65,7 +67,9 @@ def load_frames_freeze(path: str | Path, n_frames_total: int) -> np.ndarray:
             raise ConfigError(f"frames_freeze {path}:{lineno}: expected 'start end', got {line!r}")
         a, b = vals
         if not 0 <= a <= b < n:
-            raise ConfigError(f"frames_freeze {path}:{lineno}: range {a}-{b} must satisfy "
-                              f"0 <= start <= end < {n} (the session's frame count)")
-        out[a:b + 1] = True
+            raise ConfigError(
+                f"frames_freeze {path}:{lineno}: range {a}-{b} must satisfy "
+                f"0 <= start <= end < {n} (the session's frame count)"
+            )
+        out[a : b + 1] = True
     return out

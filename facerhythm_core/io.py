@@ -18,8 +18,16 @@ from . import __version__
 
 #: packages whose versions every provenance record lists
 PROVENANCE_PACKAGES = (
-    "numpy", "scipy", "torch", "torchcodec", "opencv-python-headless", "tensorly",
-    "h5py", "snakemake", "pandas", "matplotlib",
+    "numpy",
+    "scipy",
+    "torch",
+    "torchcodec",
+    "opencv-python-headless",
+    "tensorly",
+    "h5py",
+    "snakemake",
+    "pandas",
+    "matplotlib",
 )
 
 
@@ -64,7 +72,7 @@ def _remove_stale_temps(path: Path) -> None:
     """Delete temp files of ``path`` left by killed writers (their pid is gone)."""
     prefix = f".{path.stem}.tmp-"
     for p in path.parent.glob(f"{prefix}*{path.suffix}"):
-        pid = p.name[len(prefix):len(p.name) - len(path.suffix)]
+        pid = p.name[len(prefix) : len(p.name) - len(path.suffix)]
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
             p.unlink(missing_ok=True)
 
@@ -102,9 +110,14 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_provenance(h5, stage: str, params: Mapping | None = None,
-                     inputs: Iterable[str | os.PathLike] = (), extra: Mapping | None = None,
-                     started: _dt.datetime | None = None) -> None:
+def write_provenance(
+    h5,
+    stage: str,
+    params: Mapping | None = None,
+    inputs: Iterable[str | os.PathLike] = (),
+    extra: Mapping | None = None,
+    started: _dt.datetime | None = None,
+) -> None:
     """Write a ``provenance`` group into an open h5py File.
 
     Parameters

@@ -38,13 +38,22 @@ logger = logging.getLogger(__name__)
 #: the processing module that holds our results
 MODULE = "face_rhythm"
 #: metadata keys of the config's ``nwb`` section that go onto the NWBFile as they are
-FILE_KEYS = ("session_description", "experiment_description", "experimenter", "lab",
-             "institution", "keywords", "protocol", "notes", "related_publications")
-SUBJECT_KEYS = ("subject_id", "species", "sex", "age", "description", "strain", "genotype",
-                "date_of_birth", "weight")
+FILE_KEYS = (
+    "session_description",
+    "experiment_description",
+    "experimenter",
+    "lab",
+    "institution",
+    "keywords",
+    "protocol",
+    "notes",
+    "related_publications",
+)
+SUBJECT_KEYS = ("subject_id", "species", "sex", "age", "description", "strain", "genotype", "date_of_birth", "weight")
 
 
 # --------------------------------------------------------------------------- metadata
+
 
 def parse_start_time(text: str, where: str) -> _dt.datetime:
     """An ISO 8601 date-time with a UTC offset (``2024-03-01T10:00:00+01:00`` or ``...Z``).
@@ -59,8 +68,7 @@ def parse_start_time(text: str, where: str) -> _dt.datetime:
     try:
         t = _dt.datetime.fromisoformat(s.replace("Z", "+00:00") if s.endswith("Z") else s)
     except ValueError:
-        raise NWBError(f"{where}: {s!r} is not an ISO 8601 date-time; write e.g. "
-                       "2024-03-01T10:00:00+01:00") from None
+        raise NWBError(f"{where}: {s!r} is not an ISO 8601 date-time; write e.g. 2024-03-01T10:00:00+01:00") from None
     if t.tzinfo is None or t.utcoffset() is None:
         raise NWBError(f"{where}: {s!r} has no UTC offset; add one, e.g. {s}+01:00 or {s}Z")
     return t
@@ -121,7 +129,8 @@ def check_export(sessions: Sequence, nwb_cfg: Mapping) -> list[str]:
                 "give it in a `session_start_time` column of the sessions table, in the config "
                 f"as nwb.sessions.{s.session}.session_start_time or nwb.session_start_time "
                 "(ISO 8601 with a UTC offset, e.g. 2024-03-01T10:00:00+01:00), or name the "
-                "session's acquisition NWB file in an `nwb` column")
+                "session's acquisition NWB file in an `nwb` column"
+            )
     return problems
 
 
@@ -141,6 +150,7 @@ def _check_acquisition(path: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------- pieces
+
 
 def band_limits(filters: np.ndarray, fs: float, n_fft: int | None = None) -> np.ndarray:
     """Half-power band of each VQT filter, Hz.
@@ -240,6 +250,7 @@ def _chunked(concat: _Concat, compression: bool):
 
 # --------------------------------------------------------------------------- the clock
 
+
 class Clock:
     """Session clock (s) -> NWB time (s from ``session_start_time``).
 
@@ -248,8 +259,7 @@ class Clock:
     ends with the end segments' slopes.
     """
 
-    def __init__(self, ours: np.ndarray | None = None, theirs: np.ndarray | None = None,
-                 source: str = "session clock"):
+    def __init__(self, ours: np.ndarray | None = None, theirs: np.ndarray | None = None, source: str = "session clock"):
         self.ours, self.theirs, self.source = ours, theirs, source
 
     def __call__(self, t) -> np.ndarray:
@@ -277,8 +287,9 @@ def _image_series_times(nwbfile, video_paths: Sequence[str], n_frames: Sequence[
         if not isinstance(obj, ImageSeries) or obj.external_file is None:
             continue
         files = [Path(str(f)).name for f in obj.external_file[:]]
-        starts = (list(np.asarray(obj.starting_frame[:], np.int64)) if obj.starting_frame is not None
-                  else [0] * len(files))
+        starts = (
+            list(np.asarray(obj.starting_frame[:], np.int64)) if obj.starting_frame is not None else [0] * len(files)
+        )
         stamps = np.asarray(obj.timestamps[:], np.float64) if obj.timestamps is not None else None
         for j, fname in enumerate(files):
             if fname not in names:
@@ -287,12 +298,13 @@ def _image_series_times(nwbfile, video_paths: Sequence[str], n_frames: Sequence[
             s = int(starts[j]) if j < len(starts) else 0
             n = int(n_frames[i])
             if stamps is not None:
-                t = stamps[s:s + n]
+                t = stamps[s : s + n]
                 if len(t) != n:
                     raise NWBError(
                         f"ImageSeries {obj.name!r} of the acquisition file has {len(t)} frame "
                         f"time(s) for {video_paths[i]} (from frame {s}) but the video has {n} "
-                        "frames; the file does not describe this video")
+                        "frames; the file does not describe this video"
+                    )
             else:
                 t = float(obj.starting_time or 0.0) + (s + np.arange(n)) / float(obj.rate)
             found[i] = (obj.name, t)
@@ -314,18 +326,23 @@ def acquisition_clock(nwbfile, video_paths: Sequence[str], frame_times: Sequence
         return Clock()
     if not all(have):
         missing = [v for v, h in zip(video_paths, have) if not h]
-        raise NWBError(f"the acquisition file has frame times (an ImageSeries with "
-                       f"external_file) for some videos of the session but not for {missing}; "
-                       "give every video's ImageSeries, or none")
+        raise NWBError(
+            f"the acquisition file has frame times (an ImageSeries with "
+            f"external_file) for some videos of the session but not for {missing}; "
+            "give every video's ImageSeries, or none"
+        )
     ours = np.concatenate([np.asarray(t, np.float64) for t in frame_times])
     theirs = np.concatenate([t for _, t in found])
     if np.any(np.diff(ours) <= 0) or np.any(np.diff(theirs) <= 0):
-        raise NWBError("frame times of the session's videos in the acquisition file are not "
-                       "increasing across the videos in recording order")
+        raise NWBError(
+            "frame times of the session's videos in the acquisition file are not "
+            "increasing across the videos in recording order"
+        )
     return Clock(ours, theirs, "frame times of ImageSeries " + ", ".join(sorted({n for n, _ in found})))
 
 
 # --------------------------------------------------------------------------- export
+
 
 def _subject(meta: Mapping):
     from pynwb.file import Subject
@@ -349,8 +366,14 @@ def _new_file(meta: Mapping, session: str):
         if isinstance(kw.get(k), str):
             kw[k] = [kw[k]]
     kw.setdefault("session_description", f"facerhythm results of session {session}")
-    return NWBFile(identifier=str(uuid.uuid4()), session_start_time=start, session_id=session,
-                   subject=_subject(meta), was_generated_by=[("facerhythm", __version__)], **kw)
+    return NWBFile(
+        identifier=str(uuid.uuid4()),
+        session_start_time=start,
+        session_id=session,
+        subject=_subject(meta),
+        was_generated_by=[("facerhythm", __version__)],
+        **kw,
+    )
 
 
 def _table(name: str, description: str, columns: Mapping[str, tuple[str, np.ndarray]]):
@@ -372,8 +395,13 @@ def _events_tables(events, clock: Clock, existing: set) -> list:
         name = _safe(lab)
         if name in existing:
             name = f"{name}_face_rhythm"
-        cols = [TimestampVectorData(name="timestamp", data=clock(events.time[sel]),
-                                    description=f"time of each {lab!r} event, s from session_start_time")]
+        cols = [
+            TimestampVectorData(
+                name="timestamp",
+                data=clock(events.time[sel]),
+                description=f"time of each {lab!r} event, s from session_start_time",
+            )
+        ]
         for c, vals in events.extra.items():
             v = [vals[i] for i in sel]
             try:
@@ -386,15 +414,25 @@ def _events_tables(events, clock: Clock, existing: set) -> list:
             else:
                 cname = f"column_{c}" if c in ("id", "timestamp", "duration", "annotation") else _safe(c)
                 cols.append(VectorData(name=cname, description=desc, data=num if num is not None else v))
-        tables.append(EventsTable(
-            name=name, columns=cols, id=list(range(len(sel))),
-            description=f"{lab!r} events of the sessions table's events file {Path(events.path).name}",
-            source_description="events file of the facerhythm sessions table"))
+        tables.append(
+            EventsTable(
+                name=name,
+                columns=cols,
+                id=list(range(len(sel))),
+                description=f"{lab!r} events of the sessions table's events file {Path(events.path).name}",
+                source_description="events file of the facerhythm sessions table",
+            )
+        )
     return tables
 
 
-def build_module(paths: Mapping[str, str], clock: Clock, compression: bool = True,
-                 session: str = "session", log: logging.Logger | None = None):
+def build_module(
+    paths: Mapping[str, str],
+    clock: Clock,
+    compression: bool = True,
+    session: str = "session",
+    log: logging.Logger | None = None,
+):
     """The ``face_rhythm`` ProcessingModule of one session, and what was put in it.
 
     Parameters
@@ -426,39 +464,60 @@ def build_module(paths: Mapping[str, str], clock: Clock, compression: bool = Tru
     info = json.loads(Path(paths["videos_info"]).read_text())
     vpaths = [v["path"] for v in info["videos"]]
     mod = ProcessingModule(
-        name=MODULE, description=(
+        name=MODULE,
+        description=(
             f"facerhythm {__version__}: facial points tracked by Lucas-Kanade optical flow, "
             "Variable-Q spectrograms of their motion, and a non-negative CP decomposition (TCA) "
-            f"of those; times on the {clock.source} (docs/nwb.md)"))
+            f"of those; times on the {clock.source} (docs/nwb.md)"
+        ),
+    )
     summary: dict = {"clock": clock.source}
     tr = h5py.File(paths["tracking"], "r")
     keys = sorted(tr["points_tracked"], key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
     names = stream_labels(keys, vpaths)
     home = tr["point_positions"][()].astype(np.float64)
     parts = [tr["points_tracked"][k] for k in keys]
-    times = np.concatenate([tr["timestamps"][k][()] if "timestamps" in tr and k in tr["timestamps"]
-                            else np.arange(p.shape[0]) / float(info["frame_rate"]) + info["session_start"][int(k)]
-                            for k, p in zip(keys, parts)])
+    times = np.concatenate(
+        [
+            tr["timestamps"][k][()]
+            if "timestamps" in tr and k in tr["timestamps"]
+            else np.arange(p.shape[0]) / float(info["frame_rate"]) + info["session_start"][int(k)]
+            for k, p in zip(keys, parts)
+        ]
+    )
     pts = TimeSeries(
-        name="tracked_points", data=_chunked(_Concat(parts), compression), unit="pixels",
-        description=("(x, y) position of every tracked point in each frame, pixels from the "
-                     "top-left corner of the frame; axes (frame, point, xy); the videos of the "
-                     f"session one after another: {', '.join(names[k] for k in keys)}"),
-        comments="point i is row i of the `points` table", **_times_kwargs(clock(times)))
+        name="tracked_points",
+        data=_chunked(_Concat(parts), compression),
+        unit="pixels",
+        description=(
+            "(x, y) position of every tracked point in each frame, pixels from the "
+            "top-left corner of the frame; axes (frame, point, xy); the videos of the "
+            f"session one after another: {', '.join(names[k] for k in keys)}"
+        ),
+        comments="point i is row i of the `points` table",
+        **_times_kwargs(clock(times)),
+    )
     mod.add(pts)
     summary["tracked_points"] = [int(len(times)), int(home.shape[0]), 2]
 
     rois = load_rois_h5(paths["rois"])
     member = points_in_masks(home, rois.masks)
-    cols = {"home_x": ("x of the point's home (seed) position, pixels", home[:, 0]),
-            "home_y": ("y of the point's home (seed) position, pixels", home[:, 1])}
+    cols = {
+        "home_x": ("x of the point's home (seed) position, pixels", home[:, 0]),
+        "home_y": ("y of the point's home (seed) position, pixels", home[:, 1]),
+    }
     for r, m in member.items():
         cols[f"in_{_safe(r)}"] = (f"whether the point lies inside ROI {r!r}", m.astype(bool))
     mod.add(_table("points", "the tracked points: home position and ROI membership", cols))
     used = {r: m for r, m in member.items() if m.any()}
-    roi_table = _table("rois", "the session's regions of interest (ROIs) with tracked points",
-                       {"roi_name": ("name of the ROI", list(used)),
-                        "n_points": ("number of tracked points inside", np.asarray([int(m.sum()) for m in used.values()]))})
+    roi_table = _table(
+        "rois",
+        "the session's regions of interest (ROIs) with tracked points",
+        {
+            "roi_name": ("name of the ROI", list(used)),
+            "n_points": ("number of tracked points inside", np.asarray([int(m.sum()) for m in used.values()])),
+        },
+    )
     mod.add(roi_table)
 
     with h5py.File(paths["spectrograms"], "r") as sf:
@@ -471,20 +530,37 @@ def build_module(paths: Mapping[str, str], clock: Clock, compression: bool = Tru
     bands = FrequencyBandsTable()
     for f, (lo, hi) in zip(freqs, limits):
         bands.add_band(band_name=f"{f:.3g} Hz", band_limits=np.asarray([lo, hi]), band_mean=float(f))
-    region = DynamicTableRegion(name="source_channels", data=list(range(len(used))), table=roi_table,
-                                description="the ROI of each channel (rows of the `rois` table)")
+    region = DynamicTableRegion(
+        name="source_channels",
+        data=list(range(len(used))),
+        table=roi_table,
+        description="the ROI of each channel (rows of the `rois` table)",
+    )
     spec = DecompositionSeries(
-        name="spectral_power", data=power, metric="power", unit="a.u.", bands=bands,
-        source_timeseries=pts, source_channels=region,
-        description=("normalised spectral power of each ROI in each frequency band: the mean over "
-                     "the ROI's points and both axes of the Variable-Q spectrogram of their "
-                     "displacement, normalised per time bin and tilted by f^beta (the values TCA "
-                     "decomposes); axes (time bin, ROI, band); bands from a Variable-Q filter "
-                     "bank (band_mean = centre, band_limits = half-power band)"),
-        comments=("time bins of the session's videos one after another"
-                  + ("" if gap is None or not np.any(gap > 0) else
-                     "; some bins bridge dropped frames (gap_fraction in spectrograms.h5)")),
-        **_times_kwargs(clock(st)))
+        name="spectral_power",
+        data=power,
+        metric="power",
+        unit="a.u.",
+        bands=bands,
+        source_timeseries=pts,
+        source_channels=region,
+        description=(
+            "normalised spectral power of each ROI in each frequency band: the mean over "
+            "the ROI's points and both axes of the Variable-Q spectrogram of their "
+            "displacement, normalised per time bin and tilted by f^beta (the values TCA "
+            "decomposes); axes (time bin, ROI, band); bands from a Variable-Q filter "
+            "bank (band_mean = centre, band_limits = half-power band)"
+        ),
+        comments=(
+            "time bins of the session's videos one after another"
+            + (
+                ""
+                if gap is None or not np.any(gap > 0)
+                else "; some bins bridge dropped frames (gap_fraction in spectrograms.h5)"
+            )
+        ),
+        **_times_kwargs(clock(st)),
+    )
     mod.add(spec)
     summary["spectral_power"] = list(power.shape)
 
@@ -511,39 +587,69 @@ def build_module(paths: Mapping[str, str], clock: Clock, compression: bool = Tru
         if stretches:
             tt = np.concatenate([s.times for s in stretches])
             tv = np.concatenate([s.values for s in stretches]).astype(np.float32)
-            mod.add(TimeSeries(
-                name=f"{base}_time", data=tv, unit="a.u.", **_times_kwargs(clock(tt)),
-                description=(f"temporal factors of the TCA of {label}: one column per component, "
-                             "in descending explained variance (rows of the "
-                             f"`{base}_components` table); axes (time bin, component)"),
-                comments=f"facerhythm tca.h5 decomposition {name!r}"))
-        mod.add(_table(f"{base}_points", f"spatial (points) factors of the TCA of {label}; row i = "
-                       "tracked point i (`points` table)",
-                       {"x_loading": ("loading of each component on the point's x displacement", px.astype(np.float32)),
-                        "y_loading": ("loading of each component on the point's y displacement", py.astype(np.float32))}))
-        mod.add(_table(f"{base}_frequency", f"frequency factors of the TCA of {label}; one row "
-                       "per frequency band of `spectral_power`",
-                       {"frequency": ("centre frequency of the band, Hz", freqs),
-                        "loading": ("loading of each component on the band", fr.astype(np.float32))}))
-        comp = {"explained_variance_ratio": ("share of the tensor's variance the component explains",
-                                             np.asarray(d["evr"], np.float64)),
-                "weight": ("the component's weight (norm) in the CP model", np.asarray(d["weights"], np.float64)),
-                "peak_frequency": ("frequency (Hz) of the largest frequency loading",
-                                   freqs[np.argmax(fr, axis=0)])}
+            mod.add(
+                TimeSeries(
+                    name=f"{base}_time",
+                    data=tv,
+                    unit="a.u.",
+                    **_times_kwargs(clock(tt)),
+                    description=(
+                        f"temporal factors of the TCA of {label}: one column per component, "
+                        "in descending explained variance (rows of the "
+                        f"`{base}_components` table); axes (time bin, component)"
+                    ),
+                    comments=f"facerhythm tca.h5 decomposition {name!r}",
+                )
+            )
+        mod.add(
+            _table(
+                f"{base}_points",
+                f"spatial (points) factors of the TCA of {label}; row i = tracked point i (`points` table)",
+                {
+                    "x_loading": ("loading of each component on the point's x displacement", px.astype(np.float32)),
+                    "y_loading": ("loading of each component on the point's y displacement", py.astype(np.float32)),
+                },
+            )
+        )
+        mod.add(
+            _table(
+                f"{base}_frequency",
+                f"frequency factors of the TCA of {label}; one row per frequency band of `spectral_power`",
+                {
+                    "frequency": ("centre frequency of the band, Hz", freqs),
+                    "loading": ("loading of each component on the band", fr.astype(np.float32)),
+                },
+            )
+        )
+        comp = {
+            "explained_variance_ratio": (
+                "share of the tensor's variance the component explains",
+                np.asarray(d["evr"], np.float64),
+            ),
+            "weight": ("the component's weight (norm) in the CP model", np.asarray(d["weights"], np.float64)),
+            "peak_frequency": ("frequency (Hz) of the largest frequency loading", freqs[np.argmax(fr, axis=0)]),
+        }
         dims = [x.decode() if isinstance(x, bytes) else str(x) for x in d["attrs"].get("dims", [])]
         if len(dims) == 4 and dims[0] in fac:
-            comp[f"{dims[0]}_loading"] = (f"loading of each component on each {dims[0]} "
-                                           f"({', '.join(names.get(k, k) for k in dkeys)})",
-                                           np.asarray(fac[dims[0]]).T.astype(np.float32))
-        mod.add(_table(f"{base}_components", f"components of the TCA of {label}, in descending "
-                       "explained variance", comp))
+            comp[f"{dims[0]}_loading"] = (
+                f"loading of each component on each {dims[0]} ({', '.join(names.get(k, k) for k in dkeys)})",
+                np.asarray(fac[dims[0]]).T.astype(np.float32),
+            )
+        mod.add(
+            _table(f"{base}_components", f"components of the TCA of {label}, in descending explained variance", comp)
+        )
         summary["tca"][label] = {"name": base, "rank": int(rank)}
     return mod, summary, [tr]
 
 
-def export_session_nwb(paths: Mapping[str, str | None], output_path, meta: Mapping,
-                       session: str = "session", compression: bool = True,
-                       log: logging.Logger | None = None) -> dict:
+def export_session_nwb(
+    paths: Mapping[str, str | None],
+    output_path,
+    meta: Mapping,
+    session: str = "session",
+    compression: bool = True,
+    log: logging.Logger | None = None,
+) -> dict:
     """The ``nwb_export`` stage: a session's results -> one NWB file.
 
     Parameters
@@ -585,18 +691,27 @@ def export_session_nwb(paths: Mapping[str, str | None], output_path, meta: Mappi
             nwbfile = src.read()
             clock = acquisition_clock(nwbfile, [v["path"] for v in info["videos"]], frame_times)
             if MODULE in nwbfile.processing:
-                raise NWBError(f"acquisition file {acq} already has a processing module {MODULE!r}; "
-                               "give the file from acquisition, not a facerhythm export")
+                raise NWBError(
+                    f"acquisition file {acq} already has a processing module {MODULE!r}; "
+                    "give the file from acquisition, not a facerhythm export"
+                )
             mine = meta.get("session_start_time")
             if mine and parse_start_time(mine, meta.get("start_time_source") or "nwb") != nwbfile.session_start_time:
-                log.warning("session %s: session_start_time %s from %s differs from the acquisition "
-                            "file's %s; the acquisition file's is kept", session, mine,
-                            meta.get("start_time_source"), nwbfile.session_start_time.isoformat())
+                log.warning(
+                    "session %s: session_start_time %s from %s differs from the acquisition "
+                    "file's %s; the acquisition file's is kept",
+                    session,
+                    mine,
+                    meta.get("start_time_source"),
+                    nwbfile.session_start_time.isoformat(),
+                )
             log.info("session %s: results added to a copy of %s; times on the %s", session, acq, clock.source)
         else:
             if not meta.get("session_start_time"):
-                raise NWBError(f"session {session}: NWB export needs session_start_time (sessions "
-                               "table column, or nwb.session_start_time in the config)")
+                raise NWBError(
+                    f"session {session}: NWB export needs session_start_time (sessions "
+                    "table column, or nwb.session_start_time in the config)"
+                )
             nwbfile = _new_file(meta, session)
             clock = Clock()
         mod, summary, opened = build_module(paths, clock, compression, session, log)
@@ -636,13 +751,17 @@ def relink_external_files(path, source_dir) -> dict:
     changed = {}
     with h5py.File(path, "r+") as f:
         found = []
-        f.visititems(lambda name, obj: found.append(name) if (
-            isinstance(obj, h5py.Dataset) and name.split("/")[-1] == "external_file") else None)
+        f.visititems(
+            lambda name, obj: (
+                found.append(name)
+                if (isinstance(obj, h5py.Dataset) and name.split("/")[-1] == "external_file")
+                else None
+            )
+        )
         for name in found:
             ds = f[name]
             old = [v.decode() if isinstance(v, bytes) else str(v) for v in ds[()]]
-            new = [v if os.path.isabs(v) else
-                   os.path.relpath((Path(source_dir) / v).resolve(), out_dir) for v in old]
+            new = [v if os.path.isabs(v) else os.path.relpath((Path(source_dir) / v).resolve(), out_dir) for v in old]
             if new != old:
                 ds[...] = np.asarray(new, dtype=object)
                 changed[name] = new
@@ -670,15 +789,21 @@ def read_nwb_results(path) -> dict:
         out = {
             "session_start_time": nwb.session_start_time.isoformat(),
             "identifier": nwb.identifier,
-            "subject": ({k: getattr(nwb.subject, k) for k in SUBJECT_KEYS
-                         if getattr(nwb.subject, k, None) is not None} if nwb.subject else {}),
-            "tracked_points": pts.data[:], "tracked_points_times": np.asarray(pts.get_timestamps()[:]),
-            "spectral_power": spec.data[:], "spectral_times": np.asarray(spec.get_timestamps()[:]),
+            "subject": (
+                {k: getattr(nwb.subject, k) for k in SUBJECT_KEYS if getattr(nwb.subject, k, None) is not None}
+                if nwb.subject
+                else {}
+            ),
+            "tracked_points": pts.data[:],
+            "tracked_points_times": np.asarray(pts.get_timestamps()[:]),
+            "spectral_power": spec.data[:],
+            "spectral_times": np.asarray(spec.get_timestamps()[:]),
             "frequencies": np.asarray(spec.bands["band_mean"].data[:]),
             "band_limits": np.asarray(spec.bands["band_limits"].data[:]),
             "rois": list(mod["rois"]["roi_name"].data[:]),
             "points": {c: np.asarray(mod["points"][c].data[:]) for c in mod["points"].colnames},
-            "tca": {}, "events": {},
+            "tca": {},
+            "events": {},
         }
         for name in mod.data_interfaces:
             if name.startswith("tca_") and name.endswith("_components"):
@@ -694,8 +819,10 @@ def read_nwb_results(path) -> dict:
                 d["description"] = mod[f"{base}_components"].description
                 out["tca"][base] = d
         for name, t in (nwb.events or {}).items():
-            out["events"][name] = {c: (np.asarray(t[c].data[:]) if c != "timestamp" else np.asarray(t[c].data[:], np.float64))
-                                   for c in t.colnames}
+            out["events"][name] = {
+                c: (np.asarray(t[c].data[:]) if c != "timestamp" else np.asarray(t[c].data[:], np.float64))
+                for c in t.colnames
+            }
     return out
 
 
@@ -715,9 +842,16 @@ def inspect_nwb(path) -> list[dict]:
     for m in inspect_nwbfile(nwbfile_path=str(path)):
         if m is None:
             continue
-        out.append({"importance": m.importance.name, "check": m.check_function_name,
-                    "location": m.location, "object": f"{m.object_type} {m.object_name!r}",
-                    "message": m.message, "rank": m.importance.value})
+        out.append(
+            {
+                "importance": m.importance.name,
+                "check": m.check_function_name,
+                "location": m.location,
+                "object": f"{m.object_type} {m.object_name!r}",
+                "message": m.message,
+                "rank": m.importance.value,
+            }
+        )
     out.sort(key=lambda d: -d.pop("rank"))
     return out
 

@@ -21,8 +21,8 @@ from .io import atomic_output
 logger = logging.getLogger(__name__)
 
 #: RGB colours (Okabe-Ito, colour-blind safe): tracked points, violating points
-COLOUR_OK = (86, 180, 233)    # sky blue
-COLOUR_BAD = (230, 159, 0)    # orange, also drawn as a larger ring with a cross
+COLOUR_OK = (86, 180, 233)  # sky blue
+COLOUR_BAD = (230, 159, 0)  # orange, also drawn as a larger ring with a cross
 
 
 def session_window(num_frames: Sequence[int], start: int, n_frames: int) -> list[tuple[int, int, int]]:
@@ -51,8 +51,9 @@ def session_window(num_frames: Sequence[int], start: int, n_frames: int) -> list
     if n_frames < 1:
         raise ValueError(f"overlay window needs at least 1 frame, got {n_frames}")
     if not 0 <= start < total:
-        raise ValueError(f"overlay start frame {start} is outside the session's {total} frames; "
-                         "lower report.overlay_start")
+        raise ValueError(
+            f"overlay start frame {start} is outside the session's {total} frames; lower report.overlay_start"
+        )
     stop = min(start + int(n_frames), total)
     out = []
     first = 0
@@ -64,8 +65,9 @@ def session_window(num_frames: Sequence[int], start: int, n_frames: int) -> list
     return out
 
 
-def draw_points(frame: np.ndarray, points: np.ndarray, violating: np.ndarray | None = None,
-                radius: int = 2, text: str | None = None) -> np.ndarray:
+def draw_points(
+    frame: np.ndarray, points: np.ndarray, violating: np.ndarray | None = None, radius: int = 2, text: str | None = None
+) -> np.ndarray:
     """Draw points on one RGB frame (in place) and return it.
 
     Parameters
@@ -92,11 +94,11 @@ def draw_points(frame: np.ndarray, points: np.ndarray, violating: np.ndarray | N
     p_int = np.zeros((len(pts), 2), np.int64)
     p_int[ok] = np.round(pts[ok] * (1 << sh)).astype(np.int64)
     r = max(int(radius), 1)
-    for (x, y) in p_int[ok & ~bad]:
+    for x, y in p_int[ok & ~bad]:
         # a dark rim one pixel outside the dot keeps it visible on pale backgrounds
         cv2.circle(frame, (int(x), int(y)), (r + 1) << sh, (0, 0, 0), -1, cv2.LINE_AA, sh)
         cv2.circle(frame, (int(x), int(y)), r << sh, COLOUR_OK, -1, cv2.LINE_AA, sh)
-    for (x, y) in p_int[ok & bad]:
+    for x, y in p_int[ok & bad]:
         c = (int(x), int(y))
         R = (r + 2) << sh
         cv2.circle(frame, c, R, COLOUR_BAD, 1, cv2.LINE_AA, sh)
@@ -109,8 +111,7 @@ def draw_points(frame: np.ndarray, points: np.ndarray, violating: np.ndarray | N
             scale *= (frame.shape[1] - 8) / tw
             (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         cv2.rectangle(frame, (0, 0), (tw + 8, th + base + 8), (0, 0, 0), -1)
-        cv2.putText(frame, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
-                    cv2.LINE_AA)
+        cv2.putText(frame, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return frame
 
 
@@ -128,11 +129,18 @@ class _Writer:
                 from torchcodec.encoders import Encoder
 
                 self._enc = Encoder()
-                self._stream = self._enc.add_video(height=self.H, width=self.W, frame_rate=float(fps),
-                                                   codec="libx264", pixel_format="yuv420p", crf=23,
-                                                   # 'veryfast' is ~3x faster than 'fast'
-                                                   # for a few % larger files
-                                                   preset="veryfast", device="cpu")
+                self._stream = self._enc.add_video(
+                    height=self.H,
+                    width=self.W,
+                    frame_rate=float(fps),
+                    codec="libx264",
+                    pixel_format="yuv420p",
+                    crf=23,
+                    # 'veryfast' is ~3x faster than 'fast'
+                    # for a few % larger files
+                    preset="veryfast",
+                    device="cpu",
+                )
                 self._enc.open_file(str(path))
                 self.kind = "h264 (torchcodec)"
             except Exception as exc:  # no libx264 in this FFmpeg, or torchcodec too old
@@ -143,16 +151,14 @@ class _Writer:
         if self.kind is None:
             import cv2
 
-            self._cv = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps),
-                                       (self.W, self.H))
+            self._cv = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (self.W, self.H))
             if not self._cv.isOpened():
                 raise VideoError(f"OpenCV cannot open an mp4v writer for {path}")
             self.kind = "mp4v (OpenCV)"
 
     def add(self, frames: np.ndarray) -> None:
         if (self.H, self.W) != (self.h, self.w):
-            frames = np.pad(frames, ((0, 0), (0, self.H - self.h), (0, self.W - self.w), (0, 0)),
-                            mode="edge")
+            frames = np.pad(frames, ((0, 0), (0, self.H - self.h), (0, self.W - self.w), (0, 0)), mode="edge")
         if self._stream is not None:
             import torch
 
@@ -170,12 +176,20 @@ class _Writer:
             self._cv.release()
 
 
-def write_overlay_video(out_path: str | os.PathLike, videos: Sequence[str | os.PathLike],
-                        num_frames: Sequence[int], points: np.ndarray,
-                        violating: np.ndarray | None, start: int, fps: float,
-                        radius: int | None = None, chunk_size: int = 64,
-                        codec: str = "auto", label: bool = True,
-                        video_names: Sequence[str] | None = None) -> dict:
+def write_overlay_video(
+    out_path: str | os.PathLike,
+    videos: Sequence[str | os.PathLike],
+    num_frames: Sequence[int],
+    points: np.ndarray,
+    violating: np.ndarray | None,
+    start: int,
+    fps: float,
+    radius: int | None = None,
+    chunk_size: int = 64,
+    codec: str = "auto",
+    label: bool = True,
+    video_names: Sequence[str] | None = None,
+) -> dict:
     """Write an mp4 of session frames [start, start + len(points)) with points drawn.
 
     Parameters
@@ -227,8 +241,9 @@ def write_overlay_video(out_path: str | os.PathLike, videos: Sequence[str | os.P
     window = session_window(num_frames, start, n)
     covered = sum(b - a for _, a, b in window)
     if covered != n:
-        raise ValueError(f"{n} frames of points from session frame {start}, but the session "
-                         f"has only {covered} frames from there")
+        raise ValueError(
+            f"{n} frames of points from session frame {start}, but the session has only {covered} frames from there"
+        )
     names = list(video_names) if video_names is not None else [Path(v).name for v in videos]
     offsets = np.concatenate([[0], np.cumsum(num_frames)[:-1]]).astype(np.int64)
     writer = None
@@ -236,23 +251,21 @@ def write_overlay_video(out_path: str | os.PathLike, videos: Sequence[str | os.P
     with atomic_output(out_path) as tmp:
         try:
             for vi, a, b in window:
-                for first, frames in iter_frame_chunks(videos[vi], chunk_size=chunk_size, gray=False,
-                                                       start=a, stop=b):
+                for first, frames in iter_frame_chunks(videos[vi], chunk_size=chunk_size, gray=False, start=a, stop=b):
                     frames = np.ascontiguousarray(frames)
                     if writer is None:
                         h, w = frames.shape[1:3]
                         r = radius if radius is not None else max(1, round(min(h, w) / 160))
-                        writer = _Writer(Path(tmp), h, w, fps, "h264" if codec == "h264" else
-                                         ("mp4v" if codec == "mp4v" else "auto"))
+                        writer = _Writer(
+                            Path(tmp), h, w, fps, "h264" if codec == "h264" else ("mp4v" if codec == "mp4v" else "auto")
+                        )
                     for j in range(len(frames)):
                         g = offsets[vi] + first + j  # session frame
                         row = g - start
                         text = None
                         if label:
-                            text = (f"t = {g / fps:.2f} s  frame {g}  "
-                                    f"({names[vi]} #{first + j})")
-                        draw_points(frames[j], pts[row],
-                                    None if violating is None else violating[row], r, text)
+                            text = f"t = {g / fps:.2f} s  frame {g}  ({names[vi]} #{first + j})"
+                        draw_points(frames[j], pts[row], None if violating is None else violating[row], r, text)
                     writer.add(frames)
                     written += len(frames)
         finally:

@@ -19,8 +19,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 #: Okabe-Ito colours, ordered so that the first ones read well on white
-OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9",
-             "#000000", "#F0E442")
+OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 
 STYLE = {
     "font.size": 10,
@@ -71,6 +70,7 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> None:
 # small array helpers (pure)
 # ----------------------------------------------------------------------------------
 
+
 def points_in_masks(positions: np.ndarray, masks: Mapping[str, np.ndarray]) -> dict:
     """Which points fall inside each mask.
 
@@ -112,8 +112,7 @@ def typical_spacing(positions: np.ndarray) -> float:
     return float(max(np.median(d[:, 1]), 1.0))
 
 
-def point_index_map(positions: np.ndarray, shape: tuple[int, int],
-                    radius: float | None = None) -> np.ndarray:
+def point_index_map(positions: np.ndarray, shape: tuple[int, int], radius: float | None = None) -> np.ndarray:
     """Nearest-point index for every pixel within ``radius`` of a point (else -1).
 
     Used to paint per-point values as tiles, so a factor reads as a map of the face.
@@ -146,8 +145,7 @@ def point_index_map(positions: np.ndarray, shape: tuple[int, int],
     if x1 <= x0 or y1 <= y0:
         return out
     yy, xx = np.mgrid[y0:y1, x0:x1]
-    d, idx = cKDTree(pos).query(np.column_stack([xx.ravel(), yy.ravel()]),
-                                distance_upper_bound=r)
+    d, idx = cKDTree(pos).query(np.column_stack([xx.ravel(), yy.ravel()]), distance_upper_bound=r)
     idx[~np.isfinite(d)] = -1
     out[y0:y1, x0:x1] = idx.reshape(yy.shape)
     return out
@@ -181,8 +179,9 @@ def choose_example_points(motion: np.ndarray, k: int = 4, valid: np.ndarray | No
     return order[picks].astype(np.int64)
 
 
-def bin_series(t: np.ndarray, y: np.ndarray, max_points: int = MAX_DRAWN,
-               how: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+def bin_series(
+    t: np.ndarray, y: np.ndarray, max_points: int = MAX_DRAWN, how: str = "mean"
+) -> tuple[np.ndarray, np.ndarray]:
     """Reduce a long series to at most ``max_points`` bins along axis 0.
 
     ``how`` = "mean", "max" (keeps rare events visible) or "minmax" (an envelope:
@@ -196,8 +195,8 @@ def bin_series(t: np.ndarray, y: np.ndarray, max_points: int = MAX_DRAWN,
     per = 2 if how == "minmax" else 1
     step = int(math.ceil(n * per / max_points))
     m = n // step
-    tb = t[:m * step].reshape(m, step).mean(axis=1)
-    yb = y[:m * step].reshape((m, step) + y.shape[1:])
+    tb = t[: m * step].reshape(m, step).mean(axis=1)
+    yb = y[: m * step].reshape((m, step) + y.shape[1:])
     if how == "mean":
         return tb, yb.mean(axis=1)
     if how == "max":
@@ -217,6 +216,7 @@ def segment_offsets(num_frames: Sequence[int], frame_rate: float) -> np.ndarray:
 # ----------------------------------------------------------------------------------
 # drawing helpers
 # ----------------------------------------------------------------------------------
+
 
 def _show_gray(ax, image: np.ndarray | None, shape=None):
     if image is None:
@@ -240,8 +240,16 @@ def _boundaries(ax, starts: Sequence[float], labels: Sequence[str] | None = None
             continue
         ax.axvline(s, color="0.45", lw=0.8, ls="--", zorder=0)
         if labels is not None:
-            ax.text(s, 1.0, f" {labels[i]}", transform=ax.get_xaxis_transform(),
-                    fontsize=7.5, color="0.35", va="top", ha="left")
+            ax.text(
+                s,
+                1.0,
+                f" {labels[i]}",
+                transform=ax.get_xaxis_transform(),
+                fontsize=7.5,
+                color="0.35",
+                va="top",
+                ha="left",
+            )
 
 
 def _phase_line(ax, t: np.ndarray, z: np.ndarray, lw: float = 1.5):
@@ -286,16 +294,21 @@ def _paint_map(ax, index_map: np.ndarray, values: np.ndarray, image, vmin, vmax,
         return ax.imshow(rgba, interpolation="nearest")
     img = np.full(index_map.shape, np.nan)
     img[inside] = np.asarray(values, np.float64)[index_map[inside]]
-    return ax.imshow(np.ma.masked_invalid(img), cmap=cmap, vmin=vmin, vmax=vmax,
-                     interpolation="nearest", alpha=0.9)
+    return ax.imshow(np.ma.masked_invalid(img), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest", alpha=0.9)
 
 
 # ----------------------------------------------------------------------------------
 # ROIs
 # ----------------------------------------------------------------------------------
 
-def plot_rois(image: np.ndarray, masks: Mapping[str, np.ndarray], points: np.ndarray,
-              tracking_mask: np.ndarray | None = None, title: str | None = None):
+
+def plot_rois(
+    image: np.ndarray,
+    masks: Mapping[str, np.ndarray],
+    points: np.ndarray,
+    tracking_mask: np.ndarray | None = None,
+    title: str | None = None,
+):
     """ROI masks (filled outlines) and seed points on the example frame.
 
     Parameters
@@ -321,8 +334,7 @@ def plot_rois(image: np.ndarray, masks: Mapping[str, np.ndarray], points: np.nda
     with _style():
         fig = new_figure(7.0, 7.0 * h / w + 0.9)
         ax = fig.add_subplot()
-        ax.imshow(img if img.ndim == 3 else img, cmap=None if img.ndim == 3 else "gray",
-                  interpolation="nearest")
+        ax.imshow(img if img.ndim == 3 else img, cmap=None if img.ndim == 3 else "gray", interpolation="nearest")
         handles = []
         for i, (name, m) in enumerate(masks.items()):
             c = OKABE_ITO[(i + 1) % len(OKABE_ITO)] if i else OKABE_ITO[4]
@@ -333,20 +345,30 @@ def plot_rois(image: np.ndarray, masks: Mapping[str, np.ndarray], points: np.nda
             ax.contour(m.astype(float), levels=[0.5], colors=[c], linewidths=1.6)
             handles.append(Patch(facecolor=to_rgba(c, 0.3), edgecolor=c, label=f"{name} ({int(m.sum())} px)"))
         if tracking_mask is not None:
-            ax.contour(np.asarray(tracking_mask, float), levels=[0.5], colors=["white"],
-                       linewidths=1.0, linestyles="--")
+            ax.contour(
+                np.asarray(tracking_mask, float), levels=[0.5], colors=["white"], linewidths=1.0, linestyles="--"
+            )
             handles.append(Line2D([], [], color="0.3", ls="--", label="tracking mask"))
         pts = np.asarray(points)
-        ax.scatter(pts[:, 0], pts[:, 1], s=6, c=OKABE_ITO[5], edgecolors="black",
-                   linewidths=0.3, zorder=3)
-        handles.append(Line2D([], [], marker="o", ls="", color=OKABE_ITO[5], markeredgecolor="black",
-                              label=f"seed points (N = {len(pts)})"))
+        ax.scatter(pts[:, 0], pts[:, 1], s=6, c=OKABE_ITO[5], edgecolors="black", linewidths=0.3, zorder=3)
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="o",
+                ls="",
+                color=OKABE_ITO[5],
+                markeredgecolor="black",
+                label=f"seed points (N = {len(pts)})",
+            )
+        )
         ax.set_xlim(-0.5, w - 0.5)
         ax.set_ylim(h - 0.5, -0.5)
         ax.set_xlabel("x (pixels)")
         ax.set_ylabel("y (pixels)")
-        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.08),
-                  ncol=min(len(handles), 3), frameon=False)
+        ax.legend(
+            handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=min(len(handles), 3), frameon=False
+        )
         ax.set_title(title or "ROIs and seed points")
     return fig
 
@@ -355,10 +377,15 @@ def plot_rois(image: np.ndarray, masks: Mapping[str, np.ndarray], points: np.nda
 # tracking QC
 # ----------------------------------------------------------------------------------
 
-def plot_violations(violating: Sequence[np.ndarray], frame_rate: float,
-                    offsets: Sequence[float] | None = None,
-                    fractions: Sequence[float] | None = None,
-                    labels: Sequence[str] | None = None, title: str | None = None):
+
+def plot_violations(
+    violating: Sequence[np.ndarray],
+    frame_rate: float,
+    offsets: Sequence[float] | None = None,
+    fractions: Sequence[float] | None = None,
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+):
     """Share of points flagged as violating in every frame, over session time.
 
     Parameters
@@ -402,18 +429,24 @@ def plot_violations(violating: Sequence[np.ndarray], frame_rate: float,
         top = max([float(np.max(v)) * 100 for v in segs if len(v)] + [0.0])
         ax.set_ylim(0, max(top * 1.15, 1.0))
         if top == 0:
-            ax.text(0.5, 0.5, "no violations", transform=ax.transAxes, ha="center",
-                    va="center", color="0.4", fontsize=12)
+            ax.text(
+                0.5, 0.5, "no violations", transform=ax.transAxes, ha="center", va="center", color="0.4", fontsize=12
+            )
         ax.legend(loc="upper right")
         ax.set_title(title or "Tracking QC: points flagged as violating (displacement above threshold)")
     return fig
 
 
-def plot_displacement_traces(traces: Sequence[np.ndarray], frame_rate: float,
-                             point_ids: Sequence[int], positions: np.ndarray,
-                             image: np.ndarray | None = None,
-                             offsets: Sequence[float] | None = None,
-                             labels: Sequence[str] | None = None, title: str | None = None):
+def plot_displacement_traces(
+    traces: Sequence[np.ndarray],
+    frame_rate: float,
+    point_ids: Sequence[int],
+    positions: np.ndarray,
+    image: np.ndarray | None = None,
+    offsets: Sequence[float] | None = None,
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+):
     """Displacement from home of a few example points, with a map of where they are.
 
     Parameters
@@ -451,8 +484,15 @@ def plot_displacement_traces(traces: Sequence[np.ndarray], frame_rate: float,
             for j in range(k):
                 c = OKABE_ITO[j % len(OKABE_ITO)]
                 axm.plot(pos[j, 0], pos[j, 1], "o", ms=7, mfc=c, mec="white", mew=1.2)
-                axm.annotate(str(point_ids[j]), pos[j], xytext=(5, 5), textcoords="offset points",
-                             color="white", fontsize=8.5, fontweight="bold")
+                axm.annotate(
+                    str(point_ids[j]),
+                    pos[j],
+                    xytext=(5, 5),
+                    textcoords="offset points",
+                    color="white",
+                    fontsize=8.5,
+                    fontweight="bold",
+                )
             axm.set_title("example points")
         else:
             axm.axis("off")
@@ -461,8 +501,13 @@ def plot_displacement_traces(traces: Sequence[np.ndarray], frame_rate: float,
                 t = t0 + np.arange(len(a)) / frame_rate
                 for j in range(k):
                     tb, yb = bin_series(t, a[:, j, d], how="minmax")
-                    ax.plot(tb, yb, color=OKABE_ITO[j % len(OKABE_ITO)], lw=0.8,
-                            label=f"point {point_ids[j]}" if (i == 0 and d == 0) else None)
+                    ax.plot(
+                        tb,
+                        yb,
+                        color=OKABE_ITO[j % len(OKABE_ITO)],
+                        lw=0.8,
+                        label=f"point {point_ids[j]}" if (i == 0 and d == 0) else None,
+                    )
             _boundaries(ax, offsets, labels if d == 0 else None)
             ax.axhline(0, color="0.6", lw=0.6)
             ax.set_ylabel(f"{name} displacement (px)")
@@ -476,6 +521,7 @@ def plot_displacement_traces(traces: Sequence[np.ndarray], frame_rate: float,
 # ----------------------------------------------------------------------------------
 # spectral QC
 # ----------------------------------------------------------------------------------
+
 
 def roi_mean_spectrogram(spec: np.ndarray, membership: Mapping[str, np.ndarray]) -> dict:
     """Mean over the points of each ROI.
@@ -501,9 +547,14 @@ def roi_mean_spectrogram(spec: np.ndarray, membership: Mapping[str, np.ndarray])
     return out
 
 
-def plot_mean_spectrograms(means: Mapping[str, Sequence[np.ndarray]], times: Sequence[np.ndarray],
-                           frequencies: np.ndarray, offsets: Sequence[float] | None = None,
-                           labels: Sequence[str] | None = None, title: str | None = None):
+def plot_mean_spectrograms(
+    means: Mapping[str, Sequence[np.ndarray]],
+    times: Sequence[np.ndarray],
+    frequencies: np.ndarray,
+    offsets: Sequence[float] | None = None,
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+):
     """Mean spectrogram per ROI (rows) and displacement axis (columns x, y).
 
     Parameters
@@ -525,7 +576,7 @@ def plot_mean_spectrograms(means: Mapping[str, Sequence[np.ndarray]], times: Seq
     freqs = np.asarray(frequencies, np.float64)
     allv = np.concatenate([np.asarray(m).ravel() for v in means.values() for m in v])
     allv = allv[np.isfinite(allv)]
-    vmin, vmax = (np.percentile(allv, [1, 99.5]) if allv.size else (0.0, 1.0))
+    vmin, vmax = np.percentile(allv, [1, 99.5]) if allv.size else (0.0, 1.0)
     if vmax <= vmin:
         vmax = vmin + 1.0
     total_t = sum(len(t) for t in times)
@@ -543,8 +594,9 @@ def plot_mean_spectrograms(means: Mapping[str, Sequence[np.ndarray]], times: Seq
                     tb, sb = bin_series(t, seg.T, max_points=budget)
                     if len(tb) < 2:
                         continue
-                    mesh = ax.pcolormesh(tb, freqs, sb.T, shading="nearest", cmap="magma",
-                                         vmin=vmin, vmax=vmax, rasterized=True)
+                    mesh = ax.pcolormesh(
+                        tb, freqs, sb.T, shading="nearest", cmap="magma", vmin=vmin, vmax=vmax, rasterized=True
+                    )
                 ax.set_yscale("log")
                 if offsets is not None:
                     _boundaries(ax, offsets, labels if r == 0 else None)
@@ -559,8 +611,7 @@ def plot_mean_spectrograms(means: Mapping[str, Sequence[np.ndarray]], times: Seq
     return fig
 
 
-def plot_power_spectrum(spectra: Mapping[str, np.ndarray], frequencies: np.ndarray,
-                        title: str | None = None):
+def plot_power_spectrum(spectra: Mapping[str, np.ndarray], frequencies: np.ndarray, title: str | None = None):
     """Time-averaged spectrum per ROI: mean over points and the 25-75 % band.
 
     Parameters
@@ -587,8 +638,9 @@ def plot_power_spectrum(spectra: Mapping[str, np.ndarray], frequencies: np.ndarr
                 col = OKABE_ITO[i % len(OKABE_ITO)]
                 q1, q3 = np.percentile(s, [25, 75], axis=0)
                 ax.fill_between(freqs, q1, q3, color=col, alpha=0.15, lw=0)
-                ax.plot(freqs, s.mean(axis=0), color=col, lw=1.6, marker="o", ms=2.5,
-                        label=f"{name} (n = {s.shape[0]})")
+                ax.plot(
+                    freqs, s.mean(axis=0), color=col, lw=1.6, marker="o", ms=2.5, label=f"{name} (n = {s.shape[0]})"
+                )
             ax.set_xscale("log")
             ax.set_xlabel("frequency (Hz)")
             ax.set_title(f"{axis_name} displacement")
@@ -603,14 +655,23 @@ def plot_power_spectrum(spectra: Mapping[str, np.ndarray], frequencies: np.ndarr
 # TCA
 # ----------------------------------------------------------------------------------
 
-def plot_tca_components(points_x: np.ndarray, points_y: np.ndarray, frequency: np.ndarray,
-                        frequencies: np.ndarray,
-                        time_panels: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]],
-                        positions: np.ndarray, image: np.ndarray | None = None,
-                        evr: np.ndarray | None = None, stack_factor: np.ndarray | None = None,
-                        stack_names: Sequence[str] | None = None, stack_label: str = "session",
-                        boundaries: Mapping[str, Sequence[float]] | None = None,
-                        title: str | None = None, shape: tuple[int, int] | None = None):
+
+def plot_tca_components(
+    points_x: np.ndarray,
+    points_y: np.ndarray,
+    frequency: np.ndarray,
+    frequencies: np.ndarray,
+    time_panels: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]],
+    positions: np.ndarray,
+    image: np.ndarray | None = None,
+    evr: np.ndarray | None = None,
+    stack_factor: np.ndarray | None = None,
+    stack_names: Sequence[str] | None = None,
+    stack_label: str = "session",
+    boundaries: Mapping[str, Sequence[float]] | None = None,
+    title: str | None = None,
+    shape: tuple[int, int] | None = None,
+):
     """One row per component: points factor maps (x, y), frequency factor, time factor(s).
 
     Parameters
@@ -652,8 +713,7 @@ def plot_tca_components(points_x: np.ndarray, points_y: np.ndarray, frequency: n
     freqs = np.asarray(frequencies, np.float64)
     R = px.shape[1]
     if py.shape != px.shape or fr.shape[1] != R:
-        raise ValueError(f"factor shapes disagree: points_x {px.shape}, points_y {py.shape}, "
-                         f"frequency {fr.shape}")
+        raise ValueError(f"factor shapes disagree: points_x {px.shape}, points_y {py.shape}, frequency {fr.shape}")
     pos = np.asarray(positions, np.float64)
     if len(pos) != px.shape[0]:
         raise ValueError(f"{len(pos)} positions for a points factor of {px.shape[0]} rows")
@@ -667,8 +727,11 @@ def plot_tca_components(points_x: np.ndarray, points_y: np.ndarray, frequency: n
     # crop the maps to the points' bounding box so the face fills the panel
     ys, xs = np.nonzero(idx >= 0)
     pad = 4
-    crop = (slice(max(ys.min() - pad, 0), ys.max() + pad + 1),
-            slice(max(xs.min() - pad, 0), xs.max() + pad + 1)) if len(ys) else (slice(None), slice(None))
+    crop = (
+        (slice(max(ys.min() - pad, 0), ys.max() + pad + 1), slice(max(xs.min() - pad, 0), xs.max() + pad + 1))
+        if len(ys)
+        else (slice(None), slice(None))
+    )
     idx_c = idx[crop]
     img_c = None if image is None else np.asarray(image)[crop]
     aspect = idx_c.shape[0] / max(idx_c.shape[1], 1)
@@ -677,8 +740,7 @@ def plot_tca_components(points_x: np.ndarray, points_y: np.ndarray, frequency: n
     ncol = 3 + n_time + (1 if stack_factor is not None else 0)
     map_w = 1.9
     row_h = max(map_w * aspect, 1.55)
-    widths = [map_w, map_w, 2.3] + [3.4 if n_time == 1 else 2.6] * n_time + \
-             ([1.6] if stack_factor is not None else [])
+    widths = [map_w, map_w, 2.3] + [3.4 if n_time == 1 else 2.6] * n_time + ([1.6] if stack_factor is not None else [])
     signed = bool(np.nanmin(np.real(np.concatenate([px.ravel(), py.ravel()]))) < 0)
     any_complex = False
     with _style():
@@ -694,8 +756,7 @@ def plot_tca_components(points_x: np.ndarray, points_y: np.ndarray, frequency: n
                 if r == 0:
                     a[j].set_title(f"points, {nm} displacement")
             if not (np.iscomplexobj(px) or np.iscomplexobj(py)):
-                cb = fig.colorbar(ScalarMappable(Normalize(vmin, vmax), cmap), ax=a[1],
-                                  fraction=0.08, pad=0.02)
+                cb = fig.colorbar(ScalarMappable(Normalize(vmin, vmax), cmap), ax=a[1], fraction=0.08, pad=0.02)
                 cb.ax.tick_params(labelsize=7)
                 if r == 0:
                     cb.set_label("a.u.", fontsize=8)
@@ -746,21 +807,31 @@ def plot_tca_components(points_x: np.ndarray, points_y: np.ndarray, frequency: n
                 names = list(stack_names) if stack_names is not None else [str(i) for i in range(len(sf))]
                 ax.bar(np.arange(len(sf)), np.abs(sf), color=[OKABE_ITO[i % 8] for i in range(len(sf))])
                 ax.set_xticks(np.arange(len(sf)))
-                ax.set_xticklabels(names if r == R - 1 else [""] * len(sf), rotation=30, ha="right",
-                                   fontsize=8)
+                ax.set_xticklabels(names if r == R - 1 else [""] * len(sf), rotation=30, ha="right", fontsize=8)
                 if r == 0:
                     ax.set_title(f"{stack_label} factor")
         if any_complex:
-            cb = fig.colorbar(ScalarMappable(Normalize(-np.pi, np.pi), "twilight"), ax=axes[:, 2:],
-                              location="bottom", fraction=0.02, aspect=60, pad=0.01)
+            cb = fig.colorbar(
+                ScalarMappable(Normalize(-np.pi, np.pi), "twilight"),
+                ax=axes[:, 2:],
+                location="bottom",
+                fraction=0.02,
+                aspect=60,
+                pad=0.01,
+            )
             cb.set_label("phase of complex factor (rad); line height = magnitude")
         fig.suptitle(title or "TCA components (descending explained variance)")
     return fig
 
 
-def plot_tca_fit(evr: np.ndarray, errors: np.ndarray, evr_model: float | None = None,
-                 rel_error: float | None = None, sweep: Mapping[str, np.ndarray] | None = None,
-                 title: str | None = None):
+def plot_tca_fit(
+    evr: np.ndarray,
+    errors: np.ndarray,
+    evr_model: float | None = None,
+    rel_error: float | None = None,
+    sweep: Mapping[str, np.ndarray] | None = None,
+    title: str | None = None,
+):
     """Explained variance per component and reconstruction error per iteration.
 
     Parameters
@@ -842,6 +913,7 @@ def _plot_sweep(ax, sweep: Mapping[str, np.ndarray]):
 # events
 # ----------------------------------------------------------------------------------
 
+
 def plot_event_triggered(columns: Sequence[Mapping], title: str | None = None):
     """Event-triggered averages: one row per component, one column per (decomposition,
     label).
@@ -870,13 +942,19 @@ def plot_event_triggered(columns: Sequence[Mapping], title: str | None = None):
         for j, c in enumerate(columns):
             lags = np.asarray(c["lags"], np.float64)
             mean, lo, hi = (np.asarray(c[k], np.float64) for k in ("mean", "low", "high"))
-            head = f"{c['title']}\n{c['n']} event(s)" + (f", {c['n_skipped']} skipped"
-                                                         if c.get("n_skipped") else "")
+            head = f"{c['title']}\n{c['n']} event(s)" + (f", {c['n_skipped']} skipped" if c.get("n_skipped") else "")
             for r in range(n_rows):
                 ax = axes[r, j]
                 if r >= mean.shape[1] or c["n"] == 0:
-                    ax.text(0.5, 0.5, "no event usable" if c["n"] == 0 and r == 0 else "",
-                            ha="center", va="center", transform=ax.transAxes, fontsize=8)
+                    ax.text(
+                        0.5,
+                        0.5,
+                        "no event usable" if c["n"] == 0 and r == 0 else "",
+                        ha="center",
+                        va="center",
+                        transform=ax.transAxes,
+                        fontsize=8,
+                    )
                     ax.set_yticks([])
                 else:
                     col = OKABE_ITO[r % len(OKABE_ITO)]
@@ -886,8 +964,7 @@ def plot_event_triggered(columns: Sequence[Mapping], title: str | None = None):
                     pre = lags < 0
                     if pre.any():
                         ax.axhline(float(np.mean(mean[pre, r])), color="0.4", lw=0.8, ls=":")
-                    ax.text(0.02, 0.95, c["components"][r], transform=ax.transAxes, fontsize=7.5,
-                            va="top", ha="left")
+                    ax.text(0.02, 0.95, c["components"][r], transform=ax.transAxes, fontsize=7.5, va="top", ha="left")
                 ax.axvline(0.0, color="0.3", lw=0.8, ls="--")
                 if r == 0:
                     ax.set_title(head, fontsize=9)

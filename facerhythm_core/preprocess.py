@@ -25,9 +25,12 @@ def _clahe_tiles(height: int, width: int, gx: int, gy: int) -> tuple[int, int]:
     return (width + gx - width % gx) // gx, (height + gy - height % gy) // gy
 
 
-def preprocess_frame(frame: np.ndarray, mask: np.ndarray | None,
-                     clahe_clip_limit: float | None = 40.0,
-                     clahe_tile_grid_size: tuple[int, int] = (150, 150)) -> np.ndarray:
+def preprocess_frame(
+    frame: np.ndarray,
+    mask: np.ndarray | None,
+    clahe_clip_limit: float | None = 40.0,
+    clahe_tile_grid_size: tuple[int, int] = (150, 150),
+) -> np.ndarray:
     """The reference's per-frame preprocessing on a full frame (the slow, exact path).
 
     Parameters
@@ -100,10 +103,16 @@ class FramePreprocessor:
         (h, w) of the processed images.
     """
 
-    def __init__(self, mask: np.ndarray, clahe_clip_limit: float | None = 40.0,
-                 clahe_tile_grid_size: tuple[int, int] = (150, 150), crop: bool = True,
-                 win_size: tuple[int, int] = (20, 20), max_level: int = 2,
-                 clahe_engine: str = "auto"):
+    def __init__(
+        self,
+        mask: np.ndarray,
+        clahe_clip_limit: float | None = 40.0,
+        clahe_tile_grid_size: tuple[int, int] = (150, 150),
+        crop: bool = True,
+        win_size: tuple[int, int] = (20, 20),
+        max_level: int = 2,
+        clahe_engine: str = "auto",
+    ):
         import cv2
 
         mask = np.asarray(mask)
@@ -153,10 +162,8 @@ class FramePreprocessor:
                 x1p = rx1p = Wu
             if int(ys.max()) >= H - 1 - (Hu - H) - 2 * th:
                 y1p = ry1p = Hu
-            region_thin = (min(rx1p, W) - rx0 <= rx1p - min(rx1p, W)
-                           or min(ry1p, H) - ry0 <= ry1p - min(ry1p, H))
-            too_thin = region_thin or (min(x1p, W) - x0 <= x1p - min(x1p, W)
-                                       or min(y1p, H) - y0 <= y1p - min(y1p, H))
+            region_thin = min(rx1p, W) - rx0 <= rx1p - min(rx1p, W) or min(ry1p, H) - ry0 <= ry1p - min(ry1p, H)
+            too_thin = region_thin or (min(x1p, W) - x0 <= x1p - min(x1p, W) or min(y1p, H) - y0 <= y1p - min(y1p, H))
             if too_thin or (x1p - x0) * (y1p - y0) > 0.9 * Wu * Hu:  # not worth it / cannot pad
                 x0, y0, x1p, y1p = 0, 0, Wu, Hu
             # CLAHE's cost grows with its tile count, so it is restricted to the region even
@@ -184,8 +191,11 @@ class FramePreprocessor:
                 # whole tiles of the full frame's tile size
                 grid = ((rx1p - rx0) // tw, (ry1p - ry0) // th)
                 # what a fully masked tile maps to (same tile size, so same clip limit)
-                self._fill = int(cv2.createCLAHE(clipLimit=float(clahe_clip_limit), tileGridSize=(1, 1))
-                                 .apply(np.zeros((th, tw), np.uint8))[0, 0])
+                self._fill = int(
+                    cv2.createCLAHE(clipLimit=float(clahe_clip_limit), tileGridSize=(1, 1)).apply(
+                        np.zeros((th, tw), np.uint8)
+                    )[0, 0]
+                )
             else:
                 grid = (gx, gy)
             # equal to cv2.createCLAHE(...).apply, about 2.5x faster on the tracker's tiny tiles
@@ -195,8 +205,10 @@ class FramePreprocessor:
 
     def __repr__(self):
         engine = "" if self._clahe is None else f", clahe_engine={self._clahe.engine}"
-        return (f"FramePreprocessor(frame={self.frame_shape}, offset={self.offset}, "
-                f"shape={self.shape}, clahe_region={self.clahe_region}{engine})")
+        return (
+            f"FramePreprocessor(frame={self.frame_shape}, offset={self.offset}, "
+            f"shape={self.shape}, clahe_region={self.clahe_region}{engine})"
+        )
 
     def process_chunk(self, frames: np.ndarray) -> np.ndarray:
         """Preprocess frames -> (n, h, w) uint8.
@@ -209,8 +221,10 @@ class FramePreprocessor:
 
         frames = np.asarray(frames)
         if frames.ndim not in (3, 4) or frames.shape[1:3] != self.frame_shape:
-            raise VideoError(f"frames have shape {frames.shape[1:]} but the tracking mask is "
-                             f"{self.frame_shape}; ROIs and video must have the same size")
+            raise VideoError(
+                f"frames have shape {frames.shape[1:]} but the tracking mask is "
+                f"{self.frame_shape}; ROIs and video must have the same size"
+            )
         if frames.dtype != np.uint8:
             raise VideoError(f"frames must be uint8, got {frames.dtype}")
         if self._clahe is None:

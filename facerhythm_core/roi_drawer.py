@@ -96,9 +96,14 @@ class Drawing:
     def to_json(self) -> dict:
         """The drawing as the page's JSON (``rois``: name, points, use_for_points)."""
         return {
-            "rois": [{"name": k, "points": np.round(np.asarray(v, np.float64), 3).tolist(),
-                      "use_for_points": k in self.point_rois}
-                     for k, v in self.polygons.items()],
+            "rois": [
+                {
+                    "name": k,
+                    "points": np.round(np.asarray(v, np.float64), 3).tolist(),
+                    "use_for_points": k in self.point_rois,
+                }
+                for k, v in self.polygons.items()
+            ],
             "point_spacing": int(self.point_spacing),
             "notes": list(self.notes),
         }
@@ -114,8 +119,10 @@ def check_roi_names(names: Sequence[str]) -> None:
     seen = set()
     for n in names:
         if not isinstance(n, str) or not _NAME_RE.match(n):
-            raise ROIError(f"ROI name {n!r} is not allowed: use letters, digits, '_', '.' or '-' "
-                           "(starting with a letter, digit or '_'), at most 64 characters")
+            raise ROIError(
+                f"ROI name {n!r} is not allowed: use letters, digits, '_', '.' or '-' "
+                "(starting with a letter, digit or '_'), at most 64 characters"
+            )
         if n in seen:
             raise ROIError(f"two ROIs are named {n!r}: give each ROI its own name")
         seen.add(n)
@@ -163,8 +170,13 @@ def drawing_from_payload(payload: Mapping[str, Any], shape: tuple[int, int]) -> 
     frame_index = payload.get("frame_index")
     if frame_index is not None and (isinstance(frame_index, bool) or not isinstance(frame_index, int)):
         raise ROIError(f"frame_index must be an integer or null, got {frame_index!r}")
-    return Drawing(polygons=polygons, point_rois=point_rois, point_spacing=int(spacing),
-                   shape=tuple(int(s) for s in shape), frame_index=frame_index)
+    return Drawing(
+        polygons=polygons,
+        point_rois=point_rois,
+        point_spacing=int(spacing),
+        shape=tuple(int(s) for s in shape),
+        frame_index=frame_index,
+    )
 
 
 def drawing_to_rois(drawing: Drawing) -> ROISet:
@@ -192,8 +204,7 @@ def drawing_to_rois(drawing: Drawing) -> ROISet:
     if missing:
         raise ROIError(f"point ROIs {missing} are not among the drawn ROIs {list(drawing.polygons)}")
     rois = rois_from_polygons(drawing.polygons, drawing.shape, example_image=drawing.example_image)
-    rois.point_positions = make_points(rois.select(drawing.point_rois, "point ROI"),
-                                       drawing.point_spacing)
+    rois.point_positions = make_points(rois.select(drawing.point_rois, "point ROI"), drawing.point_spacing)
     return rois
 
 
@@ -229,12 +240,19 @@ def save_drawing(path: str | Path, drawing: Drawing, video: str | Path | None = 
         save_rois_h5(tmp, rois, attrs=attrs)
         with h5py.File(tmp, "a") as f:
             inputs = [video] if video is not None and Path(video).is_file() else []
-            write_provenance(f, "roi_drawer", params={"point_spacing": int(drawing.point_spacing),
-                                                      "point_rois": list(drawing.point_rois),
-                                                      "frame_index": attrs["frame_index"]},
-                             inputs=inputs)
-    logger.info("saved %d ROI(s) %s and %d seed points to %s", len(rois.masks), rois.names,
-                len(rois.point_positions), path)
+            write_provenance(
+                f,
+                "roi_drawer",
+                params={
+                    "point_spacing": int(drawing.point_spacing),
+                    "point_rois": list(drawing.point_rois),
+                    "frame_index": attrs["frame_index"],
+                },
+                inputs=inputs,
+            )
+    logger.info(
+        "saved %d ROI(s) %s and %d seed points to %s", len(rois.masks), rois.names, len(rois.point_positions), path
+    )
     return rois
 
 
@@ -282,8 +300,9 @@ def load_drawing(path: str | Path, shape: tuple[int, int] | None = None) -> Draw
     rois = load_rois_h5(path)
     h, w = rois.shape
     if shape is not None and (h, w) != tuple(shape):
-        raise ROIError(f"ROI file {path} has {w}x{h} masks but the video is {shape[1]}x{shape[0]}: "
-                       "load a file drawn on this video")
+        raise ROIError(
+            f"ROI file {path} has {w}x{h} masks but the video is {shape[1]}x{shape[0]}: load a file drawn on this video"
+        )
     with h5py.File(path, "r") as f:
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
     notes: list[str] = []
@@ -330,8 +349,15 @@ def load_drawing(path: str | Path, shape: tuple[int, int] | None = None) -> Draw
     spacing = int(spacing) if spacing is not None else DEFAULT_SPACING
     fi = attrs.get("frame_index")
     frame_index = int(fi) if fi is not None and int(fi) >= 0 else None
-    return Drawing(polygons=polygons, point_rois=point_rois, point_spacing=spacing, shape=(h, w),
-                   example_image=rois.example_image, frame_index=frame_index, notes=notes)
+    return Drawing(
+        polygons=polygons,
+        point_rois=point_rois,
+        point_spacing=spacing,
+        shape=(h, w),
+        example_image=rois.example_image,
+        frame_index=frame_index,
+        notes=notes,
+    )
 
 
 # --------------------------------------------------------------------------- sources
@@ -363,8 +389,10 @@ def resolve_source(source: str | Path, sessions: str | Path = "config/sessions.t
     if not table.is_file():
         if looks_like_path:
             raise VideoError(f"file not found: {source}")
-        raise ConfigError(f"{source!r} is not a file, and the sessions table {table} to look it up "
-                          "in does not exist (give a video path, or --sessions PATH)")
+        raise ConfigError(
+            f"{source!r} is not a file, and the sessions table {table} to look it up "
+            "in does not exist (give a video path, or --sessions PATH)"
+        )
     rows = [r.cells for r in read_table(table, "sessions table", ("session", "videos", "rois")).rows]
     for row in rows:
         if row.get("session", "") == str(source):
@@ -373,8 +401,10 @@ def resolve_source(source: str | Path, sessions: str | Path = "config/sessions.t
                 raise ConfigError(f"session {source!r} in {table} lists no video")
             first = Path(videos[0])
             if not first.is_file():
-                raise VideoError(f"session {source!r}: its first video {first} does not exist "
-                                 "(paths in the sessions table are relative to the working directory)")
+                raise VideoError(
+                    f"session {source!r}: its first video {first} does not exist "
+                    "(paths in the sessions table are relative to the working directory)"
+                )
             return first
     if looks_like_path:
         raise VideoError(f"file not found: {source}")
@@ -426,9 +456,16 @@ class DrawerApp:
         Spacing shown when the drawing gives none.
     """
 
-    def __init__(self, out: str | Path, video: str | Path | None = None, drawing: Drawing | None = None,
-                 image: np.ndarray | None = None, frame_index: int = 0,
-                 point_spacing: int = DEFAULT_SPACING, loaded_from: str | Path | None = None):
+    def __init__(
+        self,
+        out: str | Path,
+        video: str | Path | None = None,
+        drawing: Drawing | None = None,
+        image: np.ndarray | None = None,
+        frame_index: int = 0,
+        point_spacing: int = DEFAULT_SPACING,
+        loaded_from: str | Path | None = None,
+    ):
         self.out = Path(out)
         self.video = None if video is None else Path(video)
         self.token = secrets.token_urlsafe(16)
@@ -455,8 +492,10 @@ class DrawerApp:
         if self.file_image is None and self.video is None:
             self.file_image = np.full((*self.shape, 3), 96, np.uint8)
         if drawing is not None and tuple(drawing.shape) != tuple(self.shape):
-            raise ROIError(f"the ROI file has {drawing.shape[1]}x{drawing.shape[0]} masks but the "
-                           f"video is {self.shape[1]}x{self.shape[0]}")
+            raise ROIError(
+                f"the ROI file has {drawing.shape[1]}x{drawing.shape[0]} masks but the "
+                f"video is {self.shape[1]}x{self.shape[0]}"
+            )
         self.drawing = drawing or Drawing(point_spacing=point_spacing, shape=self.shape)
         if self.video is not None:
             self.frame_index = frame_index if drawing is None or drawing.frame_index is None else drawing.frame_index
@@ -496,12 +535,15 @@ class DrawerApp:
     def state(self) -> dict:
         h, w = self.shape
         return {
-            "width": w, "height": h,
+            "width": w,
+            "height": h,
             "video": None if self.video is None else str(self.video),
-            "num_frames": self.num_frames, "fps": self.fps,
+            "num_frames": self.num_frames,
+            "fps": self.fps,
             "frame_index": self.frame_index,
             "has_file_image": self.file_image is not None,
-            "out": str(self.out), "out_exists": self.out.exists(),
+            "out": str(self.out),
+            "out_exists": self.out.exists(),
             "loaded_from": self.loaded_from,
             **self.drawing.to_json(),
         }
@@ -510,8 +552,11 @@ class DrawerApp:
         """Seed points and mask areas for the page's current polygons."""
         d = drawing_from_payload(payload, self.shape)
         rois = drawing_to_rois(d)
-        return {"points": rois.point_positions.tolist(), "n_points": len(rois.point_positions),
-                "areas": {k: int(m.sum()) for k, m in rois.masks.items()}}
+        return {
+            "points": rois.point_positions.tolist(),
+            "n_points": len(rois.point_positions),
+            "areas": {k: int(m.sum()) for k, m in rois.masks.items()},
+        }
 
     def save(self, payload: Mapping) -> dict:
         d = drawing_from_payload(payload, self.shape)
@@ -527,8 +572,7 @@ class DrawerApp:
             self.drawing = d
             self.frame_index = d.frame_index
             self.loaded_from = str(self.out)
-        return {"path": str(self.out.resolve()), "n_points": len(rois.point_positions),
-                "names": rois.names}
+        return {"path": str(self.out.resolve()), "n_points": len(rois.point_positions), "names": rois.names}
 
     def load(self, payload: Mapping) -> dict:
         path = Path(payload.get("path") or self.out)
@@ -585,7 +629,7 @@ class _Handler(BaseHTTPRequestHandler):
                 html = (STATIC_DIR / "index.html").read_text().replace("{{TOKEN}}", self.app.token)
                 return self._send(200, html.encode(), _STATIC_TYPES["index.html"])
             if url.path.startswith("/static/"):
-                name = url.path[len("/static/"):]
+                name = url.path[len("/static/") :]
                 if name not in _STATIC_TYPES:  # fixed list: no path traversal
                     return self._json(404, {"ok": False, "error": f"no static file {name!r}"})
                 return self._send(200, (STATIC_DIR / name).read_bytes(), _STATIC_TYPES[name])
@@ -640,8 +684,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(500, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
 
 
-def make_server(app: DrawerApp, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-                port_tries: int = 1) -> ThreadingHTTPServer:
+def make_server(
+    app: DrawerApp, host: str = "127.0.0.1", port: int = DEFAULT_PORT, port_tries: int = 1
+) -> ThreadingHTTPServer:
     """Bind a ThreadingHTTPServer for ``app``; ``port=0`` picks a free port.
 
     With ``port_tries > 1`` the next ports are tried while the port is taken.
@@ -656,21 +701,21 @@ def make_server(app: DrawerApp, host: str = "127.0.0.1", port: int = DEFAULT_POR
         srv.daemon_threads = True
         srv.app = app  # type: ignore[attr-defined]
         return srv
-    raise OSError(f"cannot listen on {host} ports {port}-{port + port_tries - 1}: {last}; "
-                  "pass a free port with --port")
+    raise OSError(f"cannot listen on {host} ports {port}-{port + port_tries - 1}: {last}; pass a free port with --port")
 
 
-def ssh_hint(port: int, host: str = "127.0.0.1", user: str | None = None,
-             machine: str | None = None) -> str:
+def ssh_hint(port: int, host: str = "127.0.0.1", user: str | None = None, machine: str | None = None) -> str:
     """Lines telling the user how to reach the page, locally or through ``ssh -L``."""
     user = user or getpass.getuser()
     machine = machine or socket.getfqdn()
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     url = f"http://{shown}:{port}/"
-    return (f"ROI drawer running at {url}\n"
-            f"On a remote machine, run this on your own computer, then open http://127.0.0.1:{port}/ there:\n"
-            f"    ssh -N -L {port}:127.0.0.1:{port} {user}@{machine}\n"
-            "Press Ctrl-C here (or Quit in the page) to stop.")
+    return (
+        f"ROI drawer running at {url}\n"
+        f"On a remote machine, run this on your own computer, then open http://127.0.0.1:{port}/ there:\n"
+        f"    ssh -N -L {port}:127.0.0.1:{port} {user}@{machine}\n"
+        "Press Ctrl-C here (or Quit in the page) to stop."
+    )
 
 
 # --------------------------------------------------------------------------- CLI
@@ -680,23 +725,41 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="facerhythm-rois",
         description="Draw ROIs in a browser (served on localhost; works through an SSH tunnel) "
-                    "and save an ROIs.h5 the facerhythm workflow reads.")
-    p.add_argument("source", metavar="SESSION_OR_VIDEO",
-                   help="a video file, a session id from the sessions table (its first video), "
-                        "or an ROIs.h5 to edit without its video")
-    p.add_argument("--out", required=True, type=Path,
-                   help="ROIs.h5 to write; if it exists it is loaded for editing (unless --new)")
+        "and save an ROIs.h5 the facerhythm workflow reads.",
+    )
+    p.add_argument(
+        "source",
+        metavar="SESSION_OR_VIDEO",
+        help="a video file, a session id from the sessions table (its first video), "
+        "or an ROIs.h5 to edit without its video",
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, help="ROIs.h5 to write; if it exists it is loaded for editing (unless --new)"
+    )
     p.add_argument("--load", type=Path, help="start from this ROIs.h5 (ours or face-rhythm's)")
     p.add_argument("--new", action="store_true", help="start empty even when --out exists")
-    p.add_argument("--port", type=int, default=None,
-                   help=f"port to listen on (default {DEFAULT_PORT}, or the next free one; 0 = any)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1: reachable only from this machine)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"port to listen on (default {DEFAULT_PORT}, or the next free one; 0 = any)",
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: reachable only from this machine)"
+    )
     p.add_argument("--frame", type=int, default=0, help="first frame shown (default 0)")
-    p.add_argument("--spacing", type=int, default=DEFAULT_SPACING,
-                   help=f"initial seed-point spacing in pixels (default {DEFAULT_SPACING})")
-    p.add_argument("--sessions", type=Path, default=Path("config/sessions.tsv"),
-                   help="sessions table to look SESSION up in (default config/sessions.tsv)")
+    p.add_argument(
+        "--spacing",
+        type=int,
+        default=DEFAULT_SPACING,
+        help=f"initial seed-point spacing in pixels (default {DEFAULT_SPACING})",
+    )
+    p.add_argument(
+        "--sessions",
+        type=Path,
+        default=Path("config/sessions.tsv"),
+        help="sessions table to look SESSION up in (default config/sessions.tsv)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every request")
     return p
 
@@ -725,26 +788,32 @@ def build_app(args: argparse.Namespace) -> DrawerApp:
         logger.info("editing %s: ROIs %s", start, list(drawing.polygons))
     if drawing is not None and args.frame:
         drawing.frame_index = args.frame
-    return DrawerApp(args.out, video=video, drawing=drawing, frame_index=args.frame,
-                     point_spacing=args.spacing, loaded_from=start)
+    return DrawerApp(
+        args.out, video=video, drawing=drawing, frame_index=args.frame, point_spacing=args.spacing, loaded_from=start
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``facerhythm-rois``; returns the exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         app = build_app(args)
     except FaceRhythmError as exc:
         print(f"facerhythm-rois: error: {exc}", file=sys.stderr)
         return 2
     if args.host not in _LOOPBACK:
-        logger.warning("binding %s: anyone who can reach this machine on that address can use "
-                       "the drawer; prefer the default 127.0.0.1 with an SSH tunnel", args.host)
+        logger.warning(
+            "binding %s: anyone who can reach this machine on that address can use "
+            "the drawer; prefer the default 127.0.0.1 with an SSH tunnel",
+            args.host,
+        )
     try:
-        srv = make_server(app, args.host, DEFAULT_PORT if args.port is None else args.port,
-                          port_tries=20 if args.port is None else 1)
+        srv = make_server(
+            app, args.host, DEFAULT_PORT if args.port is None else args.port, port_tries=20 if args.port is None else 1
+        )
     except OSError as exc:
         print(f"facerhythm-rois: error: {exc}", file=sys.stderr)
         return 2

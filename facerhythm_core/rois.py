@@ -56,8 +56,7 @@ class ROISet:
         for k in keys:
             if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
                 if not -len(names) <= k < len(names):
-                    raise ROIError(f"{what} index {k} does not exist: this ROI set has "
-                                   f"{len(names)} ROI(s) {names}")
+                    raise ROIError(f"{what} index {k} does not exist: this ROI set has {len(names)} ROI(s) {names}")
                 out.append(self.masks[names[k]])
             else:
                 if k not in self.masks:
@@ -97,8 +96,9 @@ def polygon_mask(vertices: np.ndarray, shape: tuple[int, int], name: str = "ROI"
     out = (v[:, 0] < -0.5) | (v[:, 0] > w - 0.5) | (v[:, 1] < -0.5) | (v[:, 1] > h - 0.5)
     if out.any():
         bad = v[out][:3].tolist()
-        raise ROIError(f"ROI {name!r}: vertices {bad} lie outside the {w}x{h} frame "
-                       f"(x must be in [0, {w - 1}], y in [0, {h - 1}])")
+        raise ROIError(
+            f"ROI {name!r}: vertices {bad} lie outside the {w}x{h} frame (x must be in [0, {w - 1}], y in [0, {h - 1}])"
+        )
     mask = np.zeros((h, w), np.uint8)
     # fixed-point with 8 fractional bits keeps sub-pixel vertices
     pts = np.round(v * 256).astype(np.int32).reshape(-1, 1, 2)
@@ -145,8 +145,7 @@ def make_points(masks: np.ndarray | Sequence[np.ndarray], point_spacing: int = 1
     mask = np.logical_and.reduce(stack.astype(bool), axis=0)
     ys, xs = np.nonzero(mask)
     if len(ys) == 0:
-        raise ROIError("the intersection of the point ROIs is empty: choose ROIs that overlap "
-                       "(config rois.point_rois)")
+        raise ROIError("the intersection of the point ROIs is empty: choose ROIs that overlap (config rois.point_rois)")
     gy = np.arange(ys.min(), ys.max(), spacing)
     gx = np.arange(xs.min(), xs.max(), spacing)
     xx, yy = np.meshgrid(gx, gy, indexing="ij")  # x-major order, as the reference
@@ -154,8 +153,10 @@ def make_points(masks: np.ndarray | Sequence[np.ndarray], point_spacing: int = 1
     keep = mask[yy, xx]
     pts = np.stack([xx[keep], yy[keep]], axis=1).astype(np.float32)
     if len(pts) == 0:
-        raise ROIError(f"no seed point falls inside the point ROIs with spacing {spacing} px: "
-                       "lower rois.point_spacing or draw a larger ROI")
+        raise ROIError(
+            f"no seed point falls inside the point ROIs with spacing {spacing} px: "
+            "lower rois.point_spacing or draw a larger ROI"
+        )
     return pts
 
 
@@ -183,8 +184,9 @@ def _flip_xy(p: np.ndarray, w: int) -> np.ndarray:
     return q
 
 
-def rois_from_polygons(polygons: Mapping[str, Sequence], shape: tuple[int, int],
-                       example_image: np.ndarray | None = None) -> ROISet:
+def rois_from_polygons(
+    polygons: Mapping[str, Sequence], shape: tuple[int, int], example_image: np.ndarray | None = None
+) -> ROISet:
     """Build an ROI set from named polygons ((x, y) vertices) for a frame of ``shape``."""
     if not polygons:
         raise ROIError("no polygons given")
@@ -197,6 +199,7 @@ def rois_from_polygons(polygons: Mapping[str, Sequence], shape: tuple[int, int],
 
 def _natural_key(s: str):
     import re
+
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
 
@@ -212,8 +215,10 @@ def _dataset(f, name: str, path: Path) -> np.ndarray:
     except (OSError, ValueError, TypeError) as exc:
         raise ROIError(f"ROI file {path}: cannot read dataset {name}: {exc}") from None
     if a.dtype.kind not in "biuf":
-        raise ROIError(f"ROI file {path}: {name} holds {a.dtype} values, not numbers "
-                       f"(dtype kind {a.dtype.kind!r}); write it as a numeric array")
+        raise ROIError(
+            f"ROI file {path}: {name} holds {a.dtype} values, not numbers "
+            f"(dtype kind {a.dtype.kind!r}); write it as a numeric array"
+        )
     return a
 
 
@@ -221,8 +226,10 @@ def _check_finite(a: np.ndarray, name: str, path: Path, what: str) -> None:
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         bad = ~np.isfinite(a)
         where = np.argwhere(bad)[0].tolist()
-        raise ROIError(f"ROI file {path}: {name} holds {int(bad.sum())} NaN or infinite value(s), "
-                       f"the first at index {where}; {what}")
+        raise ROIError(
+            f"ROI file {path}: {name} holds {int(bad.sum())} NaN or infinite value(s), "
+            f"the first at index {where}; {what}"
+        )
 
 
 def _read_masks(f, path: Path) -> dict:
@@ -230,8 +237,10 @@ def _read_masks(f, path: Path) -> dict:
 
     group = f.get("mask_images")
     if not isinstance(group, h5py.Group) or not len(group):
-        raise ROIError(f"ROI file {path} has no 'mask_images' group with masks "
-                       "(expected mask_images/mask_0, ... as bool (H, W) arrays)")
+        raise ROIError(
+            f"ROI file {path} has no 'mask_images' group with masks "
+            "(expected mask_images/mask_0, ... as bool (H, W) arrays)"
+        )
     masks = {}
     for k in sorted(group.keys(), key=_natural_key):
         name = f"mask_images/{k}"
@@ -243,8 +252,9 @@ def _read_masks(f, path: Path) -> dict:
     shapes = {k: m.shape for k, m in masks.items()}
     if len(set(shapes.values())) != 1:
         listing = ", ".join(f"{k} {w}x{h}" for k, (h, w) in shapes.items())
-        raise ROIError(f"ROI file {path}: masks have different shapes ({listing}); every mask "
-                       "must cover the whole frame")
+        raise ROIError(
+            f"ROI file {path}: masks have different shapes ({listing}); every mask must cover the whole frame"
+        )
     return masks
 
 
@@ -253,21 +263,23 @@ def _read_polygons(f, path: Path, n_masks: int) -> dict:
 
     group = f.get("roi_points", {})
     if not isinstance(group, (h5py.Group, dict)):
-        raise ROIError(f"ROI file {path}: roi_points must be a group of (V, 2) polygons "
-                       "(roi_points/ROI_0, ...), not a dataset")
+        raise ROIError(
+            f"ROI file {path}: roi_points must be a group of (V, 2) polygons (roi_points/ROI_0, ...), not a dataset"
+        )
     polys = {}
     for k in sorted(group.keys(), key=_natural_key):
         name = f"roi_points/{k}"
         v = _dataset(f, name, path)
         if v.ndim != 2 or v.shape[1] != 2:
-            raise ROIError(f"ROI file {path}: {name} must be (V, 2) polygon vertices (x, y), has "
-                           f"shape {v.shape}")
+            raise ROIError(f"ROI file {path}: {name} must be (V, 2) polygon vertices (x, y), has shape {v.shape}")
         _check_finite(v, name, path, "polygon vertices must be pixel positions")
         polys[k] = v.astype(np.float32)
     if polys and len(polys) != n_masks:
-        raise ROIError(f"ROI file {path} has {len(polys)} polygon(s) in roi_points but {n_masks} "
-                       "mask(s) in mask_images; each ROI is one polygon and its mask (delete "
-                       "roi_points to use the masks alone)")
+        raise ROIError(
+            f"ROI file {path} has {len(polys)} polygon(s) in roi_points but {n_masks} "
+            "mask(s) in mask_images; each ROI is one polygon and its mask (delete "
+            "roi_points to use the masks alone)"
+        )
     return polys
 
 
@@ -281,8 +293,10 @@ def _read_points(f, path: Path) -> np.ndarray | None:
     if "num_points" in f:
         n = _dataset(f, "num_points", path)
         if n.size != 1 or int(n.reshape(-1)[0]) != len(pts):
-            raise ROIError(f"ROI file {path}: num_points says {n.reshape(-1).tolist()} but "
-                           f"point_positions holds {len(pts)} points; fix or delete num_points")
+            raise ROIError(
+                f"ROI file {path}: num_points says {n.reshape(-1).tolist()} but "
+                f"point_positions holds {len(pts)} points; fix or delete num_points"
+            )
     return pts.astype(np.float32)
 
 
@@ -291,13 +305,14 @@ def _read_example_image(f, path: Path, mask_shape: tuple[int, int]) -> np.ndarra
         return None
     img = _dataset(f, "exampleImage", path)
     if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3, 4)):
-        raise ROIError(f"ROI file {path}: exampleImage must be an (H, W) or (H, W, 3) image, has "
-                       f"shape {img.shape}")
+        raise ROIError(f"ROI file {path}: exampleImage must be an (H, W) or (H, W, 3) image, has shape {img.shape}")
     if img.shape[:2] != tuple(mask_shape):
         h, w = mask_shape
-        raise ROIError(f"ROI file {path}: exampleImage is {img.shape[1]}x{img.shape[0]} but the masks "
-                       f"in mask_images are {w}x{h}; the image must be the frame the ROIs were "
-                       "drawn on (delete exampleImage to use the video's first frame)")
+        raise ROIError(
+            f"ROI file {path}: exampleImage is {img.shape[1]}x{img.shape[0]} but the masks "
+            f"in mask_images are {w}x{h}; the image must be the frame the ROIs were "
+            "drawn on (delete exampleImage to use the video's first frame)"
+        )
     _check_finite(img, "exampleImage", path, "an image holds finite grey or colour values")
     if img.dtype != np.uint8:
         scale = 255.0 if img.size and img.max() <= 1.0 else 1.0  # the reference re-saves [0, 1] floats
@@ -340,8 +355,9 @@ def load_rois_h5(path: str | Path) -> ROISet:
     return ROISet(masks=masks, polygons=polys, point_positions=pts, example_image=img)
 
 
-def save_rois_h5(path: str | Path, rois: ROISet, extra: Mapping[str, np.ndarray] | None = None,
-                 attrs: Mapping | None = None) -> None:
+def save_rois_h5(
+    path: str | Path, rois: ROISet, extra: Mapping[str, np.ndarray] | None = None, attrs: Mapping | None = None
+) -> None:
     """Write an ROI set in the reference layout (plus ``extra`` datasets and ``attrs``).
 
     Writes ``path`` directly; wrap the call in :func:`facerhythm_core.io.atomic_output`
@@ -376,11 +392,18 @@ def resolve_tracking_mask(rois: ROISet, tracking_rois: Sequence[int | str] | Non
     return np.logical_and.reduce(np.stack(rois.select(tracking_rois, "tracking ROI")), axis=0)
 
 
-def build_session_rois(source: str, frame_shape: tuple[int, int], first_video: str | None = None,
-                       roi_file: str | None = None, polygons: Mapping | None = None,
-                       point_rois: Sequence[int | str] = (0,), tracking_rois: Sequence | None = None,
-                       point_spacing: int = 9, use_file_points: bool = True,
-                       flip: bool = False) -> tuple[ROISet, np.ndarray]:
+def build_session_rois(
+    source: str,
+    frame_shape: tuple[int, int],
+    first_video: str | None = None,
+    roi_file: str | None = None,
+    polygons: Mapping | None = None,
+    point_rois: Sequence[int | str] = (0,),
+    tracking_rois: Sequence | None = None,
+    point_spacing: int = 9,
+    use_file_points: bool = True,
+    flip: bool = False,
+) -> tuple[ROISet, np.ndarray]:
     """Turn a session's ROI source into a checked ROI set with seed points.
 
     Parameters
@@ -408,8 +431,10 @@ def build_session_rois(source: str, frame_shape: tuple[int, int], first_video: s
     if roi_file is not None:
         rois = load_rois_h5(roi_file)
         if rois.shape != (h, w):
-            raise ROIError(f"ROI file {roi_file} has {rois.shape[1]}x{rois.shape[0]} masks but the "
-                           f"session's videos are {w}x{h}; draw the ROIs on a frame of these videos")
+            raise ROIError(
+                f"ROI file {roi_file} has {rois.shape[1]}x{rois.shape[0]} masks but the "
+                f"session's videos are {w}x{h}; draw the ROIs on a frame of these videos"
+            )
     elif polygons:
         rois = rois_from_polygons(polygons, (h, w))
     else:
@@ -426,8 +451,10 @@ def build_session_rois(source: str, frame_shape: tuple[int, int], first_video: s
             raise ROIError(f"ROI source {source!r}: point_positions is empty (zero points)")
         bad = (pts[:, 0] < 0) | (pts[:, 0] > w - 1) | (pts[:, 1] < 0) | (pts[:, 1] > h - 1)
         if bad.any():
-            raise ROIError(f"ROI source {source!r}: {int(bad.sum())} of {len(pts)} points in "
-                           f"point_positions lie outside the {w}x{h} frame, e.g. {pts[bad][0].tolist()}")
+            raise ROIError(
+                f"ROI source {source!r}: {int(bad.sum())} of {len(pts)} points in "
+                f"point_positions lie outside the {w}x{h} frame, e.g. {pts[bad][0].tolist()}"
+            )
     else:
         try:
             rois.point_positions = make_points(rois.select(point_rois, "point ROI"), point_spacing)
@@ -439,8 +466,11 @@ def build_session_rois(source: str, frame_shape: tuple[int, int], first_video: s
     pts_i = np.clip(np.round(rois.point_positions).astype(int), 0, [w - 1, h - 1])
     outside = ~mask[pts_i[:, 1], pts_i[:, 0]]
     if outside.any():
-        logger.warning("%d of %d seed points lie outside the tracking mask; they will see "
-                       "blacked-out pixels", int(outside.sum()), len(outside))
+        logger.warning(
+            "%d of %d seed points lie outside the tracking mask; they will see blacked-out pixels",
+            int(outside.sum()),
+            len(outside),
+        )
     return rois, mask
 
 

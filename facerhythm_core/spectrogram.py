@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- pieces
 
+
 def displacement_traces(points_tracked: np.ndarray, point_positions: np.ndarray) -> np.ndarray:
     """Displacement of every point from its home position, as rows.
 
@@ -53,9 +54,9 @@ def displacement_traces(points_tracked: np.ndarray, point_positions: np.ndarray)
         raise SpectrogramError(f"points_tracked must be (T, N, 2), got shape {pts.shape}")
     if home.shape != (pts.shape[1], 2):
         raise SpectrogramError(
-            f"point_positions must be (N, 2) = ({pts.shape[1]}, 2) to match points_tracked, "
-            f"got {home.shape}")
-    d = pts.astype(np.float32) - home.astype(np.float32)[None]     # (T, N, 2)
+            f"point_positions must be (N, 2) = ({pts.shape[1]}, 2) to match points_tracked, got {home.shape}"
+        )
+    d = pts.astype(np.float32) - home.astype(np.float32)[None]  # (T, N, 2)
     return np.ascontiguousarray(d.transpose(2, 1, 0).reshape(2 * pts.shape[1], pts.shape[0]))
 
 
@@ -66,13 +67,14 @@ def resolve_f_max(f_max: float, fs: float, max_f_nyquist_fraction: float = 0.9) 
     where its analytic filter is degenerate. With a fraction of 1.0 that case is kept.
     """
     if not 0 < max_f_nyquist_fraction <= 1:
-        raise ConfigError(
-            f"spectrogram.max_f_nyquist_fraction must be in (0, 1], got {max_f_nyquist_fraction}")
+        raise ConfigError(f"spectrogram.max_f_nyquist_fraction must be in (0, 1], got {max_f_nyquist_fraction}")
     limit = max_f_nyquist_fraction * fs / 2
     if f_max > limit * (1 + 1e-12):
         warnings.warn(
             f"spectrogram f_max={f_max:g} Hz is above {max_f_nyquist_fraction:g} x Nyquist "
-            f"({limit:g} Hz at fs={fs:g} Hz); clamped to {limit:g} Hz", stacklevel=2)
+            f"({limit:g} Hz at fs={fs:g} Hz); clamped to {limit:g} Hz",
+            stacklevel=2,
+        )
         return float(limit)
     return float(f_max)
 
@@ -90,15 +92,16 @@ def frame_power(spec, spectrogram_exponent: float = 1.0) -> np.ndarray:
     ndarray, float64, shape (T',)
         Divide by the total number of rows (2N) to get the reference's m(t).
     """
-    e = np.abs(np.asarray(spec))                    # float32 for float32 / complex64 input
+    e = np.abs(np.asarray(spec))  # float32 for float32 / complex64 input
     if spectrogram_exponent != 1:
         e = e.astype(np.float64) ** spectrogram_exponent
     # accumulate in float64 without a float64 copy of the whole chunk
     return np.add.reduce(e.reshape(-1, e.shape[-1]), axis=0, dtype=np.float64)
 
 
-def normalization_scale(freqs, mean_power, normalization_factor: float = 0.95,
-                        one_over_f_exponent: float = 0.5) -> np.ndarray:
+def normalization_scale(
+    freqs, mean_power, normalization_factor: float = 0.95, one_over_f_exponent: float = 0.5
+) -> np.ndarray:
     """``f**beta / (alpha * m(t) + (1 - alpha))`` as float64, shape (F, T')."""
     a = float(normalization_factor)
     den = a * np.asarray(mean_power, dtype=np.float64) + (1 - a)
@@ -106,9 +109,15 @@ def normalization_scale(freqs, mean_power, normalization_factor: float = 0.95,
     return tilt[:, None] / den[None, :]
 
 
-def normalize_spectrogram(spec, freqs, mean_power, normalization_factor: float = 0.95,
-                          spectrogram_exponent: float = 1.0,
-                          one_over_f_exponent: float = 0.5, out=None) -> np.ndarray:
+def normalize_spectrogram(
+    spec,
+    freqs,
+    mean_power,
+    normalization_factor: float = 0.95,
+    spectrogram_exponent: float = 1.0,
+    one_over_f_exponent: float = 0.5,
+    out=None,
+) -> np.ndarray:
     """The reference's normalisation (``VQT_Analyzer.transform`` step 3).
 
     ``E = |S|**gamma``; ``S_hat = E / (alpha * m(t) + (1 - alpha)) * f**beta``; complex
@@ -133,13 +142,11 @@ def normalize_spectrogram(spec, freqs, mean_power, normalization_factor: float =
     ndarray, float32 (complex64 for complex input), same shape as ``spec``.
     """
     spec = np.asarray(spec)
-    scale = normalization_scale(freqs, mean_power, normalization_factor,
-                                one_over_f_exponent).astype(np.float32)
+    scale = normalization_scale(freqs, mean_power, normalization_factor, one_over_f_exponent).astype(np.float32)
     if np.iscomplexobj(spec):
         spec = spec.astype(np.complex64, copy=False)
         mag = np.abs(spec)
-        e = mag if spectrogram_exponent == 1 else (mag.astype(np.float64)
-                                                  ** spectrogram_exponent).astype(np.float32)
+        e = mag if spectrogram_exponent == 1 else (mag.astype(np.float64) ** spectrogram_exponent).astype(np.float32)
         phase = np.where(mag > 0, spec / np.where(mag > 0, mag, 1), 1).astype(np.complex64)
         res = np.multiply(e * scale, phase, out=out)
         return res
@@ -152,6 +159,7 @@ def normalize_spectrogram(spec, freqs, mean_power, normalization_factor: float =
 
 
 # --------------------------------------------------------------------------- parameters
+
 
 @dataclass(frozen=True)
 class SpectrogramParams:
@@ -195,11 +203,9 @@ class SpectrogramParams:
             raise ConfigError(f"unknown spectrogram setting(s) {extra}; known: {sorted(known)}")
         p = cls(**cfg)
         if not 0 <= p.normalization_factor <= 1:
-            raise ConfigError(
-                f"spectrogram.normalization_factor must be in [0, 1], got {p.normalization_factor}")
+            raise ConfigError(f"spectrogram.normalization_factor must be in [0, 1], got {p.normalization_factor}")
         if p.spectrogram_exponent <= 0:
-            raise ConfigError(
-                f"spectrogram.spectrogram_exponent must be > 0, got {p.spectrogram_exponent}")
+            raise ConfigError(f"spectrogram.spectrogram_exponent must be > 0, got {p.spectrogram_exponent}")
         if int(p.points_per_chunk) < 1:
             raise ConfigError(f"spectrogram.points_per_chunk must be >= 1, got {p.points_per_chunk}")
         return p
@@ -208,17 +214,31 @@ class SpectrogramParams:
         """The filter bank at sample rate ``fs`` (f_max clamped below Nyquist)."""
         f_max = resolve_f_max(self.f_max, fs, self.max_f_nyquist_fraction)
         return make_vqt_filters(
-            fs=fs, q_low_f=self.q_low_f, q_high_f=self.q_high_f, f_min=self.f_min, f_max=f_max,
-            n_freq_bins=self.n_freq_bins, win_size=self.win_size, window_type=self.window_type,
-            symmetry=self.symmetry, taper_asymmetric=self.taper_asymmetric,
-            carrier_fix=self.carrier_fix)
+            fs=fs,
+            q_low_f=self.q_low_f,
+            q_high_f=self.q_high_f,
+            f_min=self.f_min,
+            f_max=f_max,
+            n_freq_bins=self.n_freq_bins,
+            win_size=self.win_size,
+            window_type=self.window_type,
+            symmetry=self.symmetry,
+            taper_asymmetric=self.taper_asymmetric,
+            carrier_fix=self.carrier_fix,
+        )
 
 
 # --------------------------------------------------------------------------- one video
 
-def spectrogram_from_tracks(points_tracked, point_positions, bank: FilterBank,
-                            params: SpectrogramParams | None = None, device: str = "cpu",
-                            label: str = "video"):
+
+def spectrogram_from_tracks(
+    points_tracked,
+    point_positions,
+    bank: FilterBank,
+    params: SpectrogramParams | None = None,
+    device: str = "cpu",
+    label: str = "video",
+):
     """Normalised spectrogram of one video, in memory (small data, tests, notebooks).
 
     Returns
@@ -235,28 +255,43 @@ def spectrogram_from_tracks(points_tracked, point_positions, bank: FilterBank,
     plan = _plan(bank, rows.shape[1], p, device, label)
     raw = plan.transform(rows).cpu().numpy()
     m = frame_power(raw, p.spectrogram_exponent) / rows.shape[0]
-    spec = normalize_spectrogram(raw, bank.freqs, m, p.normalization_factor,
-                                 p.spectrogram_exponent, p.one_over_f_exponent)
+    spec = normalize_spectrogram(
+        raw, bank.freqs, m, p.normalization_factor, p.spectrogram_exponent, p.one_over_f_exponent
+    )
     n = rows.shape[0] // 2
     x_axis = time_axis(rows.shape[1], bank.win_size, p.downsample_factor, p.padding)
     return spec.reshape(2, n, *spec.shape[1:]), x_axis, m
 
 
 def _plan(bank, n_samples, p: SpectrogramParams, device, label):
-    return plan_vqt(bank, n_samples, downsample_factor=p.downsample_factor, padding=p.padding,
-                    take_abs=p.take_abs, complex_pooling=p.complex_pooling, device=device,
-                    engine=p.engine, label=label)
+    return plan_vqt(
+        bank,
+        n_samples,
+        downsample_factor=p.downsample_factor,
+        padding=p.padding,
+        take_abs=p.take_abs,
+        complex_pooling=p.complex_pooling,
+        device=device,
+        engine=p.engine,
+        label=label,
+    )
 
 
 # --------------------------------------------------------------------------- session file
+
 
 def _video_keys(group) -> list[str]:
     return sorted(group.keys(), key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
 
 
-def compute_session_spectrograms(tracking_path, output_path, params: SpectrogramParams | dict | None = None,
-                                 session: str = "session", log: logging.Logger | None = None,
-                                 memory_budget: int = 512 * 2**20) -> dict:
+def compute_session_spectrograms(
+    tracking_path,
+    output_path,
+    params: SpectrogramParams | dict | None = None,
+    session: str = "session",
+    log: logging.Logger | None = None,
+    memory_budget: int = 512 * 2**20,
+) -> dict:
     """Spectrograms of every video of a session, from tracking.h5 to spectrograms.h5.
 
     A video whose spectrogram and tracks fit in ``memory_budget`` bytes is
@@ -303,18 +338,22 @@ def compute_session_spectrograms(tracking_path, output_path, params: Spectrogram
     with h5py.File(tracking_path, "r") as tr:
         if "points_tracked" not in tr or "point_positions" not in tr:
             raise SpectrogramError(
-                f"session {session}: {tracking_path} lacks points_tracked/ or point_positions; "
-                "re-run the tracking rule")
+                f"session {session}: {tracking_path} lacks points_tracked/ or point_positions; re-run the tracking rule"
+            )
         frame_rate = tr.attrs.get("frame_rate")
         if p.fs is None and frame_rate is None:
             raise SpectrogramError(
                 f"session {session}: {tracking_path} has no frame_rate attribute and "
-                "spectrogram.fs is null; set spectrogram.fs or re-run tracking")
+                "spectrogram.fs is null; set spectrogram.fs or re-run tracking"
+            )
         fs = float(p.fs if p.fs is not None else frame_rate)
         home = tr["point_positions"][()].astype(np.float32)
         keys = _video_keys(tr["points_tracked"])
-        paths = [v.decode() if isinstance(v, bytes) else str(v)
-                 for v in tr["video_paths"][()]] if "video_paths" in tr else []
+        paths = (
+            [v.decode() if isinstance(v, bytes) else str(v) for v in tr["video_paths"][()]]
+            if "video_paths" in tr
+            else []
+        )
         n_pts = home.shape[0]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -322,19 +361,29 @@ def compute_session_spectrograms(tracking_path, output_path, params: Spectrogram
         for w in caught:
             log.warning("session %s: %s", session, w.message)
         f_max_used = float(bank.freqs[-1])
-        log.info("session %s: fs=%g Hz (%s), %d filters %.3g-%.3g Hz, W=%d, ds=%d, %s, "
-                 "device=%s, %d points, %d video(s)", session, fs,
-                 "config" if p.fs is not None else "frame rate", bank.n_freq_bins,
-                 bank.freqs[0], f_max_used, bank.win_size, p.downsample_factor, p.padding,
-                 device, n_pts, len(keys))
+        log.info(
+            "session %s: fs=%g Hz (%s), %d filters %.3g-%.3g Hz, W=%d, ds=%d, %s, device=%s, %d points, %d video(s)",
+            session,
+            fs,
+            "config" if p.fs is not None else "frame rate",
+            bank.n_freq_bins,
+            bank.freqs[0],
+            f_max_used,
+            bank.win_size,
+            p.downsample_factor,
+            p.padding,
+            device,
+            n_pts,
+            len(keys),
+        )
         # check every video before any work, so a short last video fails fast
         clocks = {}
         for key in keys:
             shape = tr["points_tracked"][key].shape
             if len(shape) != 3 or shape[1:] != (n_pts, 2):
                 raise SpectrogramError(
-                    f"session {session}: points_tracked/{key} has shape {shape}, "
-                    f"expected (T, {n_pts}, 2)")
+                    f"session {session}: points_tracked/{key} has shape {shape}, expected (T, {n_pts}, 2)"
+                )
             clocks[key] = _stream_clock(tr, key, shape[0], fs, session, log)
             where = f" ({paths[int(key)]})" if key.isdigit() and int(key) < len(paths) else ""
             _plan(bank, clocks[key].n_samples, p, "cpu", f"session {session}, video {key}{where}")
@@ -364,35 +413,55 @@ def compute_session_spectrograms(tracking_path, output_path, params: Spectrogram
                 x_axis = time_axis(T, bank.win_size, p.downsample_factor, p.padding)
                 chunk_t = max(1, min(n_out, max(1, 2**20 // max(1, bank.n_freq_bins * 16))))
                 dset = g_spec.create_dataset(
-                    key, shape=(2, n_pts, bank.n_freq_bins, n_out), dtype=out_dtype,
-                    chunks=(1, max(1, min(n_pts, 16)), bank.n_freq_bins, chunk_t) if n_pts else None)
+                    key,
+                    shape=(2, n_pts, bank.n_freq_bins, n_out),
+                    dtype=out_dtype,
+                    chunks=(1, max(1, min(n_pts, 16)), bank.n_freq_bins, chunk_t) if n_pts else None,
+                )
                 tv = time.perf_counter()
                 itemsize = np.dtype(out_dtype).itemsize
-                in_memory = (2 * n_pts * bank.n_freq_bins * n_out * itemsize
-                             + T * n_pts * 2 * dset_in.dtype.itemsize) <= memory_budget
+                in_memory = (
+                    2 * n_pts * bank.n_freq_bins * n_out * itemsize + T * n_pts * 2 * dset_in.dtype.itemsize
+                ) <= memory_budget
                 if in_memory:
                     m = _video_in_memory(dset_in, home, plan, p, dset, out_dtype)
                 else:  # the two passes straight on the HDF5 datasets, memory bounded by chunks
                     m = _two_pass(dset_in, home, plan, p, dset)
-                log.info("session %s video %s: %s normalisation", session, key,
-                         "in-memory" if in_memory else "streaming (two-pass)")
+                log.info(
+                    "session %s video %s: %s normalisation",
+                    session,
+                    key,
+                    "in-memory" if in_memory else "streaming (two-pass)",
+                )
                 _release_freed_memory()
                 g_x.create_dataset(key, data=x_axis)
                 g_t.create_dataset(key, data=x_axis / fs)
                 g_m.create_dataset(key, data=m)
                 clock.write(out, key, x_axis, bank.win_size)
                 dt = time.perf_counter() - tv
-                log.info("session %s video %s: %d frames -> (2, %d, %d, %d) in %.2f s "
-                         "(%.2f M samples/s)", session, key, T, n_pts, bank.n_freq_bins, n_out,
-                         dt, 2 * n_pts * T / max(dt, 1e-9) / 1e6)
-                summary["videos"][key] = {"num_frames": T, "shape": [2, n_pts, bank.n_freq_bins, n_out],
-                                          "seconds": dt}
+                log.info(
+                    "session %s video %s: %d frames -> (2, %d, %d, %d) in %.2f s (%.2f M samples/s)",
+                    session,
+                    key,
+                    T,
+                    n_pts,
+                    bank.n_freq_bins,
+                    n_out,
+                    dt,
+                    2 * n_pts * T / max(dt, 1e-9) / 1e6,
+                )
+                summary["videos"][key] = {"num_frames": T, "shape": [2, n_pts, bank.n_freq_bins, n_out], "seconds": dt}
             summary["seconds"] = time.perf_counter() - t0
             record = asdict(p)
-            record.update(fs_used=fs, f_max_used=f_max_used, win_size_used=bank.win_size,
-                          device_used=device)
-            write_provenance(out, "spectrogram", params=record, inputs=[tracking_path],
-                             extra={"session": session, "summary": summary}, started=started)
+            record.update(fs_used=fs, f_max_used=f_max_used, win_size_used=bank.win_size, device_used=device)
+            write_provenance(
+                out,
+                "spectrogram",
+                params=record,
+                inputs=[tracking_path],
+                extra={"session": session, "summary": summary},
+                started=started,
+            )
     return summary
 
 
@@ -451,13 +520,21 @@ def _stream_clock(tr, key: str, n_frames: int, fs: float, session: str, log) -> 
     ds = tr["timestamps"][key]
     times, clock = ds[()], str(ds.attrs.get("clock", "regular"))
     if len(times) != n_frames:
-        raise SpectrogramError(f"session {session}: timestamps/{key} has {len(times)} times for "
-                               f"{n_frames} tracked frames; re-run the tracking rule")
+        raise SpectrogramError(
+            f"session {session}: timestamps/{key} has {len(times)} times for "
+            f"{n_frames} tracked frames; re-run the tracking rule"
+        )
     c = _StreamClock(times, clock, n_frames, fs)
     if c.grid is not None:
-        log.info("session %s video %s: irregular clock, %d frames resampled to %d samples at "
-                 "%.6g Hz (%d inside gaps)", session, key, n_frames, c.n_samples, fs,
-                 int(c.grid.in_gap.sum()))
+        log.info(
+            "session %s video %s: irregular clock, %d frames resampled to %d samples at %.6g Hz (%d inside gaps)",
+            session,
+            key,
+            n_frames,
+            c.n_samples,
+            fs,
+            int(c.grid.in_gap.sum()),
+        )
     return c
 
 
@@ -498,8 +575,7 @@ def _video_in_memory(dset_in, home, plan, p: SpectrogramParams, dset, out_dtype)
 CHUNK_BUDGET = 256 * 2**20
 
 
-def _chunk_points(points_per_chunk: int, n_frames: int, n_freq: int, n_out: int,
-                  itemsize: int) -> int:
+def _chunk_points(points_per_chunk: int, n_frames: int, n_freq: int, n_out: int, itemsize: int) -> int:
     """Points per chunk: ``points_per_chunk``, fewer when a chunk's tracks (read and as
     rows) and raw spectrogram would pass :data:`CHUNK_BUDGET`, so that the peak stays
     flat in video length (an hour at 90 fps is ~10 MB per point: 25 points a chunk)."""
@@ -512,8 +588,9 @@ def _two_pass(src, home, plan, p: SpectrogramParams, dst) -> np.ndarray:
     power m(t), then ``dst`` normalised in place, both by chunks of points. ``src`` and
     ``dst`` are arrays or h5py datasets. Returns m(t)."""
     n_pts = home.shape[0]
-    k = _chunk_points(int(p.points_per_chunk), src.shape[0], plan.bank.n_freq_bins, plan.n_out,
-                      np.dtype(dst.dtype).itemsize)
+    k = _chunk_points(
+        int(p.points_per_chunk), src.shape[0], plan.bank.n_freq_bins, plan.n_out, np.dtype(dst.dtype).itemsize
+    )
     chunks = [(a, min(n_pts, a + k)) for a in range(0, n_pts, k)]
     power = np.zeros(plan.n_out, dtype=np.float64)
     for a, b in chunks:
@@ -522,9 +599,10 @@ def _two_pass(src, home, plan, p: SpectrogramParams, dst) -> np.ndarray:
         dst[:, a:b] = raw.reshape(2, b - a, *raw.shape[1:])
     m = power / max(1, 2 * n_pts)
     for a, b in chunks:
-        block = dst[:, a:b]        # a view of an array; a copy read from a dataset
-        normalize_spectrogram(block, plan.bank.freqs, m, p.normalization_factor,
-                              p.spectrogram_exponent, p.one_over_f_exponent, out=block)
+        block = dst[:, a:b]  # a view of an array; a copy read from a dataset
+        normalize_spectrogram(
+            block, plan.bank.freqs, m, p.normalization_factor, p.spectrogram_exponent, p.one_over_f_exponent, out=block
+        )
         if not isinstance(dst, np.ndarray):
             dst[:, a:b] = block
     return m
@@ -535,9 +613,11 @@ def read_spectrograms(path) -> dict:
     import h5py
 
     with h5py.File(path, "r") as f:
-        out = {name: {k: f[name][k][()] for k in _video_keys(f[name])}
-               for name in ("spectrograms", "x_axis", "times", "mean_power", "session_times",
-                            "gap_fraction") if name in f}
+        out = {
+            name: {k: f[name][k][()] for k in _video_keys(f[name])}
+            for name in ("spectrograms", "x_axis", "times", "mean_power", "session_times", "gap_fraction")
+            if name in f
+        }
         for name in ("frequencies", "filters", "wins", "point_positions"):
             out[name] = f[name][()]
         out["attrs"] = dict(f.attrs)

@@ -23,8 +23,10 @@ def stream_spans(keys: Sequence[str], info: Mapping) -> dict[str, tuple[float, f
         return {k: (float(starts[int(k)]), float(ends[int(k)])) for k in keys}
     if len(keys) == 1:
         return {keys[0]: (float(min(starts)), float(max(ends)))}
-    raise FaceRhythmError(f"{len(keys)} result keys {list(keys)} for {len(starts)} videos: "
-                          "expected one key per video, or one key (contiguous tracking)")
+    raise FaceRhythmError(
+        f"{len(keys)} result keys {list(keys)} for {len(starts)} videos: "
+        "expected one key per video, or one key (contiguous tracking)"
+    )
 
 
 def stream_labels(keys: Sequence[str], video_paths: Sequence[str]) -> dict[str, str]:
@@ -63,6 +65,7 @@ def label_tca_h5(h5, video_paths: Sequence[str]) -> dict[str, str]:
     or "all videos") and ``element_labels`` (the file of each of its ``keys``); the
     group names stay the stream keys. Returns {name: label}.
     """
+
     def keys_of(g):
         return [k.decode() if isinstance(k, bytes) else str(k) for k in g.attrs.get("keys", [])]
 

@@ -24,8 +24,10 @@ _BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16", "UTF-16"),
     (codecs.BOM_UTF16_BE, "utf-16", "UTF-16"),
 )
-_SAVE_AS_UTF8 = ("Save it as UTF-8 text (in a spreadsheet: 'Text (tab delimited)' with the "
-                 "character set 'Unicode (UTF-8)', or 'UTF-8 CSV').")
+_SAVE_AS_UTF8 = (
+    "Save it as UTF-8 text (in a spreadsheet: 'Text (tab delimited)' with the "
+    "character set 'Unicode (UTF-8)', or 'UTF-8 CSV')."
+)
 
 
 def _utf16_without_bom(raw: bytes) -> str | None:
@@ -86,19 +88,26 @@ def read_text(path: str | Path, what: str = "file") -> str:
             if encoding is None:
                 at = raw.index(b"\x00")
                 line, col = _position(raw[:at].decode("utf-8", "replace"))
-                raise ConfigError(f"{what} {path} is not a text file: it holds a NUL byte on line "
-                                  f"{line}, column {col}. {_SAVE_AS_UTF8}")
+                raise ConfigError(
+                    f"{what} {path} is not a text file: it holds a NUL byte on line "
+                    f"{line}, column {col}. {_SAVE_AS_UTF8}"
+                )
             name = "UTF-16 (without a byte-order mark)"
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
-        line, col = _position(raw[:exc.start].decode(encoding, "replace"))
-        bad = raw[exc.start:exc.start + 1].hex()
-        hint = (" It was probably saved in a legacy 8-bit encoding such as Windows-1252 or "
-                "Latin-1." if encoding == "utf-8" else "")
-        raise ConfigError(f"{what} {path} is not valid {name} text: byte 0x{bad} on line {line}, "
-                          f"column {col} cannot be decoded ({exc.reason}).{hint} "
-                          f"{_SAVE_AS_UTF8}") from None
+        line, col = _position(raw[: exc.start].decode(encoding, "replace"))
+        bad = raw[exc.start : exc.start + 1].hex()
+        hint = (
+            " It was probably saved in a legacy 8-bit encoding such as Windows-1252 or Latin-1."
+            if encoding == "utf-8"
+            else ""
+        )
+        raise ConfigError(
+            f"{what} {path} is not valid {name} text: byte 0x{bad} on line {line}, "
+            f"column {col} cannot be decoded ({exc.reason}).{hint} "
+            f"{_SAVE_AS_UTF8}"
+        ) from None
     return text.lstrip("\ufeff")
 
 
@@ -139,14 +148,18 @@ def _split_cells(line: str, delimiter: str, where: str) -> list[str]:
     try:
         return [c.strip() for c in next(csv.reader([line], delimiter=delimiter, strict=True), [])]
     except csv.Error as exc:
-        raise ConfigError(f"{where}: cannot split the line into cells ({exc}); a cell that starts "
-                          "with a double quote must end with one, and a cell cannot span lines") from None
+        raise ConfigError(
+            f"{where}: cannot split the line into cells ({exc}); a cell that starts "
+            "with a double quote must end with one, and a cell cannot span lines"
+        ) from None
 
 
 def _guess_delimiter(header: str, columns: Sequence[str]) -> str:
     """Tab, or the comma or semicolon of a spreadsheet's CSV when that splits the known columns."""
+
     def known(d):
         return sum(c.strip().strip('"') in columns for c in header.split(d))
+
     best = max(("\t", ",", ";"), key=known)
     return best if known(best) > known("\t") else "\t"
 
@@ -155,8 +168,10 @@ def _header_columns(cells: list[str], where: str) -> tuple[str, ...]:
     seen: dict[str, int] = {}
     for i, name in enumerate(cells, 1):
         if name and name in seen:
-            raise ConfigError(f"{where} (the header): column {name!r} appears twice (columns "
-                              f"{seen[name]} and {i}); rename or delete one")
+            raise ConfigError(
+                f"{where} (the header): column {name!r} appears twice (columns "
+                f"{seen[name]} and {i}); rename or delete one"
+            )
         seen.setdefault(name, i)
     return tuple(cells)
 
@@ -166,12 +181,16 @@ def _row_cells(cells: list[str], columns: tuple[str, ...], where: str, header_li
         if not value:
             continue
         if i > len(columns):
-            raise ConfigError(f"{where}: cell {i} ({value!r}) lies beyond the header's {len(columns)} "
-                              f"columns (line {header_line}); is there a tab inside a value, or a "
-                              "column without a name in the header?")
+            raise ConfigError(
+                f"{where}: cell {i} ({value!r}) lies beyond the header's {len(columns)} "
+                f"columns (line {header_line}); is there a tab inside a value, or a "
+                "column without a name in the header?"
+            )
         if not columns[i - 1]:
-            raise ConfigError(f"{where}: cell {i} ({value!r}) is in a column that has no name in "
-                              f"the header (line {header_line}); name the column or empty the cell")
+            raise ConfigError(
+                f"{where}: cell {i} ({value!r}) is in a column that has no name in "
+                f"the header (line {header_line}); name the column or empty the cell"
+            )
     return {c: (cells[i] if i < len(cells) else "") for i, c in enumerate(columns) if c}
 
 
@@ -210,16 +229,16 @@ def read_table(path: str | Path, what: str = "table", columns: Sequence[str] = (
     header_line, header = numbered[0]
     delimiter = _guess_delimiter(header, columns)
     label = f"{what} {path}"
-    cols = _header_columns(_split_cells(header, delimiter, f"{label}, line {header_line}"),
-                           f"{label}, line {header_line}")
+    cols = _header_columns(
+        _split_cells(header, delimiter, f"{label}, line {header_line}"), f"{label}, line {header_line}"
+    )
     rows = []
     for lineno, line in numbered[1:]:
         where = f"{label}, line {lineno}"
         cells = _split_cells(line, delimiter, where)
         if any(cells):
             rows.append(TableRow(lineno, _row_cells(cells, cols, where, header_line)))
-    return Table(path=label, columns=cols, header_line=header_line, delimiter=delimiter,
-                 rows=tuple(rows))
+    return Table(path=label, columns=cols, header_line=header_line, delimiter=delimiter, rows=tuple(rows))
 
 
 def _normalised(name: str) -> str:

@@ -50,15 +50,21 @@ ALL = "all"
 # keyword arguments of tensorly's CP_NN_HALS that the torch engine reproduces, with
 # the only values it supports (None = any value)
 _TORCH_HALS_PARAMS = {
-    "svd": None, "verbose": None, "cvg_criterion": None,
-    "normalize_factors": (False,), "exact": (False,), "nn_modes": ("all",),
-    "fixed_modes": (None, (), []), "sparsity_coefficients": (None,),
+    "svd": None,
+    "verbose": None,
+    "cvg_criterion": None,
+    "normalize_factors": (False,),
+    "exact": (False,),
+    "nn_modes": ("all",),
+    "fixed_modes": (None, (), []),
+    "sparsity_coefficients": (None,),
 }
 
 
 # ----------------------------------------------------------------------------------
 # rearrangement
 # ----------------------------------------------------------------------------------
+
 
 @dataclass
 class Layout:
@@ -114,14 +120,20 @@ def _as_window(w, n: int, key: str):
     if stop < 0:
         stop += n
     if not 0 <= start <= stop < n:
-        raise TCAError(f"time window {tuple(w)} for {key!r} is outside its {n} time bins; "
-                       f"give inclusive (start, stop) bin indices with 0 <= start <= stop < {n}")
+        raise TCAError(
+            f"time window {tuple(w)} for {key!r} is outside its {n} time bins; "
+            f"give inclusive (start, stop) bin indices with 0 <= start <= stop < {n}"
+        )
     return (start, stop)
 
 
-def rearrange_data(data: Mapping[str, np.ndarray], videos: str = "separate",
-                   complex_unfold: bool = False, windows=None,
-                   element_dim: str = "video") -> Rearranged:
+def rearrange_data(
+    data: Mapping[str, np.ndarray],
+    videos: str = "separate",
+    complex_unfold: bool = False,
+    windows=None,
+    element_dim: str = "video",
+) -> Rearranged:
     """Turn spectrograms into the tensors that TCA decomposes.
 
     Parameters
@@ -158,24 +170,32 @@ def rearrange_data(data: Mapping[str, np.ndarray], videos: str = "separate",
     n_points = freq = None
     for k, a in zip(keys, arrays):
         if a.ndim != 4 or a.shape[0] != 2:
-            raise TCAError(f"spectrogram {k!r} has shape {a.shape}; expected (2, N, F, T) "
-                           "with axis 0 = (x, y)")
+            raise TCAError(f"spectrogram {k!r} has shape {a.shape}; expected (2, N, F, T) with axis 0 = (x, y)")
         if np.iscomplexobj(a) and not complex_unfold:
-            raise TCAError(f"spectrogram {k!r} is complex; set complex_unfold to fold (real, "
-                           "imag) into time, or write magnitudes (spectrogram take_abs: true)")
+            raise TCAError(
+                f"spectrogram {k!r} is complex; set complex_unfold to fold (real, "
+                "imag) into time, or write magnitudes (spectrogram take_abs: true)"
+            )
         if not np.iscomplexobj(a) and complex_unfold:
-            raise TCAError(f"complex_unfold needs complex spectrograms but {k!r} is real; "
-                           "set spectrogram take_abs: false or turn complex_unfold off")
+            raise TCAError(
+                f"complex_unfold needs complex spectrograms but {k!r} is real; "
+                "set spectrogram take_abs: false or turn complex_unfold off"
+            )
         if n_points is None:
             n_points, freq = a.shape[1], a.shape[2]
         elif videos != "separate" and a.shape[1:3] != (n_points, freq):
-            raise TCAError(f"cannot {videos} spectrograms of different (points, frequency) "
-                           f"shapes: {keys[0]!r} has {(n_points, freq)}, {k!r} has "
-                           f"{a.shape[1:3]}; all elements must share one point set and "
-                           "filter bank")
-    if windows is None or (isinstance(windows, Sequence) and len(windows) == 2
-                           and not isinstance(windows[0], (Sequence, np.ndarray))
-                           and windows[0] is not None):
+            raise TCAError(
+                f"cannot {videos} spectrograms of different (points, frequency) "
+                f"shapes: {keys[0]!r} has {(n_points, freq)}, {k!r} has "
+                f"{a.shape[1:3]}; all elements must share one point set and "
+                "filter bank"
+            )
+    if windows is None or (
+        isinstance(windows, Sequence)
+        and len(windows) == 2
+        and not isinstance(windows[0], (Sequence, np.ndarray))
+        and windows[0] is not None
+    ):
         win = {k: windows for k in keys}
     elif isinstance(windows, Mapping):
         unknown = set(map(str, windows)) - set(keys)
@@ -191,7 +211,7 @@ def rearrange_data(data: Mapping[str, np.ndarray], videos: str = "separate",
     for k, a in zip(keys, arrays):
         w = _as_window(win[k], a.shape[3], k)
         if w is not None:
-            a = a[..., w[0]:w[1] + 1]
+            a = a[..., w[0] : w[1] + 1]
         n_time.append(a.shape[3])
         wins.append(w)
         # (2, N, F, T) -> (2N, F, T): x rows first, then y rows (xy is the outer index)
@@ -204,27 +224,37 @@ def rearrange_data(data: Mapping[str, np.ndarray], videos: str = "separate",
     base = (XY_POINTS, "frequency", "time")
     if videos == "separate":
         tensors = {k: p for k, p in zip(keys, pieces)}
-        layouts = {k: Layout(base, (k,), (t,), p.shape[0] // 2, complex_unfold, (w,))
-                   for k, p, t, w in zip(keys, pieces, n_time, wins)}
+        layouts = {
+            k: Layout(base, (k,), (t,), p.shape[0] // 2, complex_unfold, (w,))
+            for k, p, t, w in zip(keys, pieces, n_time, wins)
+        }
     elif videos == "concatenate":
         tensors = {ALL: np.concatenate(pieces, axis=-1)}
-        layouts = {ALL: Layout(base, tuple(keys), tuple(n_time), n_points, complex_unfold,
-                               tuple(wins))}
+        layouts = {ALL: Layout(base, tuple(keys), tuple(n_time), n_points, complex_unfold, tuple(wins))}
     else:
         if len(set(n_time)) != 1:
-            raise TCAError(f"stack needs equal time lengths but the {element_dim}s have "
-                           f"{dict(zip(keys, n_time))} time bins; use videos: concatenate, "
-                           "or time windows of equal length")
+            raise TCAError(
+                f"stack needs equal time lengths but the {element_dim}s have "
+                f"{dict(zip(keys, n_time))} time bins; use videos: concatenate, "
+                "or time windows of equal length"
+            )
         tensors = {ALL: np.stack(pieces, axis=0)}
-        layouts = {ALL: Layout((element_dim,) + base, tuple(keys), tuple(n_time), n_points,
-                               complex_unfold, tuple(wins))}
+        layouts = {
+            ALL: Layout((element_dim,) + base, tuple(keys), tuple(n_time), n_points, complex_unfold, tuple(wins))
+        }
     return Rearranged(tensors, layouts, videos)
 
 
-def normalize_tensor(tensor: np.ndarray, dims: Sequence[str], mean_subtract: bool = False,
-                     std_divide: bool = False, dim: str = "time",
-                     epsilon: float = 1e-8, out: np.ndarray | None = None,
-                     block_bytes: int = 64 << 20) -> tuple[np.ndarray, dict]:
+def normalize_tensor(
+    tensor: np.ndarray,
+    dims: Sequence[str],
+    mean_subtract: bool = False,
+    std_divide: bool = False,
+    dim: str = "time",
+    epsilon: float = 1e-8,
+    out: np.ndarray | None = None,
+    block_bytes: int = 64 << 20,
+) -> tuple[np.ndarray, dict]:
     """Centre and/or scale every fibre along one named axis.
 
     Parameters
@@ -256,8 +286,13 @@ def normalize_tensor(tensor: np.ndarray, dims: Sequence[str], mean_subtract: boo
     info : dict
         ``n_constant_fibres``: fibres whose std was <= epsilon.
     """
-    info = {"mean_subtract": bool(mean_subtract), "std_divide": bool(std_divide),
-            "dim": dim, "epsilon": float(epsilon), "n_constant_fibres": 0}
+    info = {
+        "mean_subtract": bool(mean_subtract),
+        "std_divide": bool(std_divide),
+        "dim": dim,
+        "epsilon": float(epsilon),
+        "n_constant_fibres": 0,
+    }
     if not (mean_subtract or std_divide):
         return tensor, info
     if dim not in dims:
@@ -266,8 +301,7 @@ def normalize_tensor(tensor: np.ndarray, dims: Sequence[str], mean_subtract: boo
         raise TCAError(f"epsilon must be >= 0, got {epsilon}")
     ax = list(dims).index(dim)
     if tensor.shape[ax] < 2 and std_divide:
-        raise TCAError(f"cannot divide by the std along {dim!r}: it has only "
-                       f"{tensor.shape[ax]} entry")
+        raise TCAError(f"cannot divide by the std along {dim!r}: it has only {tensor.shape[ax]} entry")
     x = np.asarray(tensor)
     dtype = x.dtype if x.dtype.kind == "f" else np.float32
     if out is None:
@@ -294,14 +328,19 @@ def normalize_tensor(tensor: np.ndarray, dims: Sequence[str], mean_subtract: boo
     if std_divide:
         info["n_constant_fibres"] = n_const
         if n_const:
-            logger.warning("%d fibre(s) are constant along %r (std <= %g); they are divided "
-                           "by std + epsilon instead of by zero", n_const, dim, epsilon)
+            logger.warning(
+                "%d fibre(s) are constant along %r (std <= %g); they are divided by std + epsilon instead of by zero",
+                n_const,
+                dim,
+                epsilon,
+            )
     return out, info
 
 
 # ----------------------------------------------------------------------------------
 # fitting
 # ----------------------------------------------------------------------------------
+
 
 @dataclass
 class CPFit:
@@ -398,8 +437,7 @@ def _hals_nnls(UtM, UtU, V, n_iter_max: int = 5, tol: float = 1e-8, kernel: str 
     """
     if V.device.type == "cpu":
         if kernel == "numba" and _nnls_kernel() is not None:
-            _nnls_kernel()(UtM.contiguous().numpy(), UtU.contiguous().numpy(), V.numpy(),
-                           int(n_iter_max), float(tol))
+            _nnls_kernel()(UtM.contiguous().numpy(), UtU.contiguous().numpy(), V.numpy(), int(n_iter_max), float(tol))
         else:
             _hals_nnls_numpy(UtM.numpy(), UtU.numpy(), V.numpy(), n_iter_max, tol)
         return V
@@ -422,9 +460,17 @@ def _hals_nnls(UtM, UtU, V, n_iter_max: int = 5, tol: float = 1e-8, kernel: str 
     return V
 
 
-def hals_cp_torch(tensor, factors, n_iter_max: int = 100, tol: float = 1e-7,
-                  cvg_criterion: str = "abs_rec_error", n_inner: int = 5,
-                  log_every: int = 0, rel_tol: float = 0.0, nnls: str = "auto"):
+def hals_cp_torch(
+    tensor,
+    factors,
+    n_iter_max: int = 100,
+    tol: float = 1e-7,
+    cvg_criterion: str = "abs_rec_error",
+    n_inner: int = 5,
+    log_every: int = 0,
+    rel_tol: float = 0.0,
+    nnls: str = "auto",
+):
     """Non-negative CP by HALS: tensorly's ``non_negative_parafac_hals`` in torch.
 
     Same update order (modes 0..N-1), same Hadamard-of-Gram pseudo-inverse, same inner
@@ -477,14 +523,12 @@ def hals_cp_torch(tensor, factors, n_iter_max: int = 100, tol: float = 1e-7,
     grams = [f.T @ f for f in factors]
     # ||X||^2 in float64, a few rows at a time (no float64 copy of the whole tensor)
     step = max(1, (1 << 23) // max(1, shape[-1]))
-    norm2 = sum(float(Xm[i:i + step].double().square().sum())
-                for i in range(0, Xm.shape[0], step))
+    norm2 = sum(float(Xm[i : i + step].double().square().sum()) for i in range(0, Xm.shape[0], step))
     norm = math.sqrt(norm2)
-    letters = "abcdefghijklmnopqstuvwxyz"[:N - 1]
+    letters = "abcdefghijklmnopqstuvwxyz"[: N - 1]
     errors: list[float] = []
     # numba's one-off import pays for itself only on large tensors (long factors)
-    kernel = nnls if nnls != "auto" else ("numba" if X.numel() >= _NUMBA_MIN_ELEMENTS
-                                          else "numpy")
+    kernel = nnls if nnls != "auto" else ("numba" if X.numel() >= _NUMBA_MIN_ELEMENTS else "numpy")
 
     def hadamard_except(n):
         out = torch.ones((R, R), dtype=X.dtype, device=X.device)
@@ -550,23 +594,23 @@ def _initial_factors(X, rank: int, init: str, svd: str, random_state) -> list:
     import torch
 
     if init == "random" and (random_state is None or isinstance(random_state, int)):
-        rng = (np.random.mtrand._rand if random_state is None
-               else np.random.RandomState(random_state))
-        return [torch.tensor(rng.random_sample((int(s), rank)), dtype=X.dtype,
-                             device=X.device).abs() for s in X.shape]
+        rng = np.random.mtrand._rand if random_state is None else np.random.RandomState(random_state)
+        return [torch.tensor(rng.random_sample((int(s), rank)), dtype=X.dtype, device=X.device).abs() for s in X.shape]
     import tensorly as tl
     from tensorly.decomposition._cp import initialize_cp
 
     with tl.backend_context("pytorch", local_threadsafe=True):
-        init_cp = initialize_cp(X, rank, init=init, svd=svd, non_negative=True,
-                                random_state=random_state, normalize_factors=False)
+        init_cp = initialize_cp(
+            X, rank, init=init, svd=svd, non_negative=True, random_state=random_state, normalize_factors=False
+        )
     return list(init_cp.factors)
 
 
 def _check_method_params(method: str, params: Mapping) -> None:
     if method == "RandomizedCP" and "n_samples" not in params:
-        raise TCAError("RandomizedCP needs method_params.n_samples (the number of sampled "
-                       "fibres per iteration, e.g. 1000)")
+        raise TCAError(
+            "RandomizedCP needs method_params.n_samples (the number of sampled fibres per iteration, e.g. 1000)"
+        )
 
 
 def _torch_engine_ok(params: Mapping) -> str | None:
@@ -575,17 +619,28 @@ def _torch_engine_ok(params: Mapping) -> str | None:
         if k not in _TORCH_HALS_PARAMS:
             return f"method_params.{k}"
         allowed = _TORCH_HALS_PARAMS[k]
-        if allowed is not None and not any(v == a or (v is None and a is None)
-                                           for a in allowed):
+        if allowed is not None and not any(v == a or (v is None and a is None) for a in allowed):
             return f"method_params.{k}={v!r}"
     return None
 
 
-def fit_cp(tensor, method: str = "CP_NN_HALS", rank: int = 10, n_iter_max: int = 200,
-           init: str = "random", tol: float = 1e-9, random_state: int | None = 0,
-           method_params: Mapping | None = None, backend: str = "pytorch",
-           device: str = "cpu", dtype: str = "float32", engine: str = "auto",
-           log_every: int = 0, rel_tol: float = 0.0, nnls: str = "auto") -> CPFit:
+def fit_cp(
+    tensor,
+    method: str = "CP_NN_HALS",
+    rank: int = 10,
+    n_iter_max: int = 200,
+    init: str = "random",
+    tol: float = 1e-9,
+    random_state: int | None = 0,
+    method_params: Mapping | None = None,
+    backend: str = "pytorch",
+    device: str = "cpu",
+    dtype: str = "float32",
+    engine: str = "auto",
+    log_every: int = 0,
+    rel_tol: float = 0.0,
+    nnls: str = "auto",
+) -> CPFit:
     """Fit a CP model with the reference's methods.
 
     Parameters
@@ -646,9 +701,11 @@ def fit_cp(tensor, method: str = "CP_NN_HALS", rank: int = 10, n_iter_max: int =
     data_axes = list(range(max(0, len(shape) - 3), len(shape)))
     if int(rank) > min(shape[a] for a in data_axes):
         ax = min(data_axes, key=lambda a: shape[a])
-        raise TCAError(f"rank {rank} is larger than axis {ax} of the tensor {shape} "
-                       f"({shape[ax]} entries); choose tca.rank <= {shape[ax]}, or give that "
-                       "axis more entries (longer videos or videos: concatenate for time)")
+        raise TCAError(
+            f"rank {rank} is larger than axis {ax} of the tensor {shape} "
+            f"({shape[ax]} entries); choose tca.rank <= {shape[ax]}, or give that "
+            "axis more entries (longer videos or videos: concatenate for time)"
+        )
     params = dict(method_params or {})
     _check_method_params(method, params)
     if np.iscomplexobj(tensor) if isinstance(tensor, np.ndarray) else torch.is_complex(tensor):
@@ -660,8 +717,9 @@ def fit_cp(tensor, method: str = "CP_NN_HALS", rank: int = 10, n_iter_max: int =
         if why is None:
             use_torch = True
         elif engine == "torch":
-            raise TCAError(f"the torch HALS engine does not support {why}; use engine "
-                           "'tensorly' or drop that parameter")
+            raise TCAError(
+                f"the torch HALS engine does not support {why}; use engine 'tensorly' or drop that parameter"
+            )
         else:
             logger.info("using tensorly's CP_NN_HALS because of %s", why)
     elif engine == "torch":
@@ -673,35 +731,44 @@ def fit_cp(tensor, method: str = "CP_NN_HALS", rank: int = 10, n_iter_max: int =
         device = "cpu"
     X = torch.as_tensor(tensor).to(device=device, dtype=tdtype)
     with _threads_for(X):
-        return _fit_cp(X, use_torch, method, rank, n_iter_max, init, tol, random_state,
-                       params, backend, log_every, rel_tol, nnls)
+        return _fit_cp(
+            X, use_torch, method, rank, n_iter_max, init, tol, random_state, params, backend, log_every, rel_tol, nnls
+        )
 
 
-def _fit_cp(X, use_torch, method, rank, n_iter_max, init, tol, random_state, params,
-            backend, log_every, rel_tol, nnls) -> CPFit:
+def _fit_cp(
+    X, use_torch, method, rank, n_iter_max, init, tol, random_state, params, backend, log_every, rel_tol, nnls
+) -> CPFit:
     if not _all_finite(X):
-        raise TCAError("the tensor holds NaN or inf values; check the spectrograms "
-                       "(e.g. normalization of constant fibres)")
+        raise TCAError(
+            "the tensor holds NaN or inf values; check the spectrograms (e.g. normalization of constant fibres)"
+        )
     if method in ("CP_NN_HALS",) and float(X.min()) < 0:
-        logger.warning("the tensor has negative values (e.g. after mean subtraction); "
-                       "non-negative CP fits only its positive part well")
+        logger.warning(
+            "the tensor has negative values (e.g. after mean subtraction); "
+            "non-negative CP fits only its positive part well"
+        )
 
     t0 = time.perf_counter()
     if use_torch:
-        init_factors = _initial_factors(X, int(rank), init, params.get("svd", "truncated_svd"),
-                                        random_state)
+        init_factors = _initial_factors(X, int(rank), init, params.get("svd", "truncated_svd"), random_state)
         factors, errors = hals_cp_torch(
-            X, init_factors, n_iter_max=int(n_iter_max), tol=float(tol),
+            X,
+            init_factors,
+            n_iter_max=int(n_iter_max),
+            tol=float(tol),
             cvg_criterion=params.get("cvg_criterion", "abs_rec_error"),
-            log_every=log_every, rel_tol=float(rel_tol), nnls=nnls)
+            log_every=log_every,
+            rel_tol=float(rel_tol),
+            nnls=nnls,
+        )
         weights = np.ones(int(rank))
         factors = [f.detach().double().cpu().numpy() for f in factors]
     else:
         import tensorly as tl
         import tensorly.decomposition as tld
 
-        kw = {"rank": int(rank), "n_iter_max": int(n_iter_max), "init": init,
-              "random_state": random_state}
+        kw = {"rank": int(rank), "n_iter_max": int(n_iter_max), "init": init, "random_state": random_state}
         kw["tol_outer" if method == "ConstrainedCP" else "tol"] = float(tol)
         kw.update(params)
         with tl.backend_context(backend, local_threadsafe=True):
@@ -753,8 +820,7 @@ def _all_finite(X, block_elements: int = 1 << 24) -> bool:
     import torch
 
     flat = X.reshape(-1)
-    return all(bool(torch.isfinite(flat[i:i + block_elements]).all())
-               for i in range(0, flat.numel(), block_elements))
+    return all(bool(torch.isfinite(flat[i : i + block_elements]).all()) for i in range(0, flat.numel(), block_elements))
 
 
 def _to_numpy(x):
@@ -766,6 +832,7 @@ def _to_numpy(x):
 # ----------------------------------------------------------------------------------
 # explained variance and ordering
 # ----------------------------------------------------------------------------------
+
 
 @dataclass
 class Variance:
@@ -787,8 +854,9 @@ class Variance:
     rel_error: float
 
 
-def explained_variance(tensor, weights: np.ndarray, factors: Sequence[np.ndarray],
-                       chunk_bytes: int = 64 << 20, device: str = "cpu") -> Variance:
+def explained_variance(
+    tensor, weights: np.ndarray, factors: Sequence[np.ndarray], chunk_bytes: int = 64 << 20, device: str = "cpu"
+) -> Variance:
     """Per-component and whole-model explained variance, in float64, in chunks.
 
     Neither the data nor the factors are modified (the reference mean-centres the
@@ -808,22 +876,20 @@ def explained_variance(tensor, weights: np.ndarray, factors: Sequence[np.ndarray
     X = torch.as_tensor(tensor, device=device)
     shape = tuple(X.shape)
     if len(factors) != len(shape) or any(f.shape[0] != s for f, s in zip(factors, shape)):
-        raise TCAError(f"factor shapes {[f.shape for f in factors]} do not match tensor "
-                       f"shape {shape}")
+        raise TCAError(f"factor shapes {[f.shape for f in factors]} do not match tensor shape {shape}")
     F = [torch.as_tensor(np.asarray(f), dtype=torch.float64, device=device) for f in factors]
     w = torch.as_tensor(np.asarray(weights), dtype=torch.float64, device=device)
     R = w.shape[0]
     # X as (P, K), K = last axis; KR of the other factors is only (P, R)
     X2 = X.reshape(-1, shape[-1])
-    kr = (_khatri_rao(F[:-1]) if len(F) > 1
-          else torch.ones((1, R), dtype=torch.float64, device=device))
+    kr = _khatri_rao(F[:-1]) if len(F) > 1 else torch.ones((1, R), dtype=torch.float64, device=device)
     C = F[-1]
     rows = max(1, int(chunk_bytes // (8 * shape[-1] * 3)))
     inner = torch.zeros(R, dtype=torch.float64, device=device)
     s_x = ss_x = s_r = ss_r = 0.0
     for i in range(0, X2.shape[0], rows):
-        xc = X2[i:i + rows].to(torch.float64)
-        a = kr[i:i + rows]
+        xc = X2[i : i + rows].to(torch.float64)
+        a = kr[i : i + rows]
         inner += (a * (xc @ C)).sum(0)
         resid = xc - (a * w) @ C.T
         s_x += float(xc.sum())
@@ -839,10 +905,9 @@ def explained_variance(tensor, weights: np.ndarray, factors: Sequence[np.ndarray
     for f in F:
         mean_v = mean_v * f.mean(0)
         norm2_v = norm2_v * f.square().sum(0)
-    cov = inner - n * mean_x * mean_v          # <Xc, vc> per component
-    ssc_v = norm2_v - n * mean_v.square()       # ||vc||^2 per component
-    evr = torch.where(ssc_v > 0, cov.square() / (ssc_x * ssc_v.clamp(min=1e-300)),
-                      torch.zeros_like(cov))
+    cov = inner - n * mean_x * mean_v  # <Xc, vc> per component
+    ssc_v = norm2_v - n * mean_v.square()  # ||vc||^2 per component
+    evr = torch.where(ssc_v > 0, cov.square() / (ssc_x * ssc_v.clamp(min=1e-300)), torch.zeros_like(cov))
     evr_model = 1.0 - ssc_r / ssc_x if ssc_x > 0 else float("nan")
     rel_error = math.sqrt(max(ss_r, 0.0) / ss_x) if ss_x > 0 else float("nan")
     return Variance(evr.cpu().numpy(), float(evr_model), rel_error)
@@ -861,8 +926,14 @@ def order_by_evr(fit: CPFit, evr: np.ndarray) -> tuple[CPFit, np.ndarray, np.nda
         ``order[j]`` = index of the original component now at position j.
     """
     order = np.argsort(-np.asarray(evr), kind="stable")
-    new = CPFit(fit.weights[order].copy(), [f[:, order].copy() for f in fit.factors],
-                fit.errors, fit.engine, fit.method, fit.seconds)
+    new = CPFit(
+        fit.weights[order].copy(),
+        [f[:, order].copy() for f in fit.factors],
+        fit.errors,
+        fit.engine,
+        fit.method,
+        fit.seconds,
+    )
     return new, np.asarray(evr)[order], order.astype(np.int64)
 
 
@@ -870,9 +941,9 @@ def order_by_evr(fit: CPFit, evr: np.ndarray) -> tuple[CPFit, np.ndarray, np.nda
 # undo the rearrangement
 # ----------------------------------------------------------------------------------
 
+
 def _undo_complex(rows: np.ndarray) -> np.ndarray:
-    return (rows[0::2] + 1j * rows[1::2]).astype(np.complex64 if rows.dtype == np.float32
-                                                  else np.complex128)
+    return (rows[0::2] + 1j * rows[1::2]).astype(np.complex64 if rows.dtype == np.float32 else np.complex128)
 
 
 def unrearrange_factors(factors: Sequence[np.ndarray], layout: Layout) -> dict:
@@ -922,9 +993,14 @@ def unrearrange_factors(factors: Sequence[np.ndarray], layout: Layout) -> dict:
 # similarity and rank sweeps
 # ----------------------------------------------------------------------------------
 
-def factor_match_score(factors_a: Sequence[np.ndarray], factors_b: Sequence[np.ndarray],
-                       weights_a=None, weights_b=None,
-                       weight_penalty: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
+
+def factor_match_score(
+    factors_a: Sequence[np.ndarray],
+    factors_b: Sequence[np.ndarray],
+    weights_a=None,
+    weights_b=None,
+    weight_penalty: bool = True,
+) -> tuple[float, np.ndarray, np.ndarray]:
     """Factor match score between two CP models, best over component permutations.
 
     Each component's score is the product over axes of |cosine| between its factor
@@ -1000,28 +1076,43 @@ def rank_sweep(tensor, ranks: Sequence[int], seeds: Sequence[int], **fit_kwargs)
         fits = []
         for j, s in enumerate(seeds):
             fit = fit_cp(tensor, rank=r, random_state=s, **fit_kwargs)
-            var = explained_variance(tensor, fit.weights, fit.factors,
-                                     device=fit_kwargs.get("device", "cpu"))
+            var = explained_variance(tensor, fit.weights, fit.factors, device=fit_kwargs.get("device", "cpu"))
             err[i, j], evr[i, j], secs[i, j] = var.rel_error, var.evr_model, fit.seconds
             fits.append(fit)
-            logger.info("rank sweep: rank %d seed %d: error %.5g, EVR %.4f (%.1f s)",
-                        r, s, var.rel_error, var.evr_model, fit.seconds)
+            logger.info(
+                "rank sweep: rank %d seed %d: error %.5g, EVR %.4f (%.1f s)",
+                r,
+                s,
+                var.rel_error,
+                var.evr_model,
+                fit.seconds,
+            )
         best = int(np.nanargmin(err[i]))
         for j, f in enumerate(fits):
-            sim[i, j] = factor_match_score(fits[best].factors, f.factors,
-                                           fits[best].weights, f.weights)[0]
+            sim[i, j] = factor_match_score(fits[best].factors, f.factors, fits[best].weights, f.weights)[0]
         if ns > 1:
-            pair[i] = np.mean([factor_match_score(fits[a].factors, fits[b].factors,
-                                                  fits[a].weights, fits[b].weights)[0]
-                               for a in range(ns) for b in range(a + 1, ns)])
-    return {"ranks": np.asarray(ranks, np.int64), "seeds": np.asarray(seeds, np.int64),
-            "rel_error": err, "evr_model": evr, "similarity": sim,
-            "similarity_pairwise": pair, "seconds": secs}
+            pair[i] = np.mean(
+                [
+                    factor_match_score(fits[a].factors, fits[b].factors, fits[a].weights, fits[b].weights)[0]
+                    for a in range(ns)
+                    for b in range(a + 1, ns)
+                ]
+            )
+    return {
+        "ranks": np.asarray(ranks, np.int64),
+        "seeds": np.asarray(seeds, np.int64),
+        "rel_error": err,
+        "evr_model": evr,
+        "similarity": sim,
+        "similarity_pairwise": pair,
+        "seconds": secs,
+    }
 
 
 # ----------------------------------------------------------------------------------
 # whole stage
 # ----------------------------------------------------------------------------------
+
 
 @dataclass
 class Decomposition:
@@ -1049,18 +1140,42 @@ class TCAResult:
     extra: dict = field(default_factory=dict)
 
 
-_FIT_KEYS = ("method", "rank", "n_iter_max", "init", "tol", "random_state", "method_params",
-             "backend", "device", "dtype", "engine", "log_every", "rel_tol", "nnls")
+_FIT_KEYS = (
+    "method",
+    "rank",
+    "n_iter_max",
+    "init",
+    "tol",
+    "random_state",
+    "method_params",
+    "backend",
+    "device",
+    "dtype",
+    "engine",
+    "log_every",
+    "rel_tol",
+    "nnls",
+)
 #: decompositions whose tensors x n_iter_max reach this use the numba NNLS kernel
 _NUMBA_MIN_ITERATIONS = 2000
 
 
-def decompose(data: Mapping[str, np.ndarray], *, videos: str = "separate",
-              complex_unfold: bool = False, windows=None, mean_subtract: bool = False,
-              std_divide: bool = True, normalize_dim: str = "time", epsilon: float = 1e-8,
-              rank_sweep_ranks: Sequence[int] | None = None,
-              rank_sweep_seeds: Sequence[int] = (0, 1, 2), element_dim: str = "video",
-              overwrite_input: bool = False, **fit_kwargs) -> TCAResult:
+def decompose(
+    data: Mapping[str, np.ndarray],
+    *,
+    videos: str = "separate",
+    complex_unfold: bool = False,
+    windows=None,
+    mean_subtract: bool = False,
+    std_divide: bool = True,
+    normalize_dim: str = "time",
+    epsilon: float = 1e-8,
+    rank_sweep_ranks: Sequence[int] | None = None,
+    rank_sweep_seeds: Sequence[int] = (0, 1, 2),
+    element_dim: str = "video",
+    overwrite_input: bool = False,
+    **fit_kwargs,
+) -> TCAResult:
     """Run the TCA stage on one set of spectrograms.
 
     Parameters
@@ -1092,10 +1207,10 @@ def decompose(data: Mapping[str, np.ndarray], *, videos: str = "separate",
     unknown = set(fit_kwargs) - set(_FIT_KEYS)
     if unknown:
         raise TCAError(f"unknown TCA parameters {sorted(unknown)}")
-    re = rearrange_data(data, videos=videos, complex_unfold=complex_unfold,
-                        windows=windows, element_dim=element_dim)
+    re = rearrange_data(data, videos=videos, complex_unfold=complex_unfold, windows=windows, element_dim=element_dim)
     if fit_kwargs.get("nnls", "auto") == "auto" and (
-            len(re.tensors) * int(fit_kwargs.get("n_iter_max", 200)) >= _NUMBA_MIN_ITERATIONS):
+        len(re.tensors) * int(fit_kwargs.get("n_iter_max", 200)) >= _NUMBA_MIN_ITERATIONS
+    ):
         # many fits (e.g. 40 short trials): numba's ~1 s of set-up per process is
         # repaid by ~1.5 ms per HALS iteration; a few small fits stay on numpy
         fit_kwargs["nnls"] = "numba"
@@ -1104,37 +1219,67 @@ def decompose(data: Mapping[str, np.ndarray], *, videos: str = "separate",
     for name in list(re.tensors):
         tensor = re.tensors.pop(name)  # the fitted tensor is not kept past its fit
         layout = re.layouts[name]
-        owned = (tensor.dtype.kind == "f" and tensor.flags.writeable
-                 and (overwrite_input or not any(np.may_share_memory(tensor, a)
-                                                 for a in inputs)))
-        tensor, norm_info = normalize_tensor(tensor, layout.dims, mean_subtract, std_divide,
-                                             normalize_dim, epsilon,
-                                             out=tensor if owned else None)
-        logger.info("TCA %r: tensor %s %s, %s", name, tuple(tensor.shape), list(layout.dims),
-                    fit_kwargs.get("method", "CP_NN_HALS"))
+        owned = (
+            tensor.dtype.kind == "f"
+            and tensor.flags.writeable
+            and (overwrite_input or not any(np.may_share_memory(tensor, a) for a in inputs))
+        )
+        tensor, norm_info = normalize_tensor(
+            tensor, layout.dims, mean_subtract, std_divide, normalize_dim, epsilon, out=tensor if owned else None
+        )
+        logger.info(
+            "TCA %r: tensor %s %s, %s",
+            name,
+            tuple(tensor.shape),
+            list(layout.dims),
+            fit_kwargs.get("method", "CP_NN_HALS"),
+        )
         fit = fit_cp(tensor, **fit_kwargs)
         device = fit_kwargs.get("device", "cpu")
         with _threads_for(tensor) if device == "cpu" else contextlib.nullcontext():
             var = explained_variance(tensor, fit.weights, fit.factors, device=device)
         fit, evr, order = order_by_evr(fit, var.evr)
-        logger.info("TCA %r: %s engine, %d iterations, %.1f s; relative error %.5g, "
-                    "model EVR %.4f", name, fit.engine, len(fit.errors), fit.seconds,
-                    var.rel_error, var.evr_model)
+        logger.info(
+            "TCA %r: %s engine, %d iterations, %.1f s; relative error %.5g, model EVR %.4f",
+            name,
+            fit.engine,
+            len(fit.errors),
+            fit.seconds,
+            var.rel_error,
+            var.evr_model,
+        )
         sweep = None
         if rank_sweep_ranks:
             kw = {k: v for k, v in fit_kwargs.items() if k not in ("rank", "random_state")}
             sweep = rank_sweep(tensor, rank_sweep_ranks, rank_sweep_seeds, **kw)
-        out[name] = Decomposition(name, layout, fit, evr, var.evr_model, var.rel_error,
-                                  order, unrearrange_factors(fit.factors, layout), norm_info,
-                                  sweep)
-    params = dict(videos=videos, complex_unfold=complex_unfold, windows=windows,
-                  mean_subtract=mean_subtract, std_divide=std_divide,
-                  normalize_dim=normalize_dim, epsilon=epsilon, **fit_kwargs)
+        out[name] = Decomposition(
+            name,
+            layout,
+            fit,
+            evr,
+            var.evr_model,
+            var.rel_error,
+            order,
+            unrearrange_factors(fit.factors, layout),
+            norm_info,
+            sweep,
+        )
+    params = dict(
+        videos=videos,
+        complex_unfold=complex_unfold,
+        windows=windows,
+        mean_subtract=mean_subtract,
+        std_divide=std_divide,
+        normalize_dim=normalize_dim,
+        epsilon=epsilon,
+        **fit_kwargs,
+    )
     return TCAResult(out, videos, params)
 
 
-def decompose_joint(sessions: Mapping[str, Mapping[str, np.ndarray]], *,
-                    mode: str = "concatenate", **kwargs) -> TCAResult:
+def decompose_joint(
+    sessions: Mapping[str, Mapping[str, np.ndarray]], *, mode: str = "concatenate", **kwargs
+) -> TCAResult:
     """Joint TCA over several sessions that share one point set.
 
     Parameters
@@ -1168,8 +1313,7 @@ def decompose_joint(sessions: Mapping[str, Mapping[str, np.ndarray]], *,
             raise TCAError(f"session {sid!r} has no spectrograms")
         s = {tuple(np.shape(a)[1:3]) for a in d.values()}
         if len(s) != 1:
-            raise TCAError(f"session {sid!r} has videos with different (points, frequency) "
-                           f"shapes {sorted(s)}")
+            raise TCAError(f"session {sid!r} has videos with different (points, frequency) shapes {sorted(s)}")
         shapes[sid] = s.pop()
     if len(set(shapes.values())) != 1:
         desc = ", ".join(f"{k}: N={v[0]}, F={v[1]}" for k, v in shapes.items())
@@ -1177,7 +1321,8 @@ def decompose_joint(sessions: Mapping[str, Mapping[str, np.ndarray]], *,
             "joint TCA needs sessions that share one point set and one filter bank "
             f"(same N points and F frequencies), but got {desc}. Track every session of "
             "the group with the same seed points (e.g. one ROI file, or ROIs transferred "
-            "between sessions) and the same spectrogram settings, or run per-session TCA.")
+            "between sessions) and the same spectrogram settings, or run per-session TCA."
+        )
     if mode == "concatenate":
         flat = {f"{sid}/{k}": a for sid, d in sessions.items() for k, a in d.items()}
         return decompose(flat, videos="concatenate", element_dim="session", **kwargs)
@@ -1189,8 +1334,9 @@ def decompose_joint(sessions: Mapping[str, Mapping[str, np.ndarray]], *,
         arrs = list(d.values())
         joined[sid] = np.concatenate(arrs, axis=-1) if len(arrs) > 1 else arrs[0]
     res = decompose(joined, videos="stack", element_dim="session", **kwargs)
-    res.extra["videos_per_session"] = {sid: {k: int(np.shape(a)[-1]) for k, a in d.items()}
-                                       for sid, d in sessions.items()}
+    res.extra["videos_per_session"] = {
+        sid: {k: int(np.shape(a)[-1]) for k, a in d.items()} for sid, d in sessions.items()
+    }
     return res
 
 
@@ -1198,10 +1344,11 @@ def decompose_joint(sessions: Mapping[str, Mapping[str, np.ndarray]], *,
 # files
 # ----------------------------------------------------------------------------------
 
+
 def _natural(keys):
     import re
-    return sorted(keys, key=lambda s: [int(t) if t.isdigit() else t
-                                       for t in re.split(r"(\d+)", s)])
+
+    return sorted(keys, key=lambda s: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)])
 
 
 @dataclass
@@ -1226,27 +1373,35 @@ def load_spectrograms(path: str | Path) -> Spectrograms:
         raise TCAError(f"spectrogram file {path} does not exist; run the spectrogram rule")
     with h5py.File(path, "r") as f:
         if "spectrograms" not in f or not len(f["spectrograms"]):
-            raise TCAError(f"{path} has no spectrograms/ group; was it written by the "
-                           "spectrogram stage?")
+            raise TCAError(f"{path} has no spectrograms/ group; was it written by the spectrogram stage?")
         keys = _natural(list(f["spectrograms"].keys()))
         spec = {k: f["spectrograms"][k][()] for k in keys}
-        freqs = f["frequencies"][()] if "frequencies" in f else np.arange(
-            next(iter(spec.values())).shape[2], dtype=np.float32)
+        freqs = (
+            f["frequencies"][()]
+            if "frequencies" in f
+            else np.arange(next(iter(spec.values())).shape[2], dtype=np.float32)
+        )
         pts = f["point_positions"][()] if "point_positions" in f else np.zeros((0, 2), np.float32)
-        axes = {name: {k: f[name][k][()] for k in keys if k in f[name]} if name in f else {}
-                for name in ("times", "session_times", "gap_fraction")}
+        axes = {
+            name: {k: f[name][k][()] for k in keys if k in f[name]} if name in f else {}
+            for name in ("times", "session_times", "gap_fraction")
+        }
         fs = float(f.attrs["fs"]) if "fs" in f.attrs else None
-    return Spectrograms(spec, freqs, pts, axes["times"], fs, axes["session_times"],
-                        axes["gap_fraction"])
+    return Spectrograms(spec, freqs, pts, axes["times"], fs, axes["session_times"], axes["gap_fraction"])
 
 
 def _window_times(t: np.ndarray, w) -> np.ndarray:
-    return t if w is None else t[w[0]:w[1] + 1]
+    return t if w is None else t[w[0] : w[1] + 1]
 
 
-def write_tca_h5(h5, result: TCAResult, frequencies=None, times: Mapping | None = None,
-                 point_positions: Mapping | np.ndarray | None = None,
-                 time_axes: Mapping[str, Mapping] | None = None) -> None:
+def write_tca_h5(
+    h5,
+    result: TCAResult,
+    frequencies=None,
+    times: Mapping | None = None,
+    point_positions: Mapping | np.ndarray | None = None,
+    time_axes: Mapping[str, Mapping] | None = None,
+) -> None:
     """Write a :class:`TCAResult` into an open h5py File (layout in ``docs/tca.md``).
 
     Parameters
@@ -1283,9 +1438,9 @@ def write_tca_h5(h5, result: TCAResult, frequencies=None, times: Mapping | None 
         g.attrs["n_time"] = np.asarray(lay.n_time, np.int64)
         g.attrs["n_points"] = lay.n_points
         g.attrs["complex_unfolded"] = lay.complex_unfolded
-        g.attrs["windows"] = np.asarray([[-1, -1] if w is None else list(w)
-                                         for w in (lay.windows or [None] * len(lay.keys))],
-                                        np.int64)
+        g.attrs["windows"] = np.asarray(
+            [[-1, -1] if w is None else list(w) for w in (lay.windows or [None] * len(lay.keys))], np.int64
+        )
         g.attrs["rank"] = d.fit.rank
         g.attrs["method"] = d.fit.method
         g.attrs["engine"] = d.fit.engine
@@ -1318,8 +1473,7 @@ def write_tca_h5(h5, result: TCAResult, frequencies=None, times: Mapping | None 
             for key, w in zip(lay.keys, lay.windows or [None] * len(lay.keys)):
                 if key in axis:
                     dtype = np.float32 if axis_name == "gap_fraction" else np.float64
-                    g.create_dataset(f"{axis_name}/{key}",
-                                     data=_window_times(np.asarray(axis[key], dtype), w))
+                    g.create_dataset(f"{axis_name}/{key}", data=_window_times(np.asarray(axis[key], dtype), w))
         if len(lay.keys) > 1 and lay.stack_dim is None:
             # where each element (video, or session/video) sits on the fitted time axis
             mult = 2 if lay.complex_unfolded else 1
@@ -1328,8 +1482,7 @@ def write_tca_h5(h5, result: TCAResult, frequencies=None, times: Mapping | None 
             g.create_dataset("time_split/start", data=edges[:-1].astype(np.int64))
             g.create_dataset("time_split/stop", data=edges[1:].astype(np.int64))
             if all("/" in k for k in lay.keys):
-                g.create_dataset("time_split/session", dtype=str_dt,
-                                 data=[k.split("/", 1)[0] for k in lay.keys])
+                g.create_dataset("time_split/session", dtype=str_dt, data=[k.split("/", 1)[0] for k in lay.keys])
         if d.sweep is not None:
             s = h5.create_group(f"rank_sweep/{name}")
             for k, v in d.sweep.items():
@@ -1363,15 +1516,17 @@ def read_tca_h5(path: str | Path) -> dict:
             out[name] = {
                 "factors": tree(g["factors"]),
                 "fitted": [g["fitted"][str(i)][()] for i in range(len(g["fitted"]))],
-                "weights": g["weights"][()], "evr": g["evr"][()],
-                "evr_model": float(g["evr_model"][()]), "errors": g["errors"][()],
-                "order": g["order"][()], "attrs": dict(g.attrs),
+                "weights": g["weights"][()],
+                "evr": g["evr"][()],
+                "evr_model": float(g["evr_model"][()]),
+                "errors": g["errors"][()],
+                "order": g["order"][()],
+                "attrs": dict(g.attrs),
                 "times": tree(g["times"]) if "times" in g else {},
                 "session_times": tree(g["session_times"]) if "session_times" in g else {},
                 "gap_fraction": tree(g["gap_fraction"]) if "gap_fraction" in g else {},
                 "time_split": tree(g["time_split"]) if "time_split" in g else None,
-                "rank_sweep": (tree(f["rank_sweep"][name])
-                               if "rank_sweep" in f and name in f["rank_sweep"] else None),
+                "rank_sweep": (tree(f["rank_sweep"][name]) if "rank_sweep" in f and name in f["rank_sweep"] else None),
             }
         if "frequencies" in f:
             out["frequencies"] = f["frequencies"][()]
@@ -1383,13 +1538,24 @@ def options_from_config(cfg: Mapping, device: str) -> dict:
     ``tca`` section (everything but the per-session ``videos``/``windows`` choice)."""
     sweep = cfg.get("rank_sweep") or {}
     return dict(
-        complex_unfold=cfg.get("complex_unfold", False), mean_subtract=cfg["mean_subtract"],
-        std_divide=cfg["std_divide"], normalize_dim=cfg["normalize_dim"], epsilon=cfg["epsilon"],
+        complex_unfold=cfg.get("complex_unfold", False),
+        mean_subtract=cfg["mean_subtract"],
+        std_divide=cfg["std_divide"],
+        normalize_dim=cfg["normalize_dim"],
+        epsilon=cfg["epsilon"],
         rank_sweep_ranks=sweep.get("ranks") if sweep.get("enabled") else None,
         rank_sweep_seeds=sweep.get("seeds", [0, 1, 2]),
-        method=cfg["method"], rank=cfg["rank"], n_iter_max=cfg["n_iter_max"], init=cfg["init"],
-        tol=cfg["tol"], rel_tol=cfg.get("rel_tol", 0.0), random_state=cfg["random_state"],
+        method=cfg["method"],
+        rank=cfg["rank"],
+        n_iter_max=cfg["n_iter_max"],
+        init=cfg["init"],
+        tol=cfg["tol"],
+        rel_tol=cfg.get("rel_tol", 0.0),
+        random_state=cfg["random_state"],
         method_params=cfg.get("method_params"),
-        backend=cfg["backend"], device=device,
-        engine=cfg.get("engine", "auto"), dtype=cfg.get("dtype", "float32"), log_every=25,
+        backend=cfg["backend"],
+        device=device,
+        engine=cfg.get("engine", "auto"),
+        dtype=cfg.get("dtype", "float32"),
+        log_every=25,
     )

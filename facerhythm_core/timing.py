@@ -42,6 +42,7 @@ TIMING_POLICIES = ("resample", "strict", "ignore")
 
 # --------------------------------------------------------------------------- reading
 
+
 @dataclass(frozen=True)
 class ContainerTimestamps:
     """What a demux pass over a video's packets tells.
@@ -95,25 +96,27 @@ def read_container_timestamps(path: str | Path, fallback_rate: float | None = No
     try:
         container = av.open(path)
     except Exception as exc:  # PyAV raises many types for bad files
-        raise VideoError(f"cannot read timestamps of {path}: {exc}. Is it a complete, valid "
-                         "video file?") from exc
+        raise VideoError(f"cannot read timestamps of {path}: {exc}. Is it a complete, valid video file?") from exc
     with container:
         if not container.streams.video:
             raise VideoError(f"{path} has no video stream")
         stream = container.streams.video[0]
         tb = float(stream.time_base) if stream.time_base else None
         header_n = int(stream.frames) if stream.frames else None
-        duration = (float(stream.duration * stream.time_base) if stream.duration and stream.time_base
-                    else (container.duration / 1e6 if container.duration else None))
+        duration = (
+            float(stream.duration * stream.time_base)
+            if stream.duration and stream.time_base
+            else (container.duration / 1e6 if container.duration else None)
+        )
         rate = stream.guessed_rate or stream.average_rate
         header_rate = float(rate) if rate else None
         pts = array("q")
-        keyframes = array("q")          # decode-order packet index of each keyframe
+        keyframes = array("q")  # decode-order packet index of each keyframe
         n_packets = 0
         missing = 0
         for packet in container.demux(stream):
             if packet.size == 0 or packet.is_discard:
-                continue                # the demuxer's flush packet, discarded packets
+                continue  # the demuxer's flush packet, discarded packets
             if packet.is_keyframe:
                 keyframes.append(n_packets)
             t = packet.pts if packet.pts is not None else packet.dts
@@ -127,8 +130,10 @@ def read_container_timestamps(path: str | Path, fallback_rate: float | None = No
     if missing or tb is None:
         rate = header_rate or fallback_rate
         if not rate:
-            raise VideoError(f"{path} stores no frame timestamps and no frame rate; give the "
-                             "session an `fps` value or a `timestamps` file")
+            raise VideoError(
+                f"{path} stores no frame timestamps and no frame rate; give the "
+                "session an `fps` value or a `timestamps` file"
+            )
         return ContainerTimestamps(np.arange(n_packets) / rate, header_n, duration, header_rate, "none")
     times = np.sort(np.frombuffer(pts, dtype=np.int64)).astype(np.float64) * tb
     if header_n is not None and header_n > n_packets:
@@ -194,8 +199,9 @@ def load_timestamp_file(path: str | Path) -> np.ndarray:
         except Exception as exc:
             raise ConfigError(f"timestamps {path}: cannot read as a .npy array ({exc})") from exc
         if t.ndim != 1 or not np.issubdtype(t.dtype, np.number):
-            raise ConfigError(f"timestamps {path}: need a 1-D numeric array of seconds, got "
-                              f"shape {t.shape} dtype {t.dtype}")
+            raise ConfigError(
+                f"timestamps {path}: need a 1-D numeric array of seconds, got shape {t.shape} dtype {t.dtype}"
+            )
         t = t.astype(np.float64)
         where = [f"index {i}" for i in range(len(t))]
     else:
@@ -204,14 +210,18 @@ def load_timestamp_file(path: str | Path) -> np.ndarray:
         raise ConfigError(f"timestamps {path}: no values")
     bad = np.flatnonzero(~np.isfinite(t))
     if bad.size:
-        raise ConfigError(f"timestamps {path}, {where[bad[0]]}: {t[bad[0]]} is not a finite "
-                          "number; every time must be a finite number of seconds")
+        raise ConfigError(
+            f"timestamps {path}, {where[bad[0]]}: {t[bad[0]]} is not a finite "
+            "number; every time must be a finite number of seconds"
+        )
     d = np.diff(t)
     back = np.flatnonzero(d <= 0)
     if back.size:
         i = back[0]
-        raise ConfigError(f"timestamps {path}, {where[i + 1]}: not strictly increasing "
-                          f"({t[i + 1]!r} s after {t[i]!r} s); give one time per frame in order")
+        raise ConfigError(
+            f"timestamps {path}, {where[i + 1]}: not strictly increasing "
+            f"({t[i + 1]!r} s after {t[i]!r} s); give one time per frame in order"
+        )
     return t
 
 
@@ -229,7 +239,7 @@ def _read_text_column(path: Path) -> tuple[np.ndarray, list[str]]:
         try:
             v = float(cell)
         except ValueError:
-            if not values and not where:   # a header line
+            if not values and not where:  # a header line
                 continue
             raise ConfigError(f"timestamps {path}, line {lineno}: {cell!r} is not a number") from None
         values.append(v)
@@ -238,6 +248,7 @@ def _read_text_column(path: Path) -> tuple[np.ndarray, list[str]]:
 
 
 # --------------------------------------------------------------------------- judging
+
 
 @dataclass(frozen=True)
 class Gap:
@@ -304,19 +315,25 @@ class VideoTiming:
 
     def describe(self) -> str:
         """One line for logs and error messages."""
-        parts = [f"{self.n_frames_decodable} frames, median interval "
-                 f"{self.median_interval * 1e3:.3f} ms ({self.nominal_rate:.4g} Hz), jitter "
-                 f"{self.jitter * 1e3:.3f} ms ({self.jitter_frames:.2f} frames)"]
+        parts = [
+            f"{self.n_frames_decodable} frames, median interval "
+            f"{self.median_interval * 1e3:.3f} ms ({self.nominal_rate:.4g} Hz), jitter "
+            f"{self.jitter * 1e3:.3f} ms ({self.jitter_frames:.2f} frames)"
+        ]
         if self.gaps:
-            shown = ", ".join(f"{g.n_missing} after frame {g.after} (t={g.time:.3f} s)"
-                              for g in self.gaps[:3])
+            shown = ", ".join(f"{g.n_missing} after frame {g.after} (t={g.time:.3f} s)" for g in self.gaps[:3])
             more = f" and {len(self.gaps) - 3} more" if len(self.gaps) > 3 else ""
             parts.append(f"{len(self.gaps)} gap(s), {self.n_missing} frame(s) missing: {shown}{more}")
         return "; ".join(parts)
 
 
-def analyze_timestamps(times: np.ndarray, source: str, n_frames_header: int | None = None,
-                       duration_header: float | None = None, header_rate: float | None = None) -> VideoTiming:
+def analyze_timestamps(
+    times: np.ndarray,
+    source: str,
+    n_frames_header: int | None = None,
+    duration_header: float | None = None,
+    header_rate: float | None = None,
+) -> VideoTiming:
     """Describe a video's frame times.
 
     Parameters
@@ -333,9 +350,18 @@ def analyze_timestamps(times: np.ndarray, source: str, n_frames_header: int | No
     n = len(t)
     if n < 2:
         med = 1.0 / header_rate if header_rate else 0.0
-        return VideoTiming(source, n_frames_header, n, 1.0 / med if med else 0.0, med, 0.0, 0.0,
-                           start=float(t[0]) if n else 0.0, end=float(t[-1]) if n else 0.0,
-                           truncated=_truncated(n, n_frames_header, duration_header, header_rate))
+        return VideoTiming(
+            source,
+            n_frames_header,
+            n,
+            1.0 / med if med else 0.0,
+            med,
+            0.0,
+            0.0,
+            start=float(t[0]) if n else 0.0,
+            end=float(t[-1]) if n else 0.0,
+            truncated=_truncated(n, n_frames_header, duration_header, header_rate),
+        )
     d = np.diff(t)
     med = float(np.median(d))
     if not med > 0:
@@ -347,12 +373,22 @@ def analyze_timestamps(times: np.ndarray, source: str, n_frames_header: int | No
     big = np.flatnonzero(d > GAP_FACTOR * med)
     gaps = [Gap(int(i), float(t[i]), float(d[i]), int(round(d[i] / med)) - 1) for i in big]
     n_missing = int(sum(g.n_missing for g in gaps))
-    regular = (not gaps and bool(np.all(d > 0)) and jitter <= JITTER_TOLERANCE * med)
+    regular = not gaps and bool(np.all(d > 0)) and jitter <= JITTER_TOLERANCE * med
     return VideoTiming(
-        source=source, n_frames_header=n_frames_header, n_frames_decodable=n,
-        nominal_rate=1.0 / med, median_interval=med, jitter=jitter, jitter_frames=jitter / med,
-        gaps=gaps, n_missing=n_missing, start=float(t[0]), end=float(t[-1]), regular=regular,
-        truncated=_truncated(n, n_frames_header, duration_header, header_rate or 1.0 / med))
+        source=source,
+        n_frames_header=n_frames_header,
+        n_frames_decodable=n,
+        nominal_rate=1.0 / med,
+        median_interval=med,
+        jitter=jitter,
+        jitter_frames=jitter / med,
+        gaps=gaps,
+        n_missing=n_missing,
+        start=float(t[0]),
+        end=float(t[-1]),
+        regular=regular,
+        truncated=_truncated(n, n_frames_header, duration_header, header_rate or 1.0 / med),
+    )
 
 
 def _truncated(n: int, header_n: int | None, duration: float | None, rate: float | None) -> bool:
@@ -365,8 +401,13 @@ def _truncated(n: int, header_n: int | None, duration: float | None, rate: float
     return expected - n > tol
 
 
-def check_timing(timing: VideoTiming, path: str, policy: str = "resample",
-                 allow_truncated: bool = False, log: logging.Logger | None = None) -> str:
+def check_timing(
+    timing: VideoTiming,
+    path: str,
+    policy: str = "resample",
+    allow_truncated: bool = False,
+    log: logging.Logger | None = None,
+) -> str:
     """Apply the integrity policy to one video; return what to do with its clock.
 
     Returns
@@ -388,17 +429,25 @@ def check_timing(timing: VideoTiming, path: str, policy: str = "resample",
     if timing.truncated:
         header = timing.n_frames_header
         missing = (header - timing.n_frames_decodable) if header else None
-        what = (f"its header promises {header} frames but only {timing.n_frames_decodable} decode "
-                f"({missing / header:.0%} missing)" if header else
-                f"its header promises {timing.end - timing.start:.3f} s or more but only "
-                f"{timing.n_frames_decodable} frames decode")
+        what = (
+            f"its header promises {header} frames but only {timing.n_frames_decodable} decode "
+            f"({missing / header:.0%} missing)"
+            if header
+            else f"its header promises {timing.end - timing.start:.3f} s or more but only "
+            f"{timing.n_frames_decodable} frames decode"
+        )
         if not allow_truncated:
             raise VideoError(
                 f"{path} looks cut short: {what}. Copy the complete file again; or, to analyse "
                 "the frames that are there, set `video.allow_truncated: true` in the config "
-                "(recorded in provenance and the run summary).")
-        log.warning("%s is cut short: %s; analysing the %d decodable frames "
-                    "(video.allow_truncated: true)", path, what, timing.n_frames_decodable)
+                "(recorded in provenance and the run summary)."
+            )
+        log.warning(
+            "%s is cut short: %s; analysing the %d decodable frames (video.allow_truncated: true)",
+            path,
+            what,
+            timing.n_frames_decodable,
+        )
     if timing.regular:
         return "regular"
     problem = f"{path} has irregular frame timing: {timing.describe()}"
@@ -406,17 +455,24 @@ def check_timing(timing: VideoTiming, path: str, policy: str = "resample",
         raise VideoError(
             f"{problem}. video.timing is 'strict'. Set `video.timing: resample` to put the "
             "tracks on a uniform grid at the nominal rate (docs/timing.md), or `ignore` to "
-            "treat the frames as evenly spaced (frequencies will be wrong).")
+            "treat the frames as evenly spaced (frequencies will be wrong)."
+        )
     if policy == "ignore":
-        log.warning("%s; video.timing is 'ignore': frames are treated as evenly spaced, so "
-                    "frequencies and times may be wrong", problem)
+        log.warning(
+            "%s; video.timing is 'ignore': frames are treated as evenly spaced, so frequencies and times may be wrong",
+            problem,
+        )
         return "ignore"
-    log.warning("%s; the tracks will be resampled to a uniform %.6g Hz grid before the "
-                "spectral stage (video.timing: resample)", problem, timing.nominal_rate)
+    log.warning(
+        "%s; the tracks will be resampled to a uniform %.6g Hz grid before the spectral stage (video.timing: resample)",
+        problem,
+        timing.nominal_rate,
+    )
     return "resample"
 
 
 # --------------------------------------------------------------------------- session clock
+
 
 def session_offsets(timings: Sequence[VideoTiming], sources: Sequence[str]) -> list[float]:
     """Seconds to add to each video's own times to put it on the session clock.
@@ -431,7 +487,7 @@ def session_offsets(timings: Sequence[VideoTiming], sources: Sequence[str]) -> l
         if src == "file":
             off = 0.0
         else:
-            off = (-tm.start if end is None else end + tm.median_interval - tm.start)
+            off = -tm.start if end is None else end + tm.median_interval - tm.start
         offsets.append(off)
         end = tm.end + off
     return offsets
@@ -453,6 +509,7 @@ def gaps_between_videos(times: Sequence[np.ndarray], gap_factor: float = GAP_FAC
 
 
 # --------------------------------------------------------------------------- resampling
+
 
 class UniformGrid:
     """Linear interpolation of samples taken at ``times`` onto a uniform grid.
@@ -502,8 +559,9 @@ class UniformGrid:
         """
         v = np.asarray(values)
         if v.shape[axis] != self.n_source:
-            raise ValueError(f"values have {v.shape[axis]} samples along axis {axis}, "
-                             f"the grid was built for {self.n_source}")
+            raise ValueError(
+                f"values have {v.shape[axis]} samples along axis {axis}, the grid was built for {self.n_source}"
+            )
         a = np.take(v, self._left, axis=axis).astype(np.float32)
         b = np.take(v, self._left + 1, axis=axis).astype(np.float32)
         shape = [1] * v.ndim
@@ -514,8 +572,14 @@ class UniformGrid:
 
 # --------------------------------------------------------------------------- file
 
-def write_timestamps_h5(path: str | Path, times: Sequence[np.ndarray], video_paths: Sequence[str],
-                        clocks: Sequence[str], sources: Sequence[str]) -> None:
+
+def write_timestamps_h5(
+    path: str | Path,
+    times: Sequence[np.ndarray],
+    video_paths: Sequence[str],
+    clocks: Sequence[str],
+    sources: Sequence[str],
+) -> None:
     """Write ``timestamps.h5``: ``timestamps/{i}`` float64 (n_i,) seconds on the
     session clock, with attributes ``path``, ``clock`` and ``source`` per video."""
     import h5py
@@ -535,8 +599,10 @@ def read_timestamps_h5(path: str | Path) -> list[dict]:
 
     with h5py.File(path, "r") as f:
         g = f["timestamps"]
-        return [{"times": g[k][()], **{a: str(g[k].attrs[a]) for a in ("path", "clock", "source")}}
-                for k in sorted(g, key=int)]
+        return [
+            {"times": g[k][()], **{a: str(g[k].attrs[a]) for a in ("path", "clock", "source")}}
+            for k in sorted(g, key=int)
+        ]
 
 
 def stream_clocks(videos: Sequence[dict], contiguous: bool, policy: str) -> dict[str, dict]:
@@ -550,8 +616,7 @@ def stream_clocks(videos: Sequence[dict], contiguous: bool, policy: str) -> dict
         return {str(i): {"times": v["times"], "clock": v["clock"]} for i, v in enumerate(videos)}
     times = [v["times"] for v in videos]
     clock = "regular"
-    if any(v["clock"] == "resample" for v in videos) or (
-            policy == "resample" and gaps_between_videos(times)):
+    if any(v["clock"] == "resample" for v in videos) or (policy == "resample" and gaps_between_videos(times)):
         clock = "resample"
     elif any(v["clock"] == "ignore" for v in videos):
         clock = "ignore"

@@ -40,12 +40,16 @@ from .video import run_ahead
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "TrackingParams", "TrackingResult", "select_tracking_backend", "track_stream",
+    "TrackingParams",
+    "TrackingResult",
+    "select_tracking_backend",
+    "track_stream",
     "violations_to_coo",
 ]
 
 
 # --------------------------------------------------------------------------- parameters
+
 
 @dataclass(frozen=True)
 class TrackingParams:
@@ -122,13 +126,23 @@ class TrackingParams:
             bad("win_size", f"must be two integers >= 3 (width, height), got {self.win_size!r}")
         if int(self.max_level) < 0:
             bad("max_level", f"must be >= 0, got {self.max_level!r}")
-        if len(self.criteria) != 3 or int(self.criteria[0]) not in (1, 2, 3) or int(self.criteria[1]) < 1 \
-                or not float(self.criteria[2]) >= 0:
-            bad("criteria", "must be [type, max_iter, eps] with type 1 (COUNT), 2 (EPS) or 3 "
-                f"(both), max_iter >= 1 and eps >= 0; got {self.criteria!r}")
+        if (
+            len(self.criteria) != 3
+            or int(self.criteria[0]) not in (1, 2, 3)
+            or int(self.criteria[1]) < 1
+            or not float(self.criteria[2]) >= 0
+        ):
+            bad(
+                "criteria",
+                "must be [type, max_iter, eps] with type 1 (COUNT), 2 (EPS) or 3 "
+                f"(both), max_iter >= 1 and eps >= 0; got {self.criteria!r}",
+            )
         if self.clahe_clip_limit is not None:
             if not self.clahe_clip_limit > 0:
-                bad("clahe.clip_limit", f"must be > 0 (use clahe: null to turn CLAHE off), got {self.clahe_clip_limit!r}")
+                bad(
+                    "clahe.clip_limit",
+                    f"must be > 0 (use clahe: null to turn CLAHE off), got {self.clahe_clip_limit!r}",
+                )
             if len(self.clahe_tile_grid_size) != 2 or min(self.clahe_tile_grid_size) < 1:
                 bad("clahe.tile_grid_size", f"must be two integers >= 1, got {self.clahe_tile_grid_size!r}")
         if not self.threshold_displacement > 0:
@@ -142,8 +156,9 @@ class TrackingParams:
         # normalise types so that equality and provenance are stable
         object.__setattr__(self, "win_size", (int(self.win_size[0]), int(self.win_size[1])))
         object.__setattr__(self, "criteria", (int(self.criteria[0]), int(self.criteria[1]), float(self.criteria[2])))
-        object.__setattr__(self, "clahe_tile_grid_size",
-                           (int(self.clahe_tile_grid_size[0]), int(self.clahe_tile_grid_size[1])))
+        object.__setattr__(
+            self, "clahe_tile_grid_size", (int(self.clahe_tile_grid_size[0]), int(self.clahe_tile_grid_size[1]))
+        )
         for k in ("mesh_n_neighbors", "max_level", "frames_halted_before", "frames_halted_after", "progress_every"):
             object.__setattr__(self, k, int(getattr(self, k)))
 
@@ -165,8 +180,9 @@ class TrackingParams:
             else:
                 extra = set(clahe) - {"clip_limit", "tile_grid_size"}
                 if extra:
-                    raise ConfigError(f"tracking.clahe: unknown keys {sorted(extra)}; "
-                                      "allowed: clip_limit, tile_grid_size")
+                    raise ConfigError(
+                        f"tracking.clahe: unknown keys {sorted(extra)}; allowed: clip_limit, tile_grid_size"
+                    )
                 kw["clahe_clip_limit"] = float(clahe.get("clip_limit", 40.0))
                 kw["clahe_tile_grid_size"] = tuple(clahe.get("tile_grid_size", (150, 150)))
         fields = set(cls.__dataclass_fields__)
@@ -191,11 +207,23 @@ class TrackingParams:
     @classmethod
     def reference_class_defaults(cls, **overrides) -> "TrackingParams":
         """The reference ``PointTracker`` constructor's own defaults (§3.2)."""
-        return replace(cls(mesh_rigidity=0.005, mesh_n_neighbors=10, relaxation=0.5,
-                           win_size=(15, 15), max_level=2, criteria=(3, 10, 0.03),
-                           threshold_displacement=25.0, frames_halted_before=30,
-                           frames_halted_after=30, crop=False, max_rewinds=None,
-                           legacy_rewind=True), **overrides)
+        return replace(
+            cls(
+                mesh_rigidity=0.005,
+                mesh_n_neighbors=10,
+                relaxation=0.5,
+                win_size=(15, 15),
+                max_level=2,
+                criteria=(3, 10, 0.03),
+                threshold_displacement=25.0,
+                frames_halted_before=30,
+                frames_halted_after=30,
+                crop=False,
+                max_rewinds=None,
+                legacy_rewind=True,
+            ),
+            **overrides,
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -206,6 +234,7 @@ class TrackingParams:
 
 
 # --------------------------------------------------------------------------- LK backends
+
 
 def select_tracking_backend(device: str = "cpu") -> str:
     """'cuda' when OpenCV was built with CUDA and sees a device, else 'cpu' (logged).
@@ -232,7 +261,7 @@ def select_tracking_backend(device: str = "cpu") -> str:
     if req == "auto":
         logger.info(msg)
     else:
-        logger.warning("tracking.device=%s requested but %s", device, msg[len("tracking backend: "):])
+        logger.warning("tracking.device=%s requested but %s", device, msg[len("tracking backend: ") :])
     return "cpu"
 
 
@@ -268,12 +297,14 @@ class _CudaLK:  # pragma: no cover - needs an OpenCV build with CUDA
         return g
 
     def __call__(self, prev, nxt, pts):
-        q, _status, _err = self.lk.calc(self._gpu(prev), self._gpu(nxt),
-                                        self._gpu(pts.reshape(1, -1, 2).astype(np.float32)), None)
+        q, _status, _err = self.lk.calc(
+            self._gpu(prev), self._gpu(nxt), self._gpu(pts.reshape(1, -1, 2).astype(np.float32)), None
+        )
         return q.download().reshape(-1, 2)
 
 
 # --------------------------------------------------------------------------- results
+
 
 @dataclass
 class TrackingResult:
@@ -329,8 +360,7 @@ def violations_to_coo(violations: Mapping[int, np.ndarray], shape: tuple[int, in
         cols.append(c.astype(np.int32))
     row = np.concatenate(rows) if rows else np.zeros(0, np.int32)
     col = np.concatenate(cols) if cols else np.zeros(0, np.int32)
-    return {"row": row, "col": col, "data": np.ones(len(row), dtype=bool),
-            "shape": np.asarray(shape, dtype=np.int64)}
+    return {"row": row, "col": col, "data": np.ones(len(row), dtype=bool), "shape": np.asarray(shape, dtype=np.int64)}
 
 
 # --------------------------------------------------------------------------- streaming helpers
@@ -356,8 +386,10 @@ class _FrameCache:
             try:
                 s, arr = next(self._it)
             except StopIteration:
-                raise VideoError(f"the frame stream ended at frame {self._next} but frame {i} "
-                                 "was expected; the video is shorter than its reported length") from None
+                raise VideoError(
+                    f"the frame stream ended at frame {self._next} but frame {i} "
+                    "was expected; the video is shorter than its reported length"
+                ) from None
             if s != self._next:
                 raise VideoError(f"frame chunks are not contiguous: expected a chunk at {self._next}, got {s}")
             self._chunks.append((s, arr))
@@ -405,24 +437,35 @@ class _RowStore:
         n = min(keep_from, self.filled) - self.base
         if n <= 0:
             raise AssertionError("row buffer too small for the rewind window")
-        self.out[self.base:self.base + n] = self.buf[:n]
+        self.out[self.base : self.base + n] = self.buf[:n]
         rest = self.filled - self.base - n
-        self.buf[:rest] = self.buf[n:n + rest]
+        self.buf[:rest] = self.buf[n : n + rest]
         self.base += n
 
     def finish(self):
         if not self.direct and self.filled > self.base:
-            self.out[self.base:self.filled] = self.buf[:self.filled - self.base]
+            self.out[self.base : self.filled] = self.buf[: self.filled - self.base]
             self.base = self.filled
 
 
 # --------------------------------------------------------------------------- the tracker
 
-def track_stream(chunks: Iterable[tuple[int, np.ndarray]], point_positions: np.ndarray,
-                 mask: np.ndarray | None, params: TrackingParams | None = None, *,
-                 n_frames: int, start: int = 0, frames_freeze: np.ndarray | None = None,
-                 neighbors: np.ndarray | None = None, out=None, device: str = "cpu",
-                 label: str = "stream", preprocess_ahead: bool = True) -> TrackingResult:
+
+def track_stream(
+    chunks: Iterable[tuple[int, np.ndarray]],
+    point_positions: np.ndarray,
+    mask: np.ndarray | None,
+    params: TrackingParams | None = None,
+    *,
+    n_frames: int,
+    start: int = 0,
+    frames_freeze: np.ndarray | None = None,
+    neighbors: np.ndarray | None = None,
+    out=None,
+    device: str = "cpu",
+    label: str = "stream",
+    preprocess_ahead: bool = True,
+) -> TrackingResult:
     """Track points through one stream of gray frames.
 
     Parameters
@@ -469,8 +512,9 @@ def track_stream(chunks: Iterable[tuple[int, np.ndarray]], point_positions: np.n
     if T < 1:
         raise VideoError(f"{label}: a stream needs at least one frame")
     if not 0 <= start < T:
-        raise ConfigError(f"tracking.idx_start={start} is outside {label} (frames 0..{T - 1}); "
-                          "choose a start inside the video")
+        raise ConfigError(
+            f"tracking.idx_start={start} is outside {label} (frames 0..{T - 1}); choose a start inside the video"
+        )
     if frames_freeze is not None:
         frames_freeze = np.asarray(frames_freeze, dtype=bool)
         if frames_freeze.shape != (T,):
@@ -492,8 +536,14 @@ def track_stream(chunks: Iterable[tuple[int, np.ndarray]], point_positions: np.n
         if pending is None:
             raise VideoError(f"{label}: no frames")
         mask = np.ones(pending[1].shape[1:3], dtype=bool)
-    prep = FramePreprocessor(mask, params.clahe_clip_limit, params.clahe_tile_grid_size,
-                             crop=params.crop, win_size=params.win_size, max_level=params.max_level)
+    prep = FramePreprocessor(
+        mask,
+        params.clahe_clip_limit,
+        params.clahe_tile_grid_size,
+        crop=params.crop,
+        win_size=params.win_size,
+        max_level=params.max_level,
+    )
     ox, oy = prep.offset
     offset = np.array([ox, oy], dtype=np.float32)
     H, W = prep.frame_shape
@@ -512,10 +562,10 @@ def track_stream(chunks: Iterable[tuple[int, np.ndarray]], point_positions: np.n
             if e <= start:
                 continue
             if s < start:
-                fr, s = fr[start - s:], start
+                fr, s = fr[start - s :], start
             # small pieces keep the rewind buffer (and its memory) small
             for a in range(0, len(fr), _PIECE):
-                yield s + a, prep.process_chunk(fr[a:a + _PIECE])
+                yield s + a, prep.process_chunk(fr[a : a + _PIECE])
 
     frames_iter = run_ahead(prepped(), maxsize=1, name="track-preprocess") if preprocess_ahead else prepped()
     B, A = params.frames_halted_before, params.frames_halted_after
@@ -594,8 +644,7 @@ def track_stream(chunks: Iterable[tuple[int, np.ndarray]], point_positions: np.n
                 if max(t_new - 1, start) < cache.oldest():
                     # only after cascading rewinds: the frames before are no longer buffered
                     t_new = cache.oldest() + 1
-                    logger.warning("%s: rewind limited to frame %d (older frames are no longer "
-                                   "buffered)", label, t_new)
+                    logger.warning("%s: rewind limited to frame %d (older frames are no longer buffered)", label, t_new)
                 if params.legacy_rewind:
                     p_prev = store.get(t_new)
                     f_prev = cache.get(max(t_new - 1, start))
@@ -605,22 +654,24 @@ def track_stream(chunks: Iterable[tuple[int, np.ndarray]], point_positions: np.n
                 else:
                     p_prev = home.copy()
                     f_prev = cache.get(start)
-                logger.debug("%s: violation at frame %d (%d points); rewind to %d", label, t,
-                             int(flagged.sum()), t_new)
+                logger.debug("%s: violation at frame %d (%d points); rewind to %d", label, t, int(flagged.sum()), t_new)
                 t = t_new
                 continue
             if event and not capped:
                 capped = True
-                logger.warning("%s: max_rewinds=%s reached at frame %d; further violations hold "
-                               "points without rewinding", label, max_rewinds, t)
+                logger.warning(
+                    "%s: max_rewinds=%s reached at frame %d; further violations hold points without rewinding",
+                    label,
+                    max_rewinds,
+                    t,
+                )
             f_prev, p_prev = f_t, q
             t += 1
             if processed - last_log_n >= params.progress_every:
                 now = time.perf_counter()
                 fps = (processed - last_log_n) / max(now - last_log_t, 1e-9)
                 eta = (T - t) / fps if fps > 0 else float("inf")
-                logger.info("%s: frame %d/%d, %.1f frames/s, ETA %.0f s, %d rewinds",
-                            label, t, T, fps, eta, n_rewinds)
+                logger.info("%s: frame %d/%d, %.1f frames/s, ETA %.0f s, %d rewinds", label, t, T, fps, eta, n_rewinds)
                 last_log_t, last_log_n = now, processed
         store.finish()
     finally:
@@ -628,10 +679,26 @@ def track_stream(chunks: Iterable[tuple[int, np.ndarray]], point_positions: np.n
         if close is not None:
             close()
     seconds = time.perf_counter() - t0
-    res = TrackingResult(points=out, violations=violations, n_frames=T, n_points=N, start=start,
-                         n_rewinds=n_rewinds, n_frames_processed=processed, seconds=seconds,
-                         rewinds_capped=capped)
-    logger.info("%s: done, %d frames (%d processed incl. replays) in %.1f s (%.1f frames/s), "
-                "%d rewinds, violation fraction %.4f", label, T - start, processed, seconds,
-                processed / max(seconds, 1e-9), n_rewinds, res.violation_fraction)
+    res = TrackingResult(
+        points=out,
+        violations=violations,
+        n_frames=T,
+        n_points=N,
+        start=start,
+        n_rewinds=n_rewinds,
+        n_frames_processed=processed,
+        seconds=seconds,
+        rewinds_capped=capped,
+    )
+    logger.info(
+        "%s: done, %d frames (%d processed incl. replays) in %.1f s (%.1f frames/s), "
+        "%d rewinds, violation fraction %.4f",
+        label,
+        T - start,
+        processed,
+        seconds,
+        processed / max(seconds, 1e-9),
+        n_rewinds,
+        res.violation_fraction,
+    )
     return res

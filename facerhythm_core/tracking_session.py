@@ -45,16 +45,17 @@ class SessionTracking:
 
     @property
     def violation_fraction(self) -> np.ndarray:
-        return np.array([self.results[k].violation_fraction for k in sorted(self.results, key=int)],
-                        dtype=np.float64)
+        return np.array([self.results[k].violation_fraction for k in sorted(self.results, key=int)], dtype=np.float64)
 
 
 def _resolve_starts(idx_start, num_frames: Sequence[int], contiguous: bool) -> list[int]:
     """Start frame per stream (one stream when contiguous)."""
     if contiguous:
         if np.ndim(idx_start) != 0:
-            raise ConfigError("tracking.idx_start must be a single integer when tracking is "
-                              f"contiguous (one stream over all videos), got {idx_start!r}")
+            raise ConfigError(
+                "tracking.idx_start must be a single integer when tracking is "
+                f"contiguous (one stream over all videos), got {idx_start!r}"
+            )
         s = int(idx_start)
         if not 0 <= s < sum(num_frames):
             raise ConfigError(f"tracking.idx_start={s} is outside the session's {sum(num_frames)} frames")
@@ -64,21 +65,33 @@ def _resolve_starts(idx_start, num_frames: Sequence[int], contiguous: bool) -> l
     else:  # fix: the reference crashes on a list (int(list))
         starts = [int(v) for v in idx_start]
         if len(starts) != len(num_frames):
-            raise ConfigError(f"tracking.idx_start has {len(starts)} values but the session has "
-                              f"{len(num_frames)} videos; give one start per video or a single integer")
+            raise ConfigError(
+                f"tracking.idx_start has {len(starts)} values but the session has "
+                f"{len(num_frames)} videos; give one start per video or a single integer"
+            )
     for i, (s, n) in enumerate(zip(starts, num_frames)):
         if not 0 <= s < n:
             raise ConfigError(f"tracking.idx_start={s} is outside video {i} ({n} frames)")
     return starts
 
 
-def track_session(video_paths: Sequence[str | Path], point_positions: np.ndarray,
-                  mask: np.ndarray | None, params: TrackingParams | None = None, *,
-                  num_frames: Sequence[int] | None = None, contiguous: bool = False,
-                  idx_start: int | Sequence[int] = 0, frames_freeze: np.ndarray | None = None,
-                  chunk_size: int = 128, prefetch: int = 2, decode_device: str = "cpu",
-                  device: str = "cpu", neighbors: np.ndarray | None = None,
-                  out_factory: Callable[[str, tuple], object] | None = None) -> SessionTracking:
+def track_session(
+    video_paths: Sequence[str | Path],
+    point_positions: np.ndarray,
+    mask: np.ndarray | None,
+    params: TrackingParams | None = None,
+    *,
+    num_frames: Sequence[int] | None = None,
+    contiguous: bool = False,
+    idx_start: int | Sequence[int] = 0,
+    frames_freeze: np.ndarray | None = None,
+    chunk_size: int = 128,
+    prefetch: int = 2,
+    decode_device: str = "cpu",
+    device: str = "cpu",
+    neighbors: np.ndarray | None = None,
+    out_factory: Callable[[str, tuple], object] | None = None,
+) -> SessionTracking:
     """Track a session's videos, as one stream (contiguous) or restarting per video.
 
     Parameters
@@ -130,8 +143,10 @@ def track_session(video_paths: Sequence[str | Path], point_positions: np.ndarray
     if frames_freeze is not None:
         frames_freeze = np.asarray(frames_freeze, dtype=bool)
         if frames_freeze.shape != (total,):
-            raise ConfigError(f"frames_freeze has {frames_freeze.size} entries but the session has "
-                              f"{total} frames ({' + '.join(map(str, num_frames))}); give one value per frame")
+            raise ConfigError(
+                f"frames_freeze has {frames_freeze.size} entries but the session has "
+                f"{total} frames ({' + '.join(map(str, num_frames))}); give one value per frame"
+            )
     home = np.asarray(point_positions, dtype=np.float32)
     if neighbors is None:
         neighbors, d0 = build_mesh(home, params.mesh_n_neighbors)
@@ -143,8 +158,13 @@ def track_session(video_paths: Sequence[str | Path], point_positions: np.ndarray
     # frames in the reader; smaller chunks keep the 3x larger colour buffers small
     # one FFmpeg thread: decoding is the lightest of the tracker's three pipelined stages,
     # and frame threading would spend more CPU per frame on a machine that is already busy
-    rkw = dict(chunk_size=max(1, min(int(chunk_size), 32)), gray=False, device=decode_device,
-               prefetch=prefetch, decode_threads=1)
+    rkw = dict(
+        chunk_size=max(1, min(int(chunk_size), 32)),
+        gray=False,
+        device=decode_device,
+        prefetch=prefetch,
+        decode_threads=1,
+    )
 
     def make_out(key, T):
         return out_factory(key, (T, len(home), 2)) if out_factory is not None else None
@@ -161,29 +181,56 @@ def track_session(video_paths: Sequence[str | Path], point_positions: np.ndarray
                         yield off + s, fr
                 off += n
 
-        results["0"] = track_stream(chunks(), home, mask, params, n_frames=total, start=start,
-                                    frames_freeze=frames_freeze, neighbors=neighbors,
-                                    out=make_out("0", total), device=device,
-                                    label=f"contiguous ({len(paths)} videos)")
+        results["0"] = track_stream(
+            chunks(),
+            home,
+            mask,
+            params,
+            n_frames=total,
+            start=start,
+            frames_freeze=frames_freeze,
+            neighbors=neighbors,
+            out=make_out("0", total),
+            device=device,
+            label=f"contiguous ({len(paths)} videos)",
+        )
     else:
         off = 0
         for i, (p, n, s) in enumerate(zip(paths, num_frames, starts)):
-            ff = None if frames_freeze is None else frames_freeze[off:off + n]
-            results[str(i)] = track_stream(iter_frame_chunks(p, start=s, n_frames=n, **rkw), home, mask, params,
-                                           n_frames=n, start=s, frames_freeze=ff, neighbors=neighbors,
-                                           out=make_out(str(i), n), device=device,
-                                           label=f"video {i} ({Path(p).name})")
+            ff = None if frames_freeze is None else frames_freeze[off : off + n]
+            results[str(i)] = track_stream(
+                iter_frame_chunks(p, start=s, n_frames=n, **rkw),
+                home,
+                mask,
+                params,
+                n_frames=n,
+                start=s,
+                frames_freeze=ff,
+                neighbors=neighbors,
+                out=make_out(str(i), n),
+                device=device,
+                label=f"video {i} ({Path(p).name})",
+            )
             off += n
     if mask is None:
         H, W = probe_video(paths[0]).height, probe_video(paths[0]).width
         mask = np.ones((H, W), dtype=bool)
-    return SessionTracking(results=results, point_positions=home, neighbors=neighbors, mesh_d0=d0,
-                           mask=np.asarray(mask, dtype=bool), contiguous=bool(contiguous),
-                           video_paths=paths, num_frames=num_frames, params=params)
+    return SessionTracking(
+        results=results,
+        point_positions=home,
+        neighbors=neighbors,
+        mesh_d0=d0,
+        mask=np.asarray(mask, dtype=bool),
+        contiguous=bool(contiguous),
+        video_paths=paths,
+        num_frames=num_frames,
+        params=params,
+    )
 
 
-def write_tracking_h5(f, session: SessionTracking, frame_rate: float,
-                      clocks: Mapping[str, Mapping] | None = None) -> None:
+def write_tracking_h5(
+    f, session: SessionTracking, frame_rate: float, clocks: Mapping[str, Mapping] | None = None
+) -> None:
     """Write a :class:`SessionTracking` into an open, writable h5py File.
 
     Layout (readable with h5py alone): ``point_positions``, ``points_tracked/{key}``

@@ -108,8 +108,9 @@ def _open_decoder(path: str, device: str = "cpu", threads: int = 0):
     if p.stat().st_size == 0:
         raise VideoError(f"video file is empty (0 bytes): {path}")
     try:
-        return VideoDecoder(str(p), seek_mode="exact", dimension_order="NHWC",
-                            num_ffmpeg_threads=int(threads), device=device)
+        return VideoDecoder(
+            str(p), seek_mode="exact", dimension_order="NHWC", num_ffmpeg_threads=int(threads), device=device
+        )
     except Exception as exc:  # torchcodec raises RuntimeError/ValueError on bad files
         raise VideoError(f"cannot decode video {path}: {exc}. Is it a complete, valid video file?") from exc
 
@@ -136,13 +137,25 @@ def probe_video(path: str | Path) -> VideoInfo:
     except Exception as exc:
         raise VideoError(f"cannot decode the first frame of {path}: {exc}") from exc
     h, w, c = (int(s) for s in frame0.shape)
-    return VideoInfo(path=path, num_frames=int(n), fps=float(fps), height=h, width=w,
-                     channels=c, codec=str(md.codec), pixel_format=getattr(md, "pixel_format", None))
+    return VideoInfo(
+        path=path,
+        num_frames=int(n),
+        fps=float(fps),
+        height=h,
+        width=w,
+        channels=c,
+        codec=str(md.codec),
+        pixel_format=getattr(md, "pixel_format", None),
+    )
 
 
-def probe_video_timing(path: str | Path, timestamps_file: str | Path | None = None,
-                       policy: str = "resample", allow_truncated: bool = False,
-                       log: logging.Logger | None = None) -> tuple[VideoInfo, np.ndarray]:
+def probe_video_timing(
+    path: str | Path,
+    timestamps_file: str | Path | None = None,
+    policy: str = "resample",
+    allow_truncated: bool = False,
+    log: logging.Logger | None = None,
+) -> tuple[VideoInfo, np.ndarray]:
     """:func:`probe_video` plus the video's clock: frame times and the integrity policy.
 
     Parameters
@@ -176,13 +189,16 @@ def probe_video_timing(path: str | Path, timestamps_file: str | Path | None = No
     n_dec = min(info.num_frames, len(ct.times))
     times = ct.times
     if ct.source == "none":
-        log.warning("%s stores no frame timestamps; assuming a constant %.6g Hz clock",
-                    info.path, info.fps)
+        log.warning("%s stores no frame timestamps; assuming a constant %.6g Hz clock", info.path, info.fps)
     if len(ct.times) > info.num_frames:
         # the packets and the decoder's own index disagree: trust the decoder's count
-        log.warning("%s: %d packets with timestamps but %d frames in the decoder's index; "
-                    "assuming a constant %.6g Hz clock", info.path, len(ct.times),
-                    info.num_frames, info.fps)
+        log.warning(
+            "%s: %d packets with timestamps but %d frames in the decoder's index; assuming a constant %.6g Hz clock",
+            info.path,
+            len(ct.times),
+            info.num_frames,
+            info.fps,
+        )
         times, n_dec = np.arange(info.num_frames) / info.fps, info.num_frames
     source = ct.source
     if timestamps_file is not None:
@@ -190,28 +206,41 @@ def probe_video_timing(path: str | Path, timestamps_file: str | Path | None = No
         if len(user) != n_dec:
             raise ConfigError(
                 f"timestamps {timestamps_file} has {len(user)} times but video {info.path} has "
-                f"{n_dec} decodable frames; give exactly one time (s) per frame")
+                f"{n_dec} decodable frames; give exactly one time (s) per frame"
+            )
         times, source = user, "file"
-    tm = analyze_timestamps(times[:n_dec], source, ct.n_frames_header, ct.duration_header,
-                            ct.header_rate)
+    tm = analyze_timestamps(times[:n_dec], source, ct.n_frames_header, ct.duration_header, ct.header_rate)
     clock = check_timing(tm, info.path, policy, allow_truncated, log)
     if clock == "resample":
         fps = tm.nominal_rate
     elif source == "file" and n_dec > 1:
-        fps = (n_dec - 1) / float(times[n_dec - 1] - times[0])   # the measured mean rate
+        fps = (n_dec - 1) / float(times[n_dec - 1] - times[0])  # the measured mean rate
     else:
         fps = info.fps
-    info = VideoInfo(**{**asdict(info), "num_frames": int(n_dec), "fps": float(fps),
-                        "timing": tm.to_dict(), "clock": clock,
-                        "timestamps_file": None if timestamps_file is None else str(timestamps_file)})
+    info = VideoInfo(
+        **{
+            **asdict(info),
+            "num_frames": int(n_dec),
+            "fps": float(fps),
+            "timing": tm.to_dict(),
+            "clock": clock,
+            "timestamps_file": None if timestamps_file is None else str(timestamps_file),
+        }
+    )
     return info, np.asarray(times[:n_dec], dtype=np.float64)
 
 
-def probe_session(paths: Sequence[str | Path], fps_override: float | None = None,
-                  fps_clamp: float | None = None, max_fps_spread: float = 0.1,
-                  timestamp_files: Sequence[str | Path | None] | None = None,
-                  timing: str | None = None, allow_truncated: bool = False,
-                  contiguous: bool = False, log: logging.Logger | None = None) -> SessionVideos:
+def probe_session(
+    paths: Sequence[str | Path],
+    fps_override: float | None = None,
+    fps_clamp: float | None = None,
+    max_fps_spread: float = 0.1,
+    timestamp_files: Sequence[str | Path | None] | None = None,
+    timing: str | None = None,
+    allow_truncated: bool = False,
+    contiguous: bool = False,
+    log: logging.Logger | None = None,
+) -> SessionVideos:
     """Probe every video of a session and check they belong together.
 
     Parameters
@@ -248,8 +277,10 @@ def probe_session(paths: Sequence[str | Path], fps_override: float | None = None
         raise VideoError("a session needs at least one video")
     files = list(timestamp_files) if timestamp_files is not None else [None] * len(paths)
     if len(files) != len(paths):
-        raise VideoError(f"{len(files)} timestamp files for {len(paths)} videos; give one per "
-                         "video, separated by ';' like the videos")
+        raise VideoError(
+            f"{len(files)} timestamp files for {len(paths)} videos; give one per "
+            "video, separated by ';' like the videos"
+        )
     warns: list[str] = []
     if timing is None:
         infos = tuple(probe_video(p) for p in paths)
@@ -264,15 +295,19 @@ def probe_session(paths: Sequence[str | Path], fps_override: float | None = None
         times = tuple(t + off for (_, t), off in zip(probed, offsets))
         for v, tm in zip(infos, timings):
             if tm.truncated:
-                warns.append(f"{v.path}: cut short, {tm.n_frames_decodable} of {tm.n_frames_header} "
-                             "frames decode (video.allow_truncated)")
+                warns.append(
+                    f"{v.path}: cut short, {tm.n_frames_decodable} of {tm.n_frames_header} "
+                    "frames decode (video.allow_truncated)"
+                )
             if v.clock != "regular":
                 warns.append(f"{v.path}: irregular timing ({tm.describe()}); clock: {v.clock}")
         if contiguous:
             for i, gap in gaps_between_videos(times):
-                msg = (f"{paths[i - 1]} and {paths[i]} are {gap:.3f} s apart on the session clock "
-                       "but the session is tracked contiguously (as if no time passed); set "
-                       "`contiguous` to false for trials with gaps")
+                msg = (
+                    f"{paths[i - 1]} and {paths[i]} are {gap:.3f} s apart on the session clock "
+                    "but the session is tracked contiguously (as if no time passed); set "
+                    "`contiguous` to false for trials with gaps"
+                )
                 log.warning(msg)
                 warns.append(msg)
     h, w = infos[0].height, infos[0].width
@@ -280,7 +315,8 @@ def probe_session(paths: Sequence[str | Path], fps_override: float | None = None
         if (v.height, v.width) != (h, w):
             raise VideoError(
                 f"videos of one session must share a frame size: {infos[0].path} is {w}x{h} "
-                f"but {v.path} is {v.width}x{v.height}. Split them into separate sessions.")
+                f"but {v.path} is {v.width}x{v.height}. Split them into separate sessions."
+            )
     rates = np.array([v.fps for v in infos])
     if fps_override is not None:
         frame_rate = float(fps_override)
@@ -292,11 +328,19 @@ def probe_session(paths: Sequence[str | Path], fps_override: float | None = None
             listing = ", ".join(f"{v.path}: {v.fps:.4g} fps" for v in infos)
             raise VideoError(
                 f"frame rates differ by {spread:.0%} within one session ({listing}). "
-                "Give the session an `fps` value in the sessions table, or split it.")
+                "Give the session an `fps` value in the sessions table, or split it."
+            )
         frame_rate = float(np.median(rates))
-    return SessionVideos(videos=infos, frame_rate=frame_rate, height=h, width=w, times=times,
-                         warnings=tuple(warns), timing_policy=timing or "ignore",
-                         allow_truncated=bool(allow_truncated))
+    return SessionVideos(
+        videos=infos,
+        frame_rate=frame_rate,
+        height=h,
+        width=w,
+        times=times,
+        warnings=tuple(warns),
+        timing_policy=timing or "ignore",
+        allow_truncated=bool(allow_truncated),
+    )
 
 
 # floor((R + G + B) / 3) as one affine map rounded to nearest: (R + G + B - 1) / 3 lies at
@@ -377,7 +421,8 @@ def _tail_frames_cv2(path: str, first: int, stop: int, check: np.ndarray | None)
             raise VideoError(
                 f"the last {stop - first} frames of {path} cannot be decoded reliably "
                 "(a known torchcodec problem with H.264 B-frames in AVI files). Remux the "
-                "file to MP4 without re-encoding: ffmpeg -i in.avi -c copy out.mp4")
+                "file to MP4 without re-encoding: ffmpeg -i in.avi -c copy out.mp4"
+            )
         return np.stack(got)
     finally:
         cap.release()
@@ -392,8 +437,7 @@ def _tail_frames_av(path: str, first: int, stop: int) -> np.ndarray:
 
     times = read_container_timestamps(path).times
     if len(times) < stop:
-        raise VideoError(f"{path}: frames {len(times)}-{stop} do not decode; the file may be "
-                         "truncated or corrupt")
+        raise VideoError(f"{path}: frames {len(times)}-{stop} do not decode; the file may be truncated or corrupt")
     with av.open(path) as container:
         stream = container.streams.video[0]
         tb = float(stream.time_base)
@@ -412,16 +456,18 @@ def _tail_frames_av(path: str, first: int, stop: int) -> np.ndarray:
             if len(got) == len(wanted):
                 break
     if len(got) != stop - first:
-        raise VideoError(f"the last {stop - first} frames of {path} cannot be decoded; the file "
-                         "may be truncated or corrupt")
+        raise VideoError(
+            f"the last {stop - first} frames of {path} cannot be decoded; the file may be truncated or corrupt"
+        )
     return np.stack([got[i] for i in range(stop - first)])
 
 
 _TAIL = 4  # frames at the end decoded separately (more than any has_b_frames seen)
 
 
-def _decode_sequential(dec, path: str, start: int, stop: int, n: int,
-                       last: np.ndarray | None, state: dict) -> np.ndarray:
+def _decode_sequential(
+    dec, path: str, start: int, stop: int, n: int, last: np.ndarray | None, state: dict
+) -> np.ndarray:
     """Decode [start, stop), continuing sequentially on ``dec`` (never seeking).
 
     ``last`` is frame ``start - 1`` (or None), used to verify the OpenCV fallback.
@@ -431,7 +477,7 @@ def _decode_sequential(dec, path: str, start: int, stop: int, n: int,
     if state.get("tail") is not None:
         t0, tail = state["tail"]
         if start >= t0:
-            return tail[start - t0:stop - t0]
+            return tail[start - t0 : stop - t0]
     parts = []
     split = n - _TAIL
     if start < split < stop:  # keep the fragile end in its own call
@@ -441,16 +487,18 @@ def _decode_sequential(dec, path: str, start: int, stop: int, n: int,
         parts.append(dec.get_frames_in_range(start, stop).data.cpu().numpy())
     except RuntimeError as exc:
         if start < split:
-            raise VideoError(f"cannot decode frames {start}-{stop} of {path}: {exc}. "
-                             "The file may be truncated or corrupt.") from exc
-        logger.info("torchcodec stops early at the end of %s (%s); reading frames %d-%d "
-                    "with OpenCV", path, exc, start, stop)
+            raise VideoError(
+                f"cannot decode frames {start}-{stop} of {path}: {exc}. The file may be truncated or corrupt."
+            ) from exc
+        logger.info(
+            "torchcodec stops early at the end of %s (%s); reading frames %d-%d with OpenCV", path, exc, start, stop
+        )
         try:
             tail = _tail_frames_cv2(path, start, n, last)
         except VideoError:  # e.g. the partial last packets of a cut-short copy
             tail = _tail_frames_av(path, start, n)
         state["tail"] = (start, tail)
-        parts.append(tail[:stop - start])
+        parts.append(tail[: stop - start])
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
@@ -506,10 +554,17 @@ def run_ahead(gen: Iterator, maxsize: int = 1, name: str = "run-ahead") -> Itera
         t.join()
 
 
-def iter_frame_chunks(path: str | Path, chunk_size: int = 128, gray: bool = True,
-                      start: int = 0, stop: int | None = None, device: str = "cpu",
-                      prefetch: int = 2, decode_threads: int = 0,
-                      n_frames: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+def iter_frame_chunks(
+    path: str | Path,
+    chunk_size: int = 128,
+    gray: bool = True,
+    start: int = 0,
+    stop: int | None = None,
+    device: str = "cpu",
+    prefetch: int = 2,
+    decode_threads: int = 0,
+    n_frames: int | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
     """Stream a video in chunks, decoded ahead by a background thread.
 
     Parameters
@@ -569,8 +624,7 @@ def iter_frame_chunks(path: str | Path, chunk_size: int = 128, gray: bool = True
     yield from run_ahead(chunks(), maxsize=prefetch, name=f"decode:{Path(path).name}")
 
 
-def read_frames(path: str | Path, indices: Sequence[int], gray: bool = False,
-                chunk_size: int = 128) -> np.ndarray:
+def read_frames(path: str | Path, indices: Sequence[int], gray: bool = False, chunk_size: int = 128) -> np.ndarray:
     """Decode selected frames: (k, H, W, 3) RGB or (k, H, W) gray uint8.
 
     Streams the video up to the largest index (no seeking, see

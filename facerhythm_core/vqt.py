@@ -42,6 +42,7 @@ COMPLEX_POOLINGS = ("mean", "polar")
 
 # --------------------------------------------------------------------------- filters
 
+
 @dataclass(frozen=True)
 class FilterBank:
     """A VQT filter bank.
@@ -119,9 +120,9 @@ def _hilbert(x: np.ndarray) -> np.ndarray:
     h[0] = 1
     if n % 2 == 0:
         h[n // 2] = 1
-        h[1:n // 2] = 2
+        h[1 : n // 2] = 2
     else:
-        h[1:(n + 1) // 2] = 2
+        h[1 : (n + 1) // 2] = 2
     return np.fft.ifft(np.fft.fft(x, axis=-1) * h, axis=-1)
 
 
@@ -157,7 +158,8 @@ def _mother_window(window_type, resolution: int) -> np.ndarray:
     except (ValueError, TypeError) as exc:
         raise ConfigError(
             f"spectrogram.window_type {window_type!r} is not a scipy.signal window "
-            f"({exc}); use e.g. 'hann', 'hamming', 'blackman' or 'gaussian'") from exc
+            f"({exc}); use e.g. 'hann', 'hamming', 'blackman' or 'gaussian'"
+        ) from exc
 
 
 def make_vqt_filters(
@@ -225,11 +227,14 @@ def make_vqt_filters(
     if f_max > nyq * (1 + 1e-9):
         raise ConfigError(
             f"spectrogram f_max={f_max} Hz is above Nyquist ({nyq} Hz at fs={fs} Hz); "
-            f"lower f_max (e.g. to {0.9 * nyq:g}) or check the frame rate")
+            f"lower f_max (e.g. to {0.9 * nyq:g}) or check the frame rate"
+        )
     if f_max >= nyq * (1 - 1e-9):
         warnings.warn(
             f"spectrogram f_max={f_max} Hz sits on Nyquist (fs={fs} Hz): the top filter's "
-            "analytic signal is degenerate (strong negative-frequency leakage)", stacklevel=2)
+            "analytic signal is degenerate (strong negative-frequency leakage)",
+            stacklevel=2,
+        )
     n_freq_bins = int(n_freq_bins)
     if win_size is None:
         win_size = default_win_size(q_low_f, fs, f_min)
@@ -258,7 +263,7 @@ def make_vqt_filters(
             wins[:, W // 2] *= 0.5
 
     if carrier_fix:
-        t = (np.arange(W) - (W - 1) / 2) / fs                     # seconds from the centre
+        t = (np.arange(W) - (W - 1) / 2) / fs  # seconds from the centre
         carrier = np.cos(2 * np.pi * freqs.astype(np.float64)[:, None] * t[None, :])
     else:
         theta = np.linspace(-np.pi, np.pi, W, dtype=np.float32).astype(np.float64)
@@ -269,11 +274,13 @@ def make_vqt_filters(
     if np.any(l1 == 0):
         raise ConfigError("spectrogram filter bank has an all-zero filter; check window_type/symmetry")
     filters = (analytic / l1).astype(np.complex64)
-    return FilterBank(filters=filters, freqs=freqs, wins=wins, q=qs.astype(np.float64),
-                      fs=fs, carrier_fix=bool(carrier_fix))
+    return FilterBank(
+        filters=filters, freqs=freqs, wins=wins, q=qs.astype(np.float64), fs=fs, carrier_fix=bool(carrier_fix)
+    )
 
 
 # --------------------------------------------------------------------------- geometry
+
 
 def _crop(n_samples: int, win_size: int, padding: str) -> tuple[int, int]:
     """Start index (in full-convolution coordinates) and length of the kept output."""
@@ -284,8 +291,7 @@ def _crop(n_samples: int, win_size: int, padding: str) -> tuple[int, int]:
     raise ConfigError(f"spectrogram.padding must be one of {PADDINGS}, got {padding!r}")
 
 
-def output_length(n_samples: int, win_size: int, downsample_factor: int,
-                  padding: str = "valid") -> int:
+def output_length(n_samples: int, win_size: int, downsample_factor: int, padding: str = "valid") -> int:
     """Number of time bins T' the transform returns.
 
     ``ceil((S - W + 1) / ds)`` for 'valid', ``ceil(S / ds)`` for 'same'; 0 when a
@@ -295,8 +301,7 @@ def output_length(n_samples: int, win_size: int, downsample_factor: int,
     return max(0, -(-length // int(downsample_factor)))
 
 
-def time_axis(n_samples: int, win_size: int, downsample_factor: int,
-              padding: str = "valid") -> np.ndarray:
+def time_axis(n_samples: int, win_size: int, downsample_factor: int, padding: str = "valid") -> np.ndarray:
     """Sample index of each output bin's centre (reference ``get_xAxis``), float64 (T',).
 
     Each full-rate output sample is labelled with the input index of its window's
@@ -318,6 +323,7 @@ def time_axis(n_samples: int, win_size: int, downsample_factor: int,
 
 # --------------------------------------------------------------------------- transform
 
+
 @dataclass
 class VQTPlan:
     """Prepared VQT of real signals of one length.
@@ -333,23 +339,22 @@ class VQTPlan:
     take_abs: bool
     complex_pooling: str
     device: str
-    engine: str                    # 'direct' (strided conv1d), 'fft' (overlap-save), 'baseband'
-    start: int                     # first kept output, full-convolution coordinates
-    length: int                    # kept full-rate outputs
-    n_full: int                    # complete ds-blocks (the partial last one is separate)
-    weight: object = None          # (2F, 1, W) conv1d weight for 'direct'
-    weight_tail: object = None     # (2F, 1, W) weight for the last, partial block
-    fft_size: int = 0              # 'fft': block length N
-    fft_blocks: int = 0            # 'fft': ds-blocks per FFT block
-    fft_coef: object = None        # 'fft': (2F, N//2+1) spectra of Re h, Im h, phase-shifted
-    band_groups: tuple = ()        # 'baseband': (filters, decimation D, bin index, coefs) per D
+    engine: str  # 'direct' (strided conv1d), 'fft' (overlap-save), 'baseband'
+    start: int  # first kept output, full-convolution coordinates
+    length: int  # kept full-rate outputs
+    n_full: int  # complete ds-blocks (the partial last one is separate)
+    weight: object = None  # (2F, 1, W) conv1d weight for 'direct'
+    weight_tail: object = None  # (2F, 1, W) weight for the last, partial block
+    fft_size: int = 0  # 'fft': block length N
+    fft_blocks: int = 0  # 'fft': ds-blocks per FFT block
+    fft_coef: object = None  # 'fft': (2F, N//2+1) spectra of Re h, Im h, phase-shifted
+    band_groups: tuple = ()  # 'baseband': (filters, decimation D, bin index, coefs) per D
     max_batch_bytes: int = 128 * 2**20
 
     @property
     def n_out(self) -> int:
         """Number of output time bins T'."""
-        return output_length(self.n_samples, self.bank.win_size, self.downsample_factor,
-                             self.padding)
+        return output_length(self.n_samples, self.bank.win_size, self.downsample_factor, self.padding)
 
     def transform(self, x):
         """Transform real signals.
@@ -369,17 +374,17 @@ class VQTPlan:
         xt = x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x, dtype=np.float32))
         xt = xt.to(device=self.device, dtype=torch.float32)
         if xt.ndim != 2 or xt.shape[1] != self.n_samples:
-            raise SpectrogramError(
-                f"VQT plan is for signals of {self.n_samples} samples, got shape {tuple(xt.shape)}")
+            raise SpectrogramError(f"VQT plan is for signals of {self.n_samples} samples, got shape {tuple(xt.shape)}")
         C, F = xt.shape[0], self.bank.n_freq_bins
-        out = torch.zeros((C, F, self.n_out), device=self.device,
-                          dtype=torch.float32 if self.take_abs else torch.complex64)
+        out = torch.zeros(
+            (C, F, self.n_out), device=self.device, dtype=torch.float32 if self.take_abs else torch.complex64
+        )
         if C == 0 or self.n_out == 0:
             return out
         if self.n_full > 0:
             {"fft": self._fft, "baseband": self._baseband}.get(self.engine, self._direct)(xt, out)
         if self.n_full < self.n_out:
-            out[:, :, self.n_full:] = self._tail(xt)
+            out[:, :, self.n_full :] = self._tail(xt)
         return out
 
     # -- direct engine ------------------------------------------------------------
@@ -396,9 +401,9 @@ class VQTPlan:
         # conv1d output i reads x[p_first + stride*i - (L-1) ... p_first + stride*i]
         lo = p_first - (L - 1)
         hi = p_first + stride * (count - 1) + 1
-        seg = x[:, max(0, lo):max(0, min(x.shape[1], hi))]
+        seg = x[:, max(0, lo) : max(0, min(x.shape[1], hi))]
         seg = torch.nn.functional.pad(seg, (max(0, -lo), max(0, hi - max(lo, x.shape[1]))))
-        seg = seg[:, :hi - lo]
+        seg = seg[:, : hi - lo]
         y = torch.nn.functional.conv1d(seg[:, None, :], weight, stride=stride)
         F = weight.shape[0] // 2
         return y[:, :F, :count], y[:, F:, :count]
@@ -413,11 +418,11 @@ class VQTPlan:
         per_block = 2 * F * (1 if complex_mean else ds) * 4 * 2
         blocks = max(1, int(self.max_batch_bytes // (per_block * C)))
         rows = C
-        if blocks < 64:                       # long rows: fewer rows, longer stretches
+        if blocks < 64:  # long rows: fewer rows, longer stretches
             blocks = min(self.n_full, 64)
             rows = max(1, int(self.max_batch_bytes // (per_block * blocks)))
         for c0 in range(0, C, rows):
-            xb = xt[c0:c0 + rows]
+            xb = xt[c0 : c0 + rows]
             for m0 in range(0, self.n_full, blocks):
                 n = min(self.n_full, m0 + blocks) - m0
                 p0 = self.start + m0 * ds
@@ -428,10 +433,10 @@ class VQTPlan:
                     re, im = self._conv(xb, self.weight, p0, 1, n * ds)
                     if self.take_abs:
                         res = torch.hypot(re, im).reshape(*re.shape[:2], n, ds).mean(-1)
-                    else:                     # reference: magnitude and angle pooled apart
+                    else:  # reference: magnitude and angle pooled apart
                         z = torch.complex(re, im).reshape(*re.shape[:2], n, ds)
                         res = torch.polar(z.abs().mean(-1), torch.angle(z).mean(-1))
-                out[c0:c0 + rows, :, m0:m0 + n] = res
+                out[c0 : c0 + rows, :, m0 : m0 + n] = res
 
     def _tail(self, xt):
         """The last, partial block: every sample it has, full kernels."""
@@ -462,24 +467,24 @@ class VQTPlan:
         C, F = xt.shape[0], self.bank.n_freq_bins
         n_blk = -(-self.n_full // B)
         q0 = self.start - ds - (W - 1)
-        need = q0 + (n_blk - 1) * B * ds + N                 # one past the last index read
+        need = q0 + (n_blk - 1) * B * ds + N  # one past the last index read
         padl = max(0, -q0)
-        xp = torch.nn.functional.pad(xt, (padl, max(0, need - xt.shape[1])))[:, q0 + padl:need + padl]
-        segs = xp.unfold(-1, N, B * ds)                        # (C, n_blk, N), a view
+        xp = torch.nn.functional.pad(xt, (padl, max(0, need - xt.shape[1])))[:, q0 + padl : need + padl]
+        segs = xp.unfold(-1, N, B * ds)  # (C, n_blk, N), a view
         # (row, block) pairs per step so the irfft output (pairs x 2F x N) fits the budget
         pairs = max(1, int(self.max_batch_bytes // (2 * F * N * 4 * 3)))
         rows, blks = max(1, pairs // n_blk), min(n_blk, pairs)
         for c0 in range(0, C, rows):
             for k0 in range(0, n_blk, blks):
-                seg = segs[c0:c0 + rows, k0:k0 + blks]
+                seg = segs[c0 : c0 + rows, k0 : k0 + blks]
                 nr, nk = seg.shape[:2]
                 Xr = torch.fft.rfft(seg.reshape(nr * nk, N), n=N)
                 yy = torch.fft.irfft(Xr[:, None, :] * self.fft_coef, n=N, dim=-1)  # (b, 2F, N)
-                mag = torch.hypot(yy[:, :F, :B * ds], yy[:, F:, :B * ds])
-                r = torch.nn.functional.avg_pool1d(mag, ds, ds)                      # (b, F, B)
+                mag = torch.hypot(yy[:, :F, : B * ds], yy[:, F:, : B * ds])
+                r = torch.nn.functional.avg_pool1d(mag, ds, ds)  # (b, F, B)
                 r = r.reshape(nr, nk, F, B).permute(0, 2, 1, 3).reshape(nr, F, nk * B)
                 m0, m1 = k0 * B, min(self.n_full, (k0 + nk) * B)
-                out[c0:c0 + nr, :, m0:m1] = r[..., :m1 - m0]
+                out[c0 : c0 + nr, :, m0:m1] = r[..., : m1 - m0]
 
     # -- baseband engine ----------------------------------------------------------
 
@@ -502,25 +507,25 @@ class VQTPlan:
         q0 = self.start - ds - (W - 1)
         need = q0 + (n_blk - 1) * B * ds + N
         padl = max(0, -q0)
-        xp = torch.nn.functional.pad(xt, (padl, max(0, need - xt.shape[1])))[:, q0 + padl:need + padl]
-        segs = xp.unfold(-1, N, B * ds)                        # (C, n_blk, N), a view
+        xp = torch.nn.functional.pad(xt, (padl, max(0, need - xt.shape[1])))[:, q0 + padl : need + padl]
+        segs = xp.unfold(-1, N, B * ds)  # (C, n_blk, N), a view
         band_len = sum(len(g[0]) * g[2].shape[1] for g in self.band_groups)
         pairs = max(1, int(self.max_batch_bytes // ((N + 3 * band_len) * 8)))
         rows, blks = max(1, pairs // n_blk), min(n_blk, pairs)
         for c0 in range(0, C, rows):
             for k0 in range(0, n_blk, blks):
-                seg = segs[c0:c0 + rows, k0:k0 + blks]
+                seg = segs[c0 : c0 + rows, k0 : k0 + blks]
                 nr, nk = seg.shape[:2]
-                X = torch.fft.fft(seg.reshape(nr * nk, N), n=N)          # (b, N) complex
+                X = torch.fft.fft(seg.reshape(nr * nk, N), n=N)  # (b, N) complex
                 r = torch.empty((nr * nk, F, B), device=xt.device, dtype=torch.float32)
                 for ks, D, idx, coef in self.band_groups:
-                    band = X[:, None, :] if D == 1 else X[:, idx]         # D = 1: no gather
-                    z = torch.fft.ifft(band * coef, dim=-1)[..., :B * ds // D]
-                    a = torch.view_as_real(z).square().sum(-1).sqrt_()   # |z|, faster than abs
+                    band = X[:, None, :] if D == 1 else X[:, idx]  # D = 1: no gather
+                    z = torch.fft.ifft(band * coef, dim=-1)[..., : B * ds // D]
+                    a = torch.view_as_real(z).square().sum(-1).sqrt_()  # |z|, faster than abs
                     r[:, ks] = a.reshape(nr * nk, len(ks), B, ds // D).mean(-1)
                 r = r.reshape(nr, nk, F, B).permute(0, 2, 1, 3).reshape(nr, F, nk * B)
                 m0, m1 = k0 * B, min(self.n_full, (k0 + nk) * B)
-                out[c0:c0 + nr, :, m0:m1] = r[..., :m1 - m0]
+                out[c0 : c0 + nr, :, m0:m1] = r[..., : m1 - m0]
 
 
 def _band_groups(h: np.ndarray, N: int, ds: int, j0: int, eps: float, oversample: float, device):
@@ -542,14 +547,14 @@ def _band_groups(h: np.ndarray, N: int, ds: int, j0: int, eps: float, oversample
         on = np.nonzero(A[k] > eps * A[k].max())[0]
         gaps = np.diff(np.concatenate([on, [on[0] + N]]))
         g = int(np.argmax(gaps))
-        first = on[(g + 1) % len(on)]                        # start of the run after the gap
+        first = on[(g + 1) % len(on)]  # start of the run after the gap
         width = N - int(gaps[g]) + 1
         D = next((d for d in divisors if N // d >= oversample * width), 1)
         M = N // D
-        a = int(first) - (M - width) // 2                    # centre the run in the band
+        a = int(first) - (M - width) // 2  # centre the run in the band
         # signed start: the bins are then the band's true frequencies, which matters for
         # the half-sample shift (D even) of the band-limited samples
-        a = (a + N // 2) % N - N // 2 if D > 1 else 0          # D = 1: all bins, in order
+        a = (a + N // 2) % N - N // 2 if D > 1 else 0  # D = 1: all bins, in order
         b = a + np.arange(M)
         c = H[k, b % N] * np.exp(2j * np.pi * b * (j0 + (D - 1) / 2) / N) / D
         plan.setdefault(D, []).append((k, b % N, c))
@@ -558,8 +563,14 @@ def _band_groups(h: np.ndarray, N: int, ds: int, j0: int, eps: float, oversample
         ks = [k for k, _, _ in plan[D]]
         bins = np.stack([b for _, b, _ in plan[D]])
         coefs = np.stack([c for _, _, c in plan[D]])
-        groups.append((torch.as_tensor(ks, device=device), D, torch.as_tensor(bins, device=device),
-                       torch.as_tensor(coefs.astype(np.complex64), device=device)))
+        groups.append(
+            (
+                torch.as_tensor(ks, device=device),
+                D,
+                torch.as_tensor(bins, device=device),
+                torch.as_tensor(coefs.astype(np.complex64), device=device),
+            )
+        )
     return tuple(groups)
 
 
@@ -649,8 +660,7 @@ def plan_vqt(
     if engine not in ENGINES:
         raise ConfigError(f"VQT engine must be one of {ENGINES}, got {engine!r}")
     if not 0 < band_eps < 1 or not band_oversample >= 1:
-        raise ConfigError(f"VQT band_eps must be in (0, 1) and band_oversample >= 1, got "
-                          f"{band_eps}, {band_oversample}")
+        raise ConfigError(f"VQT band_eps must be in (0, 1) and band_oversample >= 1, got {band_eps}, {band_oversample}")
     if engine in ("fft", "baseband") and not take_abs:
         raise ConfigError(f"VQT engine {engine!r} supports magnitude output only; use 'direct'")
     W = bank.win_size
@@ -668,7 +678,8 @@ def plan_vqt(
             f"{label}: {S} frames is shorter than the VQT window of {W} frames "
             f"(padding='valid' needs at least {W}). Fix: lower spectrogram.win_size, raise "
             "f_min or lower q_low_f (W = ceil(q_low_f * fs / f_min)), use padding 'same', "
-            "or track the session's videos contiguously so short videos are joined")
+            "or track the session's videos contiguously so short videos are joined"
+        )
     start, length = _crop(S, W, padding)
     h = bank.filters.astype(np.complex128)
     weight_tail = _conv_weight(h, device)
@@ -684,33 +695,52 @@ def plan_vqt(
         target = min(max(2048, 8 * (W + 3 * ds)), (length // ds) * ds + W + 2 * ds)
         fft_size = ds * _next_fast_len(-(-target // ds), (2, 3, 5, 7, 11))
         fft_blocks = (fft_size - W - 2 * ds) // ds
-        band_groups = _band_groups(h, fft_size, ds, W - 1 + ds, float(band_eps),
-                                   float(band_oversample), device)
+        band_groups = _band_groups(h, fft_size, ds, W - 1 + ds, float(band_eps), float(band_oversample), device)
     if engine == "fft":
         # ~8x the window: short enough to stay in cache, long enough that the W-1
         # discarded samples per block cost little; no longer than a short signal needs
-        fft_size = _next_fast_len(min(max(2048, 8 * (W + 3 * ds)),
-                                      (length // ds) * ds + W + 2 * ds))
+        fft_size = _next_fast_len(min(max(2048, 8 * (W + 3 * ds)), (length // ds) * ds + W + 2 * ds))
         fft_blocks = (fft_size - W - 2 * ds) // ds
-        j0 = W - 1 + ds                                      # first kept output in a block
+        j0 = W - 1 + ds  # first kept output in a block
         hr = np.fft.rfft(np.concatenate([h.real, h.imag]), n=fft_size, axis=1)
         hr = hr * np.exp(2j * np.pi * np.arange(hr.shape[1]) * j0 / fft_size)
         fft_coef = torch.as_tensor(hr.astype(np.complex64), device=device)
     if max_batch_bytes is None:
         max_batch_bytes = (48 if engine == "fft" else 128) * 2**20
-    plan = VQTPlan(bank=bank, n_samples=S, downsample_factor=ds, padding=padding,
-                   take_abs=bool(take_abs), complex_pooling=complex_pooling, device=str(device),
-                   engine=engine, start=start, length=length, n_full=length // ds,
-                   weight=weight, weight_tail=weight_tail, fft_size=fft_size,
-                   fft_blocks=fft_blocks, fft_coef=fft_coef, band_groups=band_groups,
-                   max_batch_bytes=int(max_batch_bytes))
+    plan = VQTPlan(
+        bank=bank,
+        n_samples=S,
+        downsample_factor=ds,
+        padding=padding,
+        take_abs=bool(take_abs),
+        complex_pooling=complex_pooling,
+        device=str(device),
+        engine=engine,
+        start=start,
+        length=length,
+        n_full=length // ds,
+        weight=weight,
+        weight_tail=weight_tail,
+        fft_size=fft_size,
+        fft_blocks=fft_blocks,
+        fft_coef=fft_coef,
+        band_groups=band_groups,
+        max_batch_bytes=int(max_batch_bytes),
+    )
     logger.debug("VQT plan %s: S=%d W=%d ds=%d engine=%s", label, S, W, ds, engine)
     return plan
 
 
-def vqt(x, bank: FilterBank, downsample_factor: int = 20, padding: str = "valid",
-        take_abs: bool = True, complex_pooling: str = "mean", device: str = "cpu",
-        **plan_kwargs) -> np.ndarray:
+def vqt(
+    x,
+    bank: FilterBank,
+    downsample_factor: int = 20,
+    padding: str = "valid",
+    take_abs: bool = True,
+    complex_pooling: str = "mean",
+    device: str = "cpu",
+    **plan_kwargs,
+) -> np.ndarray:
     """One-shot VQT of real signals ``x`` (C, S) -> numpy (C, F, T'); see :func:`plan_vqt`.
 
     Examples
@@ -721,7 +751,14 @@ def vqt(x, bank: FilterBank, downsample_factor: int = 20, padding: str = "valid"
     (1, 36, 96)
     """
     x = np.atleast_2d(np.asarray(x, dtype=np.float32))
-    plan = plan_vqt(bank, x.shape[-1], downsample_factor=downsample_factor, padding=padding,
-                    take_abs=take_abs, complex_pooling=complex_pooling, device=device,
-                    **plan_kwargs)
+    plan = plan_vqt(
+        bank,
+        x.shape[-1],
+        downsample_factor=downsample_factor,
+        padding=padding,
+        take_abs=take_abs,
+        complex_pooling=complex_pooling,
+        device=device,
+        **plan_kwargs,
+    )
     return plan.transform(x).cpu().numpy()

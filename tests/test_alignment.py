@@ -36,8 +36,9 @@ def affine(deg=0.0, scale=1.0, shift=(0.0, 0.0), center=((W - 1) / 2, (H - 1) / 
 
 def moved(image, m):
     """The image as a camera sees it after the content moved by m (independent of alignment.py)."""
-    return cv2.warpPerspective(image, m, (image.shape[1], image.shape[0]), flags=cv2.INTER_CUBIC,
-                               borderMode=cv2.BORDER_REFLECT)
+    return cv2.warpPerspective(
+        image, m, (image.shape[1], image.shape[0]), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
+    )
 
 
 def smooth_noise(seed, shape=(H, W), sigma=2.0):
@@ -68,18 +69,21 @@ ROTATION = affine(deg=4.0, shift=(2.0, 1.0))
 SCALE = affine(deg=2.0, scale=1.05, shift=(1.5, -1.0))
 
 
-@pytest.mark.parametrize("method,constraint,truth", [
-    ("phase_correlation", "translation", SHIFT),
-    ("ecc", "translation", SHIFT),
-    ("ecc", "euclidean", SHIFT),
-    ("ecc", "affine", SHIFT),
-    ("ecc", "homography", SHIFT),
-    ("ecc", "euclidean", ROTATION),
-    ("ecc", "affine", ROTATION),
-    ("ecc", "homography", ROTATION),
-    ("ecc", "affine", SCALE),
-    ("ecc", "homography", SCALE),
-])
+@pytest.mark.parametrize(
+    "method,constraint,truth",
+    [
+        ("phase_correlation", "translation", SHIFT),
+        ("ecc", "translation", SHIFT),
+        ("ecc", "euclidean", SHIFT),
+        ("ecc", "affine", SHIFT),
+        ("ecc", "homography", SHIFT),
+        ("ecc", "euclidean", ROTATION),
+        ("ecc", "affine", ROTATION),
+        ("ecc", "homography", ROTATION),
+        ("ecc", "affine", SCALE),
+        ("ecc", "homography", SCALE),
+    ],
+)
 def test_known_transform_is_recovered(face, method, constraint, truth):
     reg = al.register(face, moved(face, truth), method=method, constraint=constraint)
     assert abs(reg.matrix[0, 2] - truth[0, 2]) < 0.5 and abs(reg.matrix[1, 2] - truth[1, 2]) < 0.5
@@ -126,11 +130,10 @@ def test_ecc_retries_with_larger_filter_then_reports(face):
 def test_nonrigid_refinement_follows_a_smooth_deformation(face):
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
     # content near the centre bulges by up to 3 px to the right
-    bump = 3.0 * np.exp(-((xx - 80) ** 2 + (yy - 60) ** 2) / (2 * 20.0 ** 2))
+    bump = 3.0 * np.exp(-((xx - 80) ** 2 + (yy - 60) ** 2) / (2 * 20.0**2))
     mov = cv2.remap(face, xx - bump, yy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
     rigid = al.register(face, mov, "ecc", "translation")
-    refined = al.register(face, mov, "ecc", "translation", nonrigid=True,
-                          farneback_params={"winsize": 15, "levels": 3})
+    refined = al.register(face, mov, "ecc", "translation", nonrigid=True, farneback_params={"winsize": 15, "levels": 3})
     assert refined.flow is not None and refined.flow.shape == (H, W, 2)
     p = np.array([[80.0, 60.0]])
     truth_x = 80.0 + 3.0  # the bump centre moves by the full 3 px
@@ -141,18 +144,19 @@ def test_nonrigid_refinement_follows_a_smooth_deformation(face):
 
 # --------------------------------------------------------------------------- warping consistency
 
+
 def blob_image(points, shape=(H, W), sigma=1.5):
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
     im = np.zeros(shape)
     for x, y in points:
-        im += np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma ** 2))
+        im += np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
     return im.astype(np.float32)
 
 
 def centroid_near(im, p, r=5):
     x0, y0 = np.round(p).astype(int)
-    win = im[y0 - r:y0 + r + 1, x0 - r:x0 + r + 1].astype(np.float64)
-    yy, xx = np.mgrid[y0 - r:y0 + r + 1, x0 - r:x0 + r + 1]
+    win = im[y0 - r : y0 + r + 1, x0 - r : x0 + r + 1].astype(np.float64)
+    yy, xx = np.mgrid[y0 - r : y0 + r + 1, x0 - r : x0 + r + 1]
     return np.array([(win * xx).sum() / win.sum(), (win * yy).sum() / win.sum()])
 
 
@@ -170,8 +174,13 @@ def test_points_warp_consistently_with_images(with_flow):
         np.testing.assert_allclose(centroid_near(warped_im, qi), qi, atol=0.15)
     # inverse map of the forward-mapped points returns the template points
     mx, my = al.inverse_map(reg, (H, W))
-    back = np.stack([cv2.remap(m, q[:, :1].astype(np.float32), q[:, 1:].astype(np.float32),
-                               cv2.INTER_LINEAR)[:, 0] for m in (mx, my)], axis=1)
+    back = np.stack(
+        [
+            cv2.remap(m, q[:, :1].astype(np.float32), q[:, 1:].astype(np.float32), cv2.INTER_LINEAR)[:, 0]
+            for m in (mx, my)
+        ],
+        axis=1,
+    )
     np.testing.assert_allclose(back, pts, atol=0.05)
 
 
@@ -183,7 +192,7 @@ def test_warp_rois_moves_masks_polygons_points_together():
     out = al.warp_rois(rois, reg, (H, W))
     for k in polys:
         # content moves by (+7, -5): out[y, x] = in[y + 5, x - 7]
-        np.testing.assert_array_equal(out.masks[k][:H - 5, 7:], rois.masks[k][5:, :-7])
+        np.testing.assert_array_equal(out.masks[k][: H - 5, 7:], rois.masks[k][5:, :-7])
         np.testing.assert_allclose(out.polygons[k], rois.polygons[k] + [7.0, -5.0], atol=1e-4)
     np.testing.assert_allclose(out.point_positions, rois.point_positions + [7.0, -5.0], atol=1e-4)
     assert out.names == rois.names and out.example_image is None
@@ -193,9 +202,13 @@ def test_warp_rois_moves_masks_polygons_points_together():
 
 # --------------------------------------------------------------------------- quality check
 
+
 def test_unrelated_image_scores_below_threshold(face):
-    aligned = al.alignment_score(moved(face, affine(shift=(0.4, -0.3))) +
-                                 np.random.default_rng(1).normal(0, 0.05, face.shape).astype(np.float32), face)
+    aligned = al.alignment_score(
+        moved(face, affine(shift=(0.4, -0.3)))
+        + np.random.default_rng(1).normal(0, 0.05, face.shape).astype(np.float32),
+        face,
+    )
     assert aligned["z_in"] > 10
     for other in (smooth_noise(2), (face_texture(H, W, seed=9) / 255.0).astype(np.float32)):
         assert al.alignment_score(other, face)["z_in"] < 4.0
@@ -205,10 +218,7 @@ def test_unrelated_image_scores_below_threshold(face):
 
 
 def test_shortest_path_over_passing_pairs():
-    z = np.array([[0, 1.0, 20, 0],
-                  [1.0, 0, 0, 30],
-                  [20, 0, 0, 10],
-                  [0, 30, 10, 0]])
+    z = np.array([[0, 1.0, 20, 0], [1.0, 0, 0, 30], [20, 0, 0, 10], [0, 30, 10, 0]])
     dist, pred = al.shortest_paths(z, 4.0, source=0)
     assert al.path_between(0, 1, pred) == [0, 2, 3, 1]
     np.testing.assert_allclose(dist[1], 1 / 20 + 1 / 10 + 1 / 30)
@@ -232,6 +242,7 @@ def test_match_search_composes_warps_through_another_session():
 
 
 # --------------------------------------------------------------------------- reference image
+
 
 def test_reference_image_keeps_the_quiet_frames():
     """Frames 300-599 are still; the others carry a moving pattern and flicker."""
@@ -289,8 +300,9 @@ def test_workflow_carries_rois_from_template_to_shifted_copy(tmp_path):
 
     shift, rot = (6.5, -4.25), 2.0
     write_demo_video(tmp_path / "day1.mp4", n_frames=300, seed=0)
-    truth = write_demo_video(tmp_path / "day2.mp4", n_frames=300, seed=0, t0=3.0,
-                             global_shift=shift, global_rotation_deg=rot)
+    truth = write_demo_video(
+        tmp_path / "day2.mp4", n_frames=300, seed=0, t0=3.0, global_shift=shift, global_rotation_deg=rot
+    )
     assert truth["global_shift"] == list(shift)
     shutil.copytree(REPO / "config", tmp_path / "config")
     cfg = (REPO / "config" / "config.yaml").read_text()
@@ -299,11 +311,18 @@ def test_workflow_carries_rois_from_template_to_shifted_copy(tmp_path):
     cfg = cfg.replace("  enabled: true", "  enabled: false")
     (tmp_path / "config" / "config.yaml").write_text(cfg)
     (tmp_path / "config" / "sessions.tsv").write_text(
-        "session\tvideos\trois\nday1\tday1.mp4\tconfig:demo_face\nday2\tday2.mp4\ttemplate:day1\n")
-    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path),
-           "-j2", "results/day2/rois.h5"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                       env={**os.environ, "PYTHONPATH": str(REPO)})
+        "session\tvideos\trois\nday1\tday1.mp4\tconfig:demo_face\nday2\tday2.mp4\ttemplate:day1\n"
+    )
+    cmd = [
+        SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "workflow" / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "-j2",
+        "results/day2/rois.h5",
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
     res = tmp_path / "results"
     with h5py.File(res / "day1" / "rois.h5") as f:
@@ -322,6 +341,7 @@ def test_workflow_carries_rois_from_template_to_shifted_copy(tmp_path):
     assert (res / "day2" / "roi_transfer_qc.png").stat().st_size > 0
     assert np.load(res / "day2" / "reference_image.npy").shape == (240, 320)
     # rerunning finds nothing to do
-    r = subprocess.run(cmd + ["-n"], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    r = subprocess.run(
+        cmd + ["-n"], capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
     assert "Nothing to be done" in r.stdout + r.stderr

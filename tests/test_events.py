@@ -21,13 +21,14 @@ def write(path, text):
 # reading and checking
 # ----------------------------------------------------------------------------------
 
+
 def test_read_tsv_and_csv_keep_extra_columns_and_lines(tmp_path):
     tsv = write(tmp_path / "a.tsv", "# licks and cues\ntime\tlabel\ttrial\n1.5\tcue\t1\n\n2.25\tlick\t1\n3\tcue\t2\n")
     e = ev.read_events(tsv)
     assert e.time.tolist() == [1.5, 2.25, 3.0]
     assert e.label == ["cue", "lick", "cue"]
     assert e.labels == ["cue", "lick"]
-    assert e.line.tolist() == [3, 5, 6]          # as an editor shows them
+    assert e.line.tolist() == [3, 5, 6]  # as an editor shows them
     assert e.extra == {"trial": ["1", "1", "2"]}
     csv = write(tmp_path / "b.csv", 'label,time,note\ncue,1.0,"a, quoted cell"\n')
     e = ev.read_events(csv)
@@ -35,7 +36,9 @@ def test_read_tsv_and_csv_keep_extra_columns_and_lines(tmp_path):
 
 
 def test_every_bad_row_is_named_by_file_line_and_column(tmp_path):
-    p = write(tmp_path / "bad.tsv", "time\tlabel\n1.0\tcue\nabc\tcue\nnan\tcue\n2.0\t\n3.0\ta/b\n4.0\tcue\textra\ninf\tcue\n")
+    p = write(
+        tmp_path / "bad.tsv", "time\tlabel\n1.0\tcue\nabc\tcue\nnan\tcue\n2.0\t\n3.0\ta/b\n4.0\tcue\textra\ninf\tcue\n"
+    )
     problems = ev.check_events_file(p)
     text = "\n".join(problems)
     assert len(problems) == 6, text
@@ -78,8 +81,10 @@ def test_session_extent_matches_the_probed_session_clock(tmp_path):
     # cached: the same answer without the videos' packets (a changed file is read again)
     assert ev.session_extent([str(a), str(b)], cache_dir=tmp_path / "cache") == ((lo, hi), step)
     # user timestamps are the session clock as they are
-    ta, tb = write(tmp_path / "a.txt", "\n".join(str(100 + i / 30) for i in range(30))), \
-        write(tmp_path / "b.txt", "\n".join(str(200 + i / 30) for i in range(20)))
+    ta, tb = (
+        write(tmp_path / "a.txt", "\n".join(str(100 + i / 30) for i in range(30))),
+        write(tmp_path / "b.txt", "\n".join(str(200 + i / 30) for i in range(20))),
+    )
     (lo, hi), _ = ev.session_extent([str(a), str(b)], [str(ta), str(tb)])
     assert (lo, hi) == (pytest.approx(100.0), pytest.approx(200 + 19 / 30))
     assert ev.session_extent([str(tmp_path / "missing.mp4")]) is None
@@ -88,6 +93,7 @@ def test_session_extent_matches_the_probed_session_clock(tmp_path):
 # ----------------------------------------------------------------------------------
 # alignment
 # ----------------------------------------------------------------------------------
+
 
 def test_lag_axis():
     lags = ev.lag_axis(0.25, 1.0, 2.0)
@@ -107,21 +113,21 @@ def _stretch(name, t0, n, step, span, gap=None, offset=0.0):
 
 def test_align_cuts_windows_and_names_every_skipped_event():
     step = 0.25
-    s0 = _stretch("v0.mp4", 2.0, 65, step, (0.0, 20.0))                 # bins 2-18 s
+    s0 = _stretch("v0.mp4", 2.0, 65, step, (0.0, 20.0))  # bins 2-18 s
     gap = np.zeros(65)
-    gap[20:24] = 0.5                                                     # bins 31-31.75 s bridged
-    s1 = _stretch("v1.mp4", 26.0, 65, step, (24.0, 42.0), gap=gap)       # bins 26-42 s
+    gap[20:24] = 0.5  # bins 31-31.75 s bridged
+    s1 = _stretch("v1.mp4", 26.0, 65, step, (24.0, 42.0), gap=gap)  # bins 26-42 s
     lags = ev.lag_axis(step, 1.0, 2.0)
     times = np.array([5.1, 1.0, 17.5, 22.0, 30.0, 35.0])
     a = ev.align(times, [s0, s1], lags, recorded=[(0.0, 20.0), (24.0, 42.0)], max_gap_fraction=0.1)
     assert a.used.tolist() == [0, 5]
     assert a.traces.shape == (2, len(lags), 2) and a.traces.dtype == np.float32
-    assert np.allclose(a.traces[0, :, 0], 5.1 + lags, atol=1e-5)     # linear: the ramp exactly
+    assert np.allclose(a.traces[0, :, 0], 5.1 + lags, atol=1e-5)  # linear: the ramp exactly
     assert np.allclose(a.traces[1, :, 0], 35.0 + lags, atol=1e-5)
     reasons = dict(a.skipped)
     assert sorted(reasons) == [1, 2, 3, 4]
     assert reasons[1].startswith("edge:") and "v0.mp4 (2.000-18.000 s)" in reasons[1]
-    assert reasons[2].startswith("edge:")                               # 17.5 + 2 s > 18 s
+    assert reasons[2].startswith("edge:")  # 17.5 + 2 s > 18 s
     assert "unrecorded" in reasons[3]
     assert reasons[4].startswith("timing gap: up to 50%")
     # a stretch that does not cover an event's video leaves it to another analysis
@@ -149,22 +155,20 @@ def test_roi_power_is_the_mean_over_points_and_axes_in_any_chunk():
     rng = np.random.default_rng(1)
     spec = rng.random((2, 11, 4, 6)).astype(np.float32)
     member = {"a": np.arange(11) < 4, "b": np.arange(11) % 2 == 1}
-    want = np.stack([spec[:, m].mean(axis=(0, 1)) for m in member.values()])   # (roi, F, T)
+    want = np.stack([spec[:, m].mean(axis=(0, 1)) for m in member.values()])  # (roi, F, T)
     for chunk in (None, 1, 3, 64):
         got = ev.roi_power(spec, member, chunk=chunk)
         assert got.shape == (6, 2, 4)
         assert np.allclose(got, want.transpose(2, 0, 1))
-    assert np.allclose(ev.roi_power(spec * 1j, member), want.transpose(2, 0, 1))   # magnitude
+    assert np.allclose(ev.roi_power(spec * 1j, member), want.transpose(2, 0, 1))  # magnitude
 
 
 def test_stream_labels_name_videos_by_file(tmp_path):
     from facerhythm_core import tca
     from facerhythm_core.streams import decomposition_label, label_tca_h5, stream_labels, stream_spans
 
-    assert stream_labels(["0", "1"], ["d/mouseA_1.mp4", "d/mouseA_2.mp4"]) == \
-        {"0": "mouseA_1.mp4", "1": "mouseA_2.mp4"}
-    assert stream_labels(["0", "1"], ["day1/cam.mp4", "day2/cam.mp4"]) == \
-        {"0": "day1/cam.mp4", "1": "day2/cam.mp4"}
+    assert stream_labels(["0", "1"], ["d/mouseA_1.mp4", "d/mouseA_2.mp4"]) == {"0": "mouseA_1.mp4", "1": "mouseA_2.mp4"}
+    assert stream_labels(["0", "1"], ["day1/cam.mp4", "day2/cam.mp4"]) == {"0": "day1/cam.mp4", "1": "day2/cam.mp4"}
     assert stream_labels(["0"], ["a.mp4", "b.mp4"]) == {"0": "a.mp4 + b.mp4 (contiguous)"}
     assert decomposition_label("1", ["1"], {"0": "a.mp4", "1": "b.mp4"}) == "b.mp4"
     assert decomposition_label("all", ["0", "1"], {"0": "a.mp4", "1": "b.mp4"}) == "all videos"
@@ -183,8 +187,7 @@ def test_stream_labels_name_videos_by_file(tmp_path):
         for name, label in want.items():
             assert r[name]["attrs"]["label"] == label
         last = list(want)[-1]
-        assert list(r[last]["attrs"]["element_labels"]) == (["b.mp4"] if videos == "separate"
-                                                             else ["a.mp4", "b.mp4"])
+        assert list(r[last]["attrs"]["element_labels"]) == (["b.mp4"] if videos == "separate" else ["a.mp4", "b.mp4"])
 
 
 # ----------------------------------------------------------------------------------
@@ -205,15 +208,16 @@ def _session_files(tmp_path, with_gap=False):
     rng = np.random.default_rng(0)
     H, W = 40, 60
     yy, xx = np.mgrid[0:8, 0:12]
-    pts = np.stack([5 + 5 * xx.ravel(), 3 + 4.5 * yy.ravel()], 1).astype(np.float32)   # 96 points
+    pts = np.stack([5 + 5 * xx.ravel(), 3 + 4.5 * yy.ravel()], 1).astype(np.float32)  # 96 points
     jaw_mask = np.zeros((H, W), bool)
     jaw_mask[20:, 30:] = True
     face_mask = np.ones((H, W), bool)
     empty = np.zeros((H, W), bool)
-    save_rois_h5(tmp_path / "rois.h5", ROISet(masks={"face": face_mask, "jaw": jaw_mask, "none": empty},
-                                              point_positions=pts))
+    save_rois_h5(
+        tmp_path / "rois.h5", ROISet(masks={"face": face_mask, "jaw": jaw_mask, "none": empty}, point_positions=pts)
+    )
     jaw = (pts[:, 0] >= 30) & (pts[:, 1] >= 20)
-    n_frames = 1200                                   # 20 s per video
+    n_frames = 1200  # 20 s per video
     starts = [0.0, 20.0]
     cues = {0: [4.0, 9.0, 14.0], 1: [24.5, 29.5, 34.0]}
     catches = {0: [6.5, 11.5], 1: [27.0, 32.0]}
@@ -224,14 +228,14 @@ def _session_files(tmp_path, with_gap=False):
         x_axis = np.arange(frames_win // 2, n_frames - frames_win // 2, DS)
         t = starts[k] + x_axis / FS
         s = 0.02 * rng.random((2, len(pts), F, len(t))).astype(np.float32)
-        s[:, ~jaw, 2] += 0.5                           # a steady rhythm outside the jaw
+        s[:, ~jaw, 2] += 0.5  # a steady rhythm outside the jaw
         for c in cues[k]:
             on = ((t >= c) & (t < c + 1.5)).astype(np.float32)
             s[:, jaw, 7, :] += 1.0 * on[None, None, :]
         spec[str(k)], st[str(k)] = s, t
         g = np.zeros(len(t), np.float32)
         if with_gap and k == 1:
-            g[(t > 31.5) & (t < 32.5)] = 0.4           # the catch at 32 s sits in a gap
+            g[(t > 31.5) & (t < 32.5)] = 0.4  # the catch at 32 s sits in a gap
         gf[str(k)] = g
     with h5py.File(tmp_path / "spectrograms.h5", "w") as f:
         f.attrs["fs"] = FS
@@ -244,21 +248,43 @@ def _session_files(tmp_path, with_gap=False):
             f.create_dataset(f"times/{k}", data=st[k] - starts[int(k)])
     res = tca.decompose(spec, videos="separate", rank=3, n_iter_max=60, random_state=0, std_divide=False)
     with h5py.File(tmp_path / "tca.h5", "w") as f:
-        tca.write_tca_h5(f, res, frequencies=freqs, times={k: st[k] - starts[int(k)] for k in st},
-                         point_positions=pts, time_axes={"session_times": st, "gap_fraction": gf})
-    info = {"frame_rate": FS, "videos": [{"path": "videos/m_1.mp4"}, {"path": "videos/m_2.mp4"}],
-            "session_start": [0.0, 20.0], "session_end": [19.99, 39.99]}
+        tca.write_tca_h5(
+            f,
+            res,
+            frequencies=freqs,
+            times={k: st[k] - starts[int(k)] for k in st},
+            point_positions=pts,
+            time_axes={"session_times": st, "gap_fraction": gf},
+        )
+    info = {
+        "frame_rate": FS,
+        "videos": [{"path": "videos/m_1.mp4"}, {"path": "videos/m_2.mp4"}],
+        "session_start": [0.0, 20.0],
+        "session_end": [19.99, 39.99],
+    }
     (tmp_path / "videos.json").write_text(json.dumps(info))
-    rows = ["time\tlabel\tside"] + [f"{c}\tcue\tleft" for k in cues for c in cues[k]] + \
-        [f"{c}\tcatch\tnone" for k in catches for c in catches[k]] + ["0.5\tcue\tleft"]
+    rows = (
+        ["time\tlabel\tside"]
+        + [f"{c}\tcue\tleft" for k in cues for c in cues[k]]
+        + [f"{c}\tcatch\tnone" for k in catches for c in catches[k]]
+        + ["0.5\tcue\tleft"]
+    )
     (tmp_path / "events.tsv").write_text("\n".join(rows) + "\n")
     return tmp_path
 
 
 def _run(d, **params):
     out = d / "events.h5"
-    ev.compute_session_events(d / "events.tsv", d / "tca.h5", d / "spectrograms.h5", d / "rois.h5",
-                              d / "videos.json", out, {"pre": 1.0, "post": 2.0, **params}, session="m")
+    ev.compute_session_events(
+        d / "events.tsv",
+        d / "tca.h5",
+        d / "spectrograms.h5",
+        d / "rois.h5",
+        d / "videos.json",
+        out,
+        {"pre": 1.0, "post": 2.0, **params},
+        session="m",
+    )
     return ev.read_events_h5(out)
 
 
@@ -267,7 +293,7 @@ def test_events_stage_recovers_the_planted_response(tmp_path):
     assert e["labels"] == ["cue", "catch"]
     assert e["events"]["columns"]["side"][:2] == ["left", "left"]
     sp = e["spectral"]
-    assert sp["rois"] == ["face", "jaw"]                 # 'none' holds no point: left out
+    assert sp["rois"] == ["face", "jaw"]  # 'none' holds no point: left out
     lags, k = sp["lags"], 7
     cue, catch = sp["cue"], sp["catch"]
     assert cue["attrs"]["n_events"] == 6 and catch["attrs"]["n_events"] == 4
@@ -277,7 +303,7 @@ def test_events_stage_recovers_the_planted_response(tmp_path):
     jaw = sp["rois"].index("jaw")
     after, before = (lags > 0.2) & (lags < 1.3), lags < -0.2
     m = cue["mean"][:, jaw, k]
-    assert m[after].mean() > m[before].mean() + 0.5      # planted: +1.0 during the response
+    assert m[after].mean() > m[before].mean() + 0.5  # planted: +1.0 during the response
     assert cue["ci_low"][after, jaw, k].min() > cue["ci_high"][before, jaw, k].max()
     c = catch["mean"][:, jaw, k]
     assert abs(c[after].mean() - c[before].mean()) < 0.2
@@ -304,7 +330,7 @@ def test_events_stage_recovers_the_planted_response(tmp_path):
     from facerhythm_core import plots
 
     fig = plots.plot_event_triggered(cols, title="m")
-    assert len(fig.axes) == 3 * 4                        # rank rows x (decomposition, label) columns
+    assert len(fig.axes) == 3 * 4  # rank rows x (decomposition, label) columns
     plots.save_figure(fig, tmp_path / "events.png")
     img = np.asarray(Image.open(tmp_path / "events.png").convert("RGB"))
     assert img.std() > 10 and len(np.unique(img.reshape(-1, 3)[::5], axis=0)) > 20

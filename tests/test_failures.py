@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from facerhythm_core.errors import ConfigError, VideoError
-from facerhythm_core.failures import (Failure, describe_exception, error_in_log, exception_chain,
-                                      system_error)
+from facerhythm_core.failures import Failure, describe_exception, error_in_log, exception_chain, system_error
 
 REPO = Path(__file__).resolve().parents[1]
 DEV_FULL = Path("/dev/full")  # every write fails with ENOSPC, as on a full disk
@@ -50,8 +49,9 @@ def test_root_cause_through_a_chain_of_exceptions():
         chained = exc
     assert [type(e) for e in exception_chain(chained)] == [RuntimeError, OSError]
     assert system_error(chained) == "No space left on device (errno 28, ENOSPC)"
-    assert describe_exception(chained) == ("RuntimeError: Can't decrement id ref count\n"
-                                           "root cause: No space left on device (errno 28, ENOSPC)")
+    assert describe_exception(chained) == (
+        "RuntimeError: Can't decrement id ref count\nroot cause: No space left on device (errno 28, ENOSPC)"
+    )
 
 
 def _raise(exc):
@@ -74,50 +74,59 @@ def test_no_root_cause_line_when_the_message_says_it():
     except ConfigError as exc:
         assert exception_chain(exc) == [exc]
         assert describe_exception(exc) == "ConfigError: tracking.h5 lacks attributes"
-    assert describe_exception(OSError(28, "No space left on device")) == \
-        "OSError: [Errno 28] No space left on device"
+    assert describe_exception(OSError(28, "No space left on device")) == "OSError: [Errno 28] No space left on device"
 
 
 def _failing_job(tmp_path, body: str) -> Path:
     """Run ``body`` as a workflow script would (real runtime.setup_logging); return its log."""
     log = tmp_path / "logs" / "track_points" / "m1.log"
     script = tmp_path / "job.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys
         from types import SimpleNamespace
         from facerhythm_core.runtime import setup_logging
         snakemake = SimpleNamespace(log=[{str(log)!r}], rule="track_points", wildcards={{"session": "m1"}})
         log = setup_logging(snakemake)
         log.info("tracking")
-    """) + textwrap.dedent(body))
-    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    """)
+        + textwrap.dedent(body)
+    )
+    r = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
     assert r.returncode != 0, r.stderr
     return log
 
 
 @needs_dev_full
 def test_summary_reads_the_whole_error_and_root_cause_back_from_a_job_log(tmp_path):
-    log = _failing_job(tmp_path, """
+    log = _failing_job(
+        tmp_path,
+        """
         import h5py
         try:
             h5py.File("/dev/full", "w")
         except OSError:
             raise RuntimeError("Can't decrement id ref count")
-    """)
+    """,
+    )
     f = error_in_log(log)
-    assert f == Failure("RuntimeError: Can't decrement id ref count",
-                        "No space left on device (errno 28, ENOSPC)")
+    assert f == Failure("RuntimeError: Can't decrement id ref count", "No space left on device (errno 28, ENOSPC)")
     cell = f.one_line()
-    assert cell == ("RuntimeError: Can't decrement id ref count; root cause: No space left on "
-                    "device (errno 28, ENOSPC)")
+    assert cell == (
+        "RuntimeError: Can't decrement id ref count; root cause: No space left on device (errno 28, ENOSPC)"
+    )
 
 
 def test_summary_keeps_every_line_of_a_message(tmp_path):
-    log = _failing_job(tmp_path, """
+    log = _failing_job(
+        tmp_path,
+        """
         from facerhythm_core.errors import SpectrogramError
         raise SpectrogramError("session m1: video 1 is too short\\nfix: use padding same")
-    """)
+    """,
+    )
     f = error_in_log(log)
     assert f.message == "SpectrogramError: session m1: video 1 is too short\nfix: use padding same"
     assert f.root_cause is None

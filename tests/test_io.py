@@ -45,8 +45,9 @@ def test_atomic_output_removes_temps_of_killed_writers(tmp_path):
 
     target = tmp_path / "out.h5"
     # a writer that dies without cleaning up (as after kill -9)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     stale = tmp_path / f".out.tmp-{int(dead.stdout)}.h5"
     stale.write_text("half")
     with atomic_output(target) as tmp:

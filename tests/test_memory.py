@@ -67,8 +67,9 @@ tca:
   n_iter_max: 100
 """
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(),
-                                reason="process-tree RSS sampling reads Linux /proc")
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/status").exists(), reason="process-tree RSS sampling reads Linux /proc"
+)
 
 
 @pytest.fixture(scope="module")
@@ -126,19 +127,34 @@ def test_sampler_sees_grandchildren(tmp_path):
 @pytest.mark.slow
 def test_twenty_sessions_j2_stay_under_stated_peak(tmp_path, videos):
     sessions = [f"s{i:02d}" for i in range(N_SESSIONS)]
-    wd = workdir(tmp_path / "wd", [f"{s}\t{videos[i % len(videos)]}\tconfig:face"
-                                   for i, s in enumerate(sessions)], config=CONFIG)
+    wd = workdir(
+        tmp_path / "wd", [f"{s}\t{videos[i % len(videos)]}\tconfig:face" for i, s in enumerate(sessions)], config=CONFIG
+    )
     targets = [f"results/{s}/tca.h5" for s in sessions]
 
     declared = declared_mem_mb(wd, targets)
     assert sorted(declared) == sorted(f"logs/benchmarks/{st}/{s}.tsv" for st in STAGES for s in sessions)
 
-    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(wd),
-           *targets, "-j2", "--set-threads", *SET_THREADS]
+    cmd = [
+        SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "workflow" / "Snakefile"),
+        "--directory",
+        str(wd),
+        *targets,
+        "-j2",
+        "--set-threads",
+        *SET_THREADS,
+    ]
     log = tmp_path / "snakemake.log"
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        proc = subprocess.Popen(
+            cmd,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
         try:
             with peak_rss.TreeRSSSampler(proc.pid, SAMPLE_INTERVAL_S) as sampler:
                 rc = proc.wait(timeout=1800)
@@ -156,17 +172,21 @@ def test_twenty_sessions_j2_stay_under_stated_peak(tmp_path, videos):
     per_rule: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
     for bench, (rule, mem_mb) in declared.items():
         per_rule[rule].append((max_rss_mb(wd / bench), mem_mb, bench))
-    print(f"\npeak process-tree RSS {sampler.peak_mb:.0f} MB ({sampler.peak_procs} processes, "
-          f"{sampler.n_samples} samples); budget {PEAK_BUDGET_MB} MB; at the peak:")
+    print(
+        f"\npeak process-tree RSS {sampler.peak_mb:.0f} MB ({sampler.peak_procs} processes, "
+        f"{sampler.n_samples} samples); budget {PEAK_BUDGET_MB} MB; at the peak:"
+    )
     for name, mb in sampler.peak_detail:
         print(f"  {mb:6.0f} MB  {name}")
     for rule in STAGES:
         rss = [r for r, _, _ in per_rule[rule]]
-        print(f"  {rule:13s} declared mem_mb {per_rule[rule][0][1]:6d}   measured max_rss "
-              f"max {max(rss):6.0f} MB, median {sorted(rss)[len(rss) // 2]:6.0f} MB")
+        print(
+            f"  {rule:13s} declared mem_mb {per_rule[rule][0][1]:6d}   measured max_rss "
+            f"max {max(rss):6.0f} MB, median {sorted(rss)[len(rss) // 2]:6.0f} MB"
+        )
 
-    over = [f"{b}: max_rss {r:.0f} MB > mem_mb {m}" for rule in per_rule
-            for r, m, b in per_rule[rule] if r >= m]
+    over = [f"{b}: max_rss {r:.0f} MB > mem_mb {m}" for rule in per_rule for r, m, b in per_rule[rule] if r >= m]
     assert not over, "jobs exceeded their declared mem_mb (SLURM would kill them):\n" + "\n".join(over)
     assert sampler.peak_mb < PEAK_BUDGET_MB, (
-        f"peak process-tree RSS {sampler.peak_mb:.0f} MB over the stated {PEAK_BUDGET_MB} MB")
+        f"peak process-tree RSS {sampler.peak_mb:.0f} MB over the stated {PEAK_BUDGET_MB} MB"
+    )

@@ -22,15 +22,16 @@ from facerhythm_core.errors import NWBError
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-H, W, FPS, N_FR = 96, 128, 60.0, 600           # two 10 s videos per session
+H, W, FPS, N_FR = 96, 128, 60.0, 600  # two 10 s videos per session
 SPEC = {"f_min": 2.0, "f_max": 20.0, "n_freq_bins": 12, "downsample_factor": 10}
-CUES = (2.6, 5.6, 12.8, 15.6)                  # session clock (s): licking for 1 s after each
+CUES = (2.6, 5.6, 12.8, 15.6)  # session clock (s): licking for 1 s after each
 CATCHES = (4.1, 7.0, 14.2)
 
 
 # ----------------------------------------------------------------------------------
 # metadata
 # ----------------------------------------------------------------------------------
+
 
 def test_start_time_needs_an_offset():
     t = nwb.parse_start_time("2024-03-01T10:00:00+01:00", "x")
@@ -43,10 +44,13 @@ def test_start_time_needs_an_offset():
 
 
 def test_session_metadata_layers_config_session_and_table():
-    cfg = {"enabled": True, "lab": "L", "session_start_time": "2024-01-01T00:00:00Z",
-           "subject": {"species": "Mus musculus", "sex": "U"},
-           "sessions": {"s1": {"subject": {"subject_id": "m1", "sex": "F"},
-                               "session_start_time": "2024-02-02T00:00:00Z"}}}
+    cfg = {
+        "enabled": True,
+        "lab": "L",
+        "session_start_time": "2024-01-01T00:00:00Z",
+        "subject": {"species": "Mus musculus", "sex": "U"},
+        "sessions": {"s1": {"subject": {"subject_id": "m1", "sex": "F"}, "session_start_time": "2024-02-02T00:00:00Z"}},
+    }
     m = nwb.session_metadata(cfg, "s1")
     assert m["lab"] == "L" and m["session_start_time"] == "2024-02-02T00:00:00Z"
     assert m["subject"] == {"species": "Mus musculus", "sex": "F", "subject_id": "m1"}
@@ -86,7 +90,7 @@ def test_band_limits_bracket_each_filter():
     f = bank.freqs.astype(float)
     assert np.all(lim[:, 0] < f) and np.all(lim[:, 1] > f)
     width = lim[:, 1] - lim[:, 0]
-    assert np.all(np.diff(width) > 0)                      # wider bands at higher frequencies
+    assert np.all(np.diff(width) > 0)  # wider bands at higher frequencies
     # Q = f / bandwidth lies between the bank's Q at f_min and at f_max, within a factor
     q = f / width
     assert 2.0 < q.min() and q.max() < 20.0
@@ -107,8 +111,9 @@ def test_times_and_clock():
 def _in_memory_file(series):
     from pynwb import NWBFile
 
-    f = NWBFile(session_description="x", identifier="x",
-                session_start_time=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc))
+    f = NWBFile(
+        session_description="x", identifier="x", session_start_time=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    )
     for s in series:
         f.add_acquisition(s)
     return f
@@ -119,26 +124,46 @@ def test_acquisition_clock_from_image_series_frame_times():
 
     ours = [np.arange(5) / 10.0, 0.6 + np.arange(4) / 10.0]
     theirs = np.concatenate([50 + np.arange(5) / 10.0, 80 + np.arange(4) / 10.0])
-    both = ImageSeries(name="cam", external_file=["raw/a.mp4", "raw/b.mp4"], starting_frame=[0, 5],
-                       format="external", timestamps=theirs, unit="n.a.")
+    both = ImageSeries(
+        name="cam",
+        external_file=["raw/a.mp4", "raw/b.mp4"],
+        starting_frame=[0, 5],
+        format="external",
+        timestamps=theirs,
+        unit="n.a.",
+    )
     c = nwb.acquisition_clock(_in_memory_file([both]), ["x/a.mp4", "x/b.mp4"], ours)
     assert np.allclose(c(np.concatenate(ours)), theirs)
-    assert np.isclose(c(0.5), 65.2)                        # between the videos: interpolated
+    assert np.isclose(c(0.5), 65.2)  # between the videos: interpolated
     assert "cam" in c.source
+
     # by rate, one series per video
     def by_rate(name, start, n):
-        return ImageSeries(name=name, external_file=[f"{name}.mp4"], starting_frame=[0], format="external",
-                           rate=10.0, starting_time=start, unit="n.a.", num_samples=n)
+        return ImageSeries(
+            name=name,
+            external_file=[f"{name}.mp4"],
+            starting_frame=[0],
+            format="external",
+            rate=10.0,
+            starting_time=start,
+            unit="n.a.",
+            num_samples=n,
+        )
 
-    c = nwb.acquisition_clock(_in_memory_file([by_rate("a", 50.0, 5), by_rate("b", 80.0, 4)]),
-                              ["a.mp4", "b.mp4"], ours)
+    c = nwb.acquisition_clock(_in_memory_file([by_rate("a", 50.0, 5), by_rate("b", 80.0, 4)]), ["a.mp4", "b.mp4"], ours)
     assert np.allclose(c(np.concatenate(ours)), theirs)
     # none: the session clock; some: an error; a wrong frame count: an error
     assert nwb.acquisition_clock(_in_memory_file([]), ["a.mp4", "b.mp4"], ours).ours is None
     with pytest.raises(NWBError, match=r"not for \['b.mp4'\]"):
         nwb.acquisition_clock(_in_memory_file([by_rate("a", 50.0, 5)]), ["a.mp4", "b.mp4"], ours)
-    short = ImageSeries(name="s", external_file=["a.mp4"], starting_frame=[0], format="external",
-                        timestamps=np.arange(3) / 10.0, unit="n.a.")
+    short = ImageSeries(
+        name="s",
+        external_file=["a.mp4"],
+        starting_frame=[0],
+        format="external",
+        timestamps=np.arange(3) / 10.0,
+        unit="n.a.",
+    )
     with pytest.raises(NWBError, match="has 3 frame time.* the video has 5 frames"):
         nwb.acquisition_clock(_in_memory_file([short]), ["a.mp4"], ours[:1])
 
@@ -146,6 +171,7 @@ def test_acquisition_clock_from_image_series_frame_times():
 # ----------------------------------------------------------------------------------
 # a small project: real videos, real tracking, spectrograms and TCA, in-process
 # ----------------------------------------------------------------------------------
+
 
 def _analyse(res: Path, videos: list[Path]) -> None:
     """What probe_videos, rois, track_points, spectrogram and tca write, by the same
@@ -163,25 +189,35 @@ def _analyse(res: Path, videos: list[Path]) -> None:
     paths = [str(v) for v in videos]
     info = probe_session(paths, timing="resample")
     (res / "videos.json").write_text(json.dumps(info.to_dict()))
-    write_timestamps_h5(res / "timestamps.h5", info.times, paths, [v.clock for v in info.videos],
-                        [v.timing["source"] for v in info.videos])
+    write_timestamps_h5(
+        res / "timestamps.h5",
+        info.times,
+        paths,
+        [v.clock for v in info.videos],
+        [v.timing["source"] for v in info.videos],
+    )
     rois = rois_from_polygons(demo_polygons(H, W), (H, W))
     rois.point_positions = make_points([rois.masks["face"]], 12)
     save_rois_h5(res / "rois.h5", rois, extra={"tracking_mask": rois.masks["head"]})
     params = TrackingParams.from_config({"clahe": None})
-    session = track_session(paths, rois.point_positions, rois.masks["head"], params,
-                            num_frames=info.num_frames)
+    session = track_session(paths, rois.point_positions, rois.masks["head"], params, num_frames=info.num_frames)
     clocks = stream_clocks(read_timestamps_h5(res / "timestamps.h5"), False, "resample")
     with h5py.File(res / "tracking.h5", "w") as f:
         write_tracking_h5(f, session, frame_rate=info.frame_rate, clocks=clocks)
     compute_session_spectrograms(res / "tracking.h5", res / "spectrograms.h5", SPEC)
     spec = tca.load_spectrograms(res / "spectrograms.h5")
-    result = tca.decompose(spec.spectrograms, videos="separate", rank=3, n_iter_max=100,
-                           random_state=0, std_divide=False)
+    result = tca.decompose(
+        spec.spectrograms, videos="separate", rank=3, n_iter_max=100, random_state=0, std_divide=False
+    )
     with h5py.File(res / "tca.h5", "w") as f:
-        tca.write_tca_h5(f, result, frequencies=spec.frequencies, times=spec.times,
-                         point_positions=spec.point_positions,
-                         time_axes={"session_times": spec.session_times, "gap_fraction": spec.gap_fraction})
+        tca.write_tca_h5(
+            f,
+            result,
+            frequencies=spec.frequencies,
+            times=spec.times,
+            point_positions=spec.point_positions,
+            time_axes={"session_times": spec.session_times, "gap_fraction": spec.gap_fraction},
+        )
 
 
 def _acquisition_file(path: Path, videos: list[Path], frame_times: list[np.ndarray]) -> None:
@@ -193,18 +229,32 @@ def _acquisition_file(path: Path, videos: list[Path], frame_times: list[np.ndarr
     from pynwb.file import Subject
     from pynwb.image import ImageSeries
 
-    f = NWBFile(session_description="rig recording", identifier="acq-1",
-                session_start_time=dt.datetime(2024, 5, 1, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=-4))),
-                experimenter=["Rig, Person"], lab="rig lab", institution="rig institute",
-                subject=Subject(subject_id="acqMouse", species="Mus musculus", sex="F", age="P60D"))
-    theirs = np.concatenate([100.0 + 1.001 * frame_times[0],
-                             100.0 + 1.001 * frame_times[1] + 5.0])
-    f.add_acquisition(ImageSeries(
-        name="face_camera", external_file=[os.path.relpath(v, path.parent) for v in videos], format="external",
-        starting_frame=[0, len(frame_times[0])], timestamps=theirs, unit="n.a.",
-        description="face camera"))
-    f.add_acquisition(TimeSeries(name="lick_sensor", data=np.zeros(50), unit="V", rate=10.0,
-                                 starting_time=100.0, description="lick contact"))
+    f = NWBFile(
+        session_description="rig recording",
+        identifier="acq-1",
+        session_start_time=dt.datetime(2024, 5, 1, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=-4))),
+        experimenter=["Rig, Person"],
+        lab="rig lab",
+        institution="rig institute",
+        subject=Subject(subject_id="acqMouse", species="Mus musculus", sex="F", age="P60D"),
+    )
+    theirs = np.concatenate([100.0 + 1.001 * frame_times[0], 100.0 + 1.001 * frame_times[1] + 5.0])
+    f.add_acquisition(
+        ImageSeries(
+            name="face_camera",
+            external_file=[os.path.relpath(v, path.parent) for v in videos],
+            format="external",
+            starting_frame=[0, len(frame_times[0])],
+            timestamps=theirs,
+            unit="n.a.",
+            description="face camera",
+        )
+    )
+    f.add_acquisition(
+        TimeSeries(
+            name="lick_sensor", data=np.zeros(50), unit="V", rate=10.0, starting_time=100.0, description="lick contact"
+        )
+    )
     ev = EventsTable(name="cue", description="cue TTL")
     ev.add_event(timestamp=101.0)
     f.add_events_table(ev)
@@ -214,8 +264,18 @@ def _acquisition_file(path: Path, videos: list[Path], frame_times: list[np.ndarr
 
 def _snakemake(root, *args, check=True):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(root),
-           "--rerun-triggers", "mtime", "--cores", "2", *args]
+    cmd = [
+        SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "workflow" / "Snakefile"),
+        "--directory",
+        str(root),
+        "--rerun-triggers",
+        "mtime",
+        "--cores",
+        "2",
+        *args,
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     if check:
         assert r.returncode == 0, f"{' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
@@ -226,21 +286,34 @@ def _config(root: Path, table: str, nwb_enabled: bool = True):
     (root / "config").mkdir(exist_ok=True)
     (root / "config" / "sessions.tsv").write_text(table)
     from facerhythm_core.demo import demo_polygons
+
     polys = demo_polygons(H, W)
-    (root / "config" / "config.yaml").write_text(json.dumps({
-        "roi_sets": {"face": polys}, "rois": {"point_spacing": 12, "point_rois": ["face"]},
-        "spectrogram": SPEC, "tca": {"rank": 3, "n_iter_max": 100, "std_divide": False},
-        "events": {"pre": 0.5, "post": 1.2},
-        "nwb": {"enabled": nwb_enabled, "experimenter": ["Doe, Jane"], "lab": "test lab",
-                "institution": "test institute",
-                "subject": {"species": "Mus musculus", "sex": "M", "age": "P90D"},
-                "sessions": {"plain": {"subject": {"subject_id": "m1"}}}},
-    }))
+    (root / "config" / "config.yaml").write_text(
+        json.dumps(
+            {
+                "roi_sets": {"face": polys},
+                "rois": {"point_spacing": 12, "point_rois": ["face"]},
+                "spectrogram": SPEC,
+                "tca": {"rank": 3, "n_iter_max": 100, "std_divide": False},
+                "events": {"pre": 0.5, "post": 1.2},
+                "nwb": {
+                    "enabled": nwb_enabled,
+                    "experimenter": ["Doe, Jane"],
+                    "lab": "test lab",
+                    "institution": "test institute",
+                    "subject": {"species": "Mus musculus", "sex": "M", "age": "P90D"},
+                    "sessions": {"plain": {"subject": {"subject_id": "m1"}}},
+                },
+            }
+        )
+    )
 
 
-TABLE = ("session\tvideos\trois\tevents\tnwb\tsession_start_time\n"
-         "plain\tvideos/m_1.mp4;videos/m_2.mp4\tconfig:face\tevents.tsv\t\t2024-03-04T10:00:00+01:00\n"
-         "acq\tvideos/m_1.mp4;videos/m_2.mp4\tconfig:face\tevents.tsv\tacq.nwb\t\n")
+TABLE = (
+    "session\tvideos\trois\tevents\tnwb\tsession_start_time\n"
+    "plain\tvideos/m_1.mp4;videos/m_2.mp4\tconfig:face\tevents.tsv\t\t2024-03-04T10:00:00+01:00\n"
+    "acq\tvideos/m_1.mp4;videos/m_2.mp4\tconfig:face\tevents.tsv\tacq.nwb\t\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -248,26 +321,38 @@ def project(tmp_path_factory):
     from facerhythm_core.demo import Rhythm, write_demo_video
 
     root = tmp_path_factory.mktemp("nwb_project")
-    rhythms = (Rhythm("whisker_pad", (0.30, 0.45), 0.12, 8.0, (1.5, 0.0)),
-               Rhythm("jaw", (0.55, 0.72), 0.12, 5.0, (0.3, 1.5), onsets=CUES, on_duration=1.0))
+    rhythms = (
+        Rhythm("whisker_pad", (0.30, 0.45), 0.12, 8.0, (1.5, 0.0)),
+        Rhythm("jaw", (0.55, 0.72), 0.12, 5.0, (0.3, 1.5), onsets=CUES, on_duration=1.0),
+    )
     videos = [root / "videos" / "m_1.mp4", root / "videos" / "m_2.mp4"]
     videos[0].parent.mkdir()
     for i, v in enumerate(videos):
-        write_demo_video(v, n_frames=N_FR, fps=FPS, height=H, width=W, seed=0, t0=10.0 * i,
-                         noise_seed=10 + i, rhythms=rhythms)
-    rows = ["time\tlabel\ttrial"] + [f"{t}\tcue\t{i}" for i, t in enumerate(CUES)] + \
-        [f"{t}\tcatch\t{i}" for i, t in enumerate(CATCHES)]
+        write_demo_video(
+            v, n_frames=N_FR, fps=FPS, height=H, width=W, seed=0, t0=10.0 * i, noise_seed=10 + i, rhythms=rhythms
+        )
+    rows = (
+        ["time\tlabel\ttrial"]
+        + [f"{t}\tcue\t{i}" for i, t in enumerate(CUES)]
+        + [f"{t}\tcatch\t{i}" for i, t in enumerate(CATCHES)]
+    )
     (root / "events.tsv").write_text("\n".join(rows) + "\n")
     _analyse(root / "results" / "plain", videos)
     shutil.copytree(root / "results" / "plain", root / "results" / "acq")
     from facerhythm_core.timing import read_timestamps_h5
+
     times = [v["times"] for v in read_timestamps_h5(root / "results" / "plain" / "timestamps.h5")]
     _acquisition_file(root / "acq.nwb", videos, times)
     digest = hashlib.sha256((root / "acq.nwb").read_bytes()).hexdigest()
     mtime = (root / "acq.nwb").stat().st_mtime_ns
     _config(root, TABLE)
-    r = _snakemake(root, "results/plain/plain.nwb", "results/acq/acq.nwb", "results/plain/events.h5",
-                   "results/plain/figures/events.png")
+    r = _snakemake(
+        root,
+        "results/plain/plain.nwb",
+        "results/acq/acq.nwb",
+        "results/plain/events.h5",
+        "results/plain/figures/events.png",
+    )
     return {"root": root, "digest": digest, "mtime": mtime, "times": times, "log": r.stdout + r.stderr}
 
 
@@ -276,7 +361,7 @@ def test_export_rules_ran_alone_and_files_pass_nwbinspector(project):
     root = project["root"]
     log = project["log"]
     for rule in ("track_points", "spectrogram", "tca", "probe_videos"):
-        assert f"rule {rule}:" not in log        # the analysis files were taken as they are
+        assert f"rule {rule}:" not in log  # the analysis files were taken as they are
     for s in ("plain", "acq"):
         msgs = nwb.inspect_nwb(root / "results" / s / f"{s}.nwb")
         bad = [m for m in msgs if m["importance"] in nwb.FAILING]
@@ -347,7 +432,7 @@ def test_acquisition_copy_keeps_the_original_and_its_clock(project):
         # the copy's external files still point at the videos (relative to the copy)
         ext = list(f.acquisition["face_camera"].external_file[:])
         assert ext == ["../../videos/m_1.mp4", "../../videos/m_2.mp4"]
-        assert sorted(f.events) == ["catch", "cue", "cue_face_rhythm"]    # theirs kept
+        assert sorted(f.events) == ["catch", "cue", "cue_face_rhythm"]  # theirs kept
         assert f.events["cue"]["timestamp"].data[:].tolist() == [101.0]
     got = nwb.read_nwb_results(root / "results" / "acq" / "acq.nwb")
     # our frames on their clock: exactly their frame times
@@ -379,8 +464,7 @@ def test_export_checks_at_dag_build(project, tmp_path):
     root = tmp_path
     (root / "videos").symlink_to(project["root"] / "videos")
     (root / "events.tsv").write_text("time\tlabel\n1.0\tcue\n25.0\tcue\n")
-    table = ("session\tvideos\trois\tevents\n"
-             "plain\tvideos/m_1.mp4;videos/m_2.mp4\tconfig:face\t\n")
+    table = "session\tvideos\trois\tevents\nplain\tvideos/m_1.mp4;videos/m_2.mp4\tconfig:face\t\n"
     _config(root, table)
     r = _snakemake(root, "-n", check=False)
     assert r.returncode != 0

@@ -26,6 +26,7 @@ H, W, FPS = 96, 128, 30.0
 # synthetic inputs
 # ----------------------------------------------------------------------------------
 
+
 def png_array(path) -> np.ndarray:
     from PIL import Image
 
@@ -98,7 +99,7 @@ def tracks(T: int, points: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarra
     dy = np.where(left[None], 0.2 * np.sin(2 * np.pi * 3 * t)[:, None], 1.0 * np.sin(2 * np.pi * 2 * t)[:, None])
     pos = points[None] + np.stack([dx, dy], -1) + 0.05 * rng.standard_normal((T, len(points), 2))
     viol = np.zeros((T, len(points)), bool)
-    viol[T // 3:T // 3 + 5, :2] = True
+    viol[T // 3 : T // 3 + 5, :2] = True
     return pos.astype(np.float32), viol
 
 
@@ -190,11 +191,26 @@ def project(tmp_path_factory):
             p = root / "videos" / f"{s}_{vi}.mp4"
             write_video(p, frames)
             vids.append(p)
-        info = {"videos": [{"path": str(p), "num_frames": n, "fps": FPS, "height": H, "width": W,
-                            "channels": 3, "codec": "mpeg4", "pixel_format": "yuv420p"}
-                           for p, n in zip(vids, lengths)],
-                "frame_rate": FPS, "height": H, "width": W, "num_frames": lengths,
-                "num_frames_total": sum(lengths)}
+        info = {
+            "videos": [
+                {
+                    "path": str(p),
+                    "num_frames": n,
+                    "fps": FPS,
+                    "height": H,
+                    "width": W,
+                    "channels": 3,
+                    "codec": "mpeg4",
+                    "pixel_format": "yuv420p",
+                }
+                for p, n in zip(vids, lengths)
+            ],
+            "frame_rate": FPS,
+            "height": H,
+            "width": W,
+            "num_frames": lengths,
+            "num_frames_total": sum(lengths),
+        }
         (res / s / "videos.json").write_text(json.dumps(info))
         write_rois(res / s / "rois.h5", face_frames(1, seed=10 * si)[0], points)
         per_key = [tracks(n, points, seed=10 * si + vi) for vi, n in enumerate(lengths)]
@@ -212,6 +228,7 @@ def project(tmp_path_factory):
 # ----------------------------------------------------------------------------------
 # array helpers
 # ----------------------------------------------------------------------------------
+
 
 def test_points_in_masks_and_index_map():
     pts = np.array([[10, 10], [50, 20], [200, 5], [-3, 4]], np.float32)
@@ -269,6 +286,7 @@ def test_phase_colours_follow_angle_and_magnitude():
 # figures from arrays
 # ----------------------------------------------------------------------------------
 
+
 def _save(fig, tmp_path, name):
     p = tmp_path / name
     plots.save_figure(fig, p, dpi=60)
@@ -292,8 +310,9 @@ def test_tracking_figures(tmp_path):
     assert_not_blank(a)
     ids = np.array([3, 0])
     tr = [pos[:, ids] - pts[ids][None]]
-    b = _save(plots.plot_displacement_traces(tr, FPS, ids.tolist(), pts[ids], image=face_frames(1)[0]),
-              tmp_path, "d.png")
+    b = _save(
+        plots.plot_displacement_traces(tr, FPS, ids.tolist(), pts[ids], image=face_frames(1)[0]), tmp_path, "d.png"
+    )
     assert b.shape == (int(4.6 * 60), int(11.0 * 60), 3)
     assert_not_blank(b)
 
@@ -320,18 +339,34 @@ def test_tca_figures_real_and_complex(tmp_path):
     fr = rng.random((len(FREQS), R))
     t = np.arange(50) / 5.0
     tf = rng.random((50, R))
-    a = _save(plots.plot_tca_components(px, py, fr, FREQS, {"s": [(t, tf)]}, pts, image=face_frames(1)[0],
-                                        evr=np.array([0.5, 0.2, 0.1])), tmp_path, "c.png")
+    a = _save(
+        plots.plot_tca_components(
+            px, py, fr, FREQS, {"s": [(t, tf)]}, pts, image=face_frames(1)[0], evr=np.array([0.5, 0.2, 0.1])
+        ),
+        tmp_path,
+        "c.png",
+    )
     assert_not_blank(a, min_colours=50)
     # complex time factors and two sessions' panels plus a stacked-axis factor
     tz = tf * np.exp(1j * np.linspace(0, 6, 50))[:, None]
-    b = _save(plots.plot_tca_components(px, py, fr, FREQS, {"A": [(t, tz)], "B": [(t, tz[::-1])]}, pts,
-                                        stack_factor=rng.random((2, R)), stack_names=["A", "B"],
-                                        shape=(H, W)), tmp_path, "cz.png")
+    b = _save(
+        plots.plot_tca_components(
+            px,
+            py,
+            fr,
+            FREQS,
+            {"A": [(t, tz)], "B": [(t, tz[::-1])]},
+            pts,
+            stack_factor=rng.random((2, R)),
+            stack_names=["A", "B"],
+            shape=(H, W),
+        ),
+        tmp_path,
+        "cz.png",
+    )
     assert_not_blank(b, min_colours=50)
     assert b.shape[1] > a.shape[1]  # more columns
-    c = _save(plots.plot_tca_fit(np.array([0.5, 0.2, 0.1]), np.geomspace(1, 0.1, 30), 0.8, 0.1),
-              tmp_path, "f.png")
+    c = _save(plots.plot_tca_fit(np.array([0.5, 0.2, 0.1]), np.geomspace(1, 0.1, 30), 0.8, 0.1), tmp_path, "f.png")
     assert_not_blank(c)
     sweep = {"ranks": np.array([2, 4, 6]), "rel_error": rng.random((3, 2)), "similarity": rng.random((3, 2))}
     d = _save(plots.plot_tca_fit(np.array([0.5, 0.2]), np.geomspace(1, 0.1, 30), sweep=sweep), tmp_path, "fs.png")
@@ -344,6 +379,7 @@ def test_tca_figures_real_and_complex(tmp_path):
 # ----------------------------------------------------------------------------------
 # overlay video
 # ----------------------------------------------------------------------------------
+
 
 def decode(path) -> np.ndarray:
     from torchcodec.decoders import VideoDecoder
@@ -360,8 +396,7 @@ def test_overlay_video_crosses_videos_and_marks_violations(tmp_path, codec):
     bad = np.zeros((12, 2), bool)
     bad[:, 1] = True
     out = tmp_path / "ov.mp4"
-    info = write_overlay_video(out, [v0, v1], [20, 15], pts, bad, start=14, fps=FPS, radius=3,
-                               codec=codec, label=False)
+    info = write_overlay_video(out, [v0, v1], [20, 15], pts, bad, start=14, fps=FPS, radius=3, codec=codec, label=False)
     assert info["frames"] == 12
     frames = decode(out)
     assert frames.shape == (12, H, W, 3)
@@ -384,6 +419,7 @@ def test_overlay_rejects_a_window_past_the_end(tmp_path):
 # ----------------------------------------------------------------------------------
 # the rules: every figure from stage files, then the HTML report
 # ----------------------------------------------------------------------------------
+
 
 def _workflow_copy(root: Path) -> Path:
     """The workflow folder with rules/report.smk included (as the lead's Snakefile will)."""
@@ -409,13 +445,24 @@ def _config(root: Path, sessions: dict):
         "sessions: config/sessions.tsv\nresults_dir: results\n"
         "roi_sets:\n  box:\n    face: [[20, 12], [107, 12], [107, 85], [20, 85]]\n"
         "tca:\n  joint:\n    both: [sessA, sessB]\n"
-        "report:\n  overlay_start: 30\n  overlay_frames: 30\n  n_example_points: 3\n")
+        "report:\n  overlay_start: 30\n  overlay_frames: 30\n  n_example_points: 3\n"
+    )
 
 
 def run_snakemake(snakefile, workdir, *args):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [SNAKEMAKE, "--snakefile", str(snakefile), "--directory", str(workdir), "--rerun-triggers", "mtime",
-           "--cores", "2", *args]
+    cmd = [
+        SNAKEMAKE,
+        "--snakefile",
+        str(snakefile),
+        "--directory",
+        str(workdir),
+        "--rerun-triggers",
+        "mtime",
+        "--cores",
+        "2",
+        *args,
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, f"{' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
     return r
@@ -432,9 +479,16 @@ def test_report_rules_and_html_report(project):
     targets = []
     for s in ["sessA"]:
         d = f"results/{s}/figures"
-        targets += [f"{d}/rois.png", f"{d}/violations.png", f"{d}/displacements.png",
-                    f"{d}/overlay.mp4", f"{d}/spectrograms.png", f"{d}/power_spectrum.png",
-                    f"{d}/tca_components", f"{d}/tca_fit"]
+        targets += [
+            f"{d}/rois.png",
+            f"{d}/violations.png",
+            f"{d}/displacements.png",
+            f"{d}/overlay.mp4",
+            f"{d}/spectrograms.png",
+            f"{d}/power_spectrum.png",
+            f"{d}/tca_components",
+            f"{d}/tca_fit",
+        ]
     targets += ["results/joint/both/figures/tca_components", "results/joint/both/figures/tca_fit"]
     r = run_snakemake(snakefile, root, *targets)
     # only figure rules ran: the analysis files were taken as they are

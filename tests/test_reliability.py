@@ -83,8 +83,13 @@ def test_kill_9_then_rerun_incomplete_gives_identical_output(tmp_path, video):
     wd = workdir(tmp_path / "killed", rows)
     snakemake(wd, "-j2", "results/m1/rois.h5")
     cmd = [SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(wd), "-j2", target]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     log = wd / "logs/track_points/m1.log"
     deadline = time.time() + 600
     try:
@@ -123,8 +128,23 @@ def test_too_short_video_and_inconsistent_roi_file_stop_at_their_first_step(tmp_
     probe time; an ROI file whose exampleImage is not the masks' size fails at the rois step.
     Each names the problem, nothing is written."""
     short = tmp_path / "two_frames.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=120",
-                    "-frames:v", "2", "-pix_fmt", "yuv420p", str(short)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=120",
+            "-frames:v",
+            "2",
+            "-pix_fmt",
+            "yuv420p",
+            str(short),
+        ],
+        check=True,
+    )
     roi_file = tmp_path / "ROIs.h5"
     with h5py.File(roi_file, "w") as f:
         m = np.zeros((240, 320), bool)
@@ -133,28 +153,43 @@ def test_too_short_video_and_inconsistent_roi_file_stop_at_their_first_step(tmp_
         f["exampleImage"] = np.zeros((100, 100, 3), np.uint8)  # drawn on another picture
     freeze = tmp_path / "grooming.txt"
     freeze.write_text("# grooming bouts\n10 20\n590 700\n")
-    wd = workdir(tmp_path / "wd", [f"short\t{short}\tconfig:face\t", f"badroi\t{video}\t{roi_file}\t",
-                                   f"freeze\t{video}\tconfig:face\t{freeze}"],
-                 CONFIG + "spectrogram:\n  padding: same\ntca:\n  rank: 40\n",
-                 header="session\tvideos\trois\tframes_freeze")
-    r = snakemake(wd, "-j2", "--keep-going", "results/short/rois.h5", "results/badroi/rois.h5",
-                  "results/freeze/rois.h5", check=False)
+    wd = workdir(
+        tmp_path / "wd",
+        [f"short\t{short}\tconfig:face\t", f"badroi\t{video}\t{roi_file}\t", f"freeze\t{video}\tconfig:face\t{freeze}"],
+        CONFIG + "spectrogram:\n  padding: same\ntca:\n  rank: 40\n",
+        header="session\tvideos\trois\tframes_freeze",
+    )
+    r = snakemake(
+        wd,
+        "-j2",
+        "--keep-going",
+        "results/short/rois.h5",
+        "results/badroi/rois.h5",
+        "results/freeze/rois.h5",
+        check=False,
+    )
     assert r.returncode != 0
     assert not (wd / "results/freeze/videos.json").exists()
-    assert (f"frames_freeze {freeze}:3: range 590-700 must satisfy 0 <= start <= end < 600"
-            in (wd / "logs/probe_videos/freeze.log").read_text())
+    assert (
+        f"frames_freeze {freeze}:3: range 590-700 must satisfy 0 <= start <= end < 600"
+        in (wd / "logs/probe_videos/freeze.log").read_text()
+    )
     assert not (wd / "results/short/videos.json").exists()
     assert not (wd / "results/badroi/rois.h5").exists()
-    probe = "two_frames.mp4 has 2 frame(s) (0.017 s at 120 Hz), too short for a spectrogram: with " \
-            "padding 'same' it needs at least 20 frames"
+    probe = (
+        "two_frames.mp4 has 2 frame(s) (0.017 s at 120 Hz), too short for a spectrogram: with "
+        "padding 'same' it needs at least 20 frames"
+    )
     assert probe in (wd / "logs/probe_videos/short.log").read_text()
     # the 600-frame video is long enough to track, but its 30 time bins are too few for rank 40:
     # only the tca step needs them, so the probe warns and goes on
     assert (wd / "results/badroi/videos.json").exists()
-    assert ("WARNING facerhythm.probe_videos: the tca step will fail on this session: session 'badroi': "
-            f"{video} has 600 frames, which give 30 spectrogram time bin(s) (padding 'same', window "
-            "481, downsample_factor 20), but TCA needs 40 along time (tca.rank 40), i.e. at least 781 "
-            "frames") in (wd / "logs/probe_videos/badroi.log").read_text()
+    assert (
+        "WARNING facerhythm.probe_videos: the tca step will fail on this session: session 'badroi': "
+        f"{video} has 600 frames, which give 30 spectrogram time bin(s) (padding 'same', window "
+        "481, downsample_factor 20), but TCA needs 40 along time (tca.rank 40), i.e. at least 781 "
+        "frames"
+    ) in (wd / "logs/probe_videos/badroi.log").read_text()
     roi = f"ROI file {roi_file}: exampleImage is 100x100 but the masks in mask_images are 320x240"
     assert roi in (wd / "logs/rois/badroi.log").read_text()
     rows = _summary_rows(wd)
@@ -166,8 +201,7 @@ def test_too_short_video_and_inconsistent_roi_file_stop_at_their_first_step(tmp_
 def _mount_tmpfs(path: Path, size: str) -> bool:
     path.mkdir(parents=True)
     try:
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                           capture_output=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
     except FileNotFoundError:
         return False
     return r.returncode == 0
@@ -181,15 +215,14 @@ def test_full_disk_summary_shows_the_root_cause(tmp_path, video):
     if not _mount_tmpfs(full, "200k"):
         pytest.skip("mounting a small tmpfs needs root (CAP_SYS_ADMIN)")
     try:
-        wd = workdir(tmp_path / "wd", [f"m1\t{video}\tconfig:face"],
-                     CONFIG + f"results_dir: {full}/results\n")
+        wd = workdir(tmp_path / "wd", [f"m1\t{video}\tconfig:face"], CONFIG + f"results_dir: {full}/results\n")
         r = snakemake(wd, "-j1", f"{full}/results/m1/rois.h5", check=False)
         assert r.returncode != 0
         assert not (full / "results/m1/rois.h5").exists()
         state, _, error = _summary_rows(wd)[("m1", "rois")][:3]  # status, log, error (then notes)
         assert state == "failed"
         assert error.endswith("; root cause: No space left on device (errno 28, ENOSPC)")
-        failed = r.stderr[r.stderr.index("FAILED m1 (rois)"):].splitlines()
+        failed = r.stderr[r.stderr.index("FAILED m1 (rois)") :].splitlines()
         assert failed[1].strip() == "root cause: No space left on device (errno 28, ENOSPC)"
     finally:
         subprocess.run(["umount", str(full)], check=False)
@@ -225,8 +258,13 @@ def test_killed_snakemake_takes_its_running_job_with_it(tmp_path, long_video):
     wd = workdir(tmp_path / "wd", [f"m1\t{long_video}\tconfig:face"])
     snakemake(wd, "-j2", "results/m1/rois.h5")
     cmd = [SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(wd), "-j2", target]
-    head = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    head = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     log = wd / "logs/track_points/m1.log"
     jobs: list[int] = []
     try:
@@ -262,8 +300,14 @@ def test_job_killed_without_an_error_reads_stopped(tmp_path, long_video):
     target = "results/m1/tracking.h5"
     wd = workdir(tmp_path / "wd", [f"m1\t{long_video}\tconfig:face"])
     cmd = [SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(wd), "-j1", target]
-    head = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    head = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     log = wd / "logs/track_points/m1.log"
     try:
         deadline = time.time() + 600

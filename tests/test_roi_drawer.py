@@ -20,11 +20,22 @@ from scipy import ndimage
 
 from facerhythm_core.errors import ConfigError, ROIError, VideoError
 from facerhythm_core.io import read_provenance
-from facerhythm_core.roi_drawer import (STATIC_DIR, Drawing, DrawerApp, build_app, _parser,
-                                        drawing_from_payload, drawing_to_rois, load_drawing,
-                                        main, make_server, resolve_source, save_drawing, ssh_hint)
-from facerhythm_core.rois import (ROISet, build_session_rois, load_rois_h5, make_points,
-                                  polygon_mask, save_rois_h5)
+from facerhythm_core.roi_drawer import (
+    STATIC_DIR,
+    Drawing,
+    DrawerApp,
+    build_app,
+    _parser,
+    drawing_from_payload,
+    drawing_to_rois,
+    load_drawing,
+    main,
+    make_server,
+    resolve_source,
+    save_drawing,
+    ssh_hint,
+)
+from facerhythm_core.rois import ROISet, build_session_rois, load_rois_h5, make_points, polygon_mask, save_rois_h5
 
 REPO = Path(__file__).resolve().parents[1]
 H, W = 150, 200
@@ -38,8 +49,14 @@ def _image(seed=0):
 
 
 def _drawing(**kw):
-    d = Drawing(polygons={"face": np.array(FACE, np.float32), "nose": np.array(NOSE, np.float32)},
-                point_rois=["face"], point_spacing=7, shape=(H, W), example_image=_image(), frame_index=3)
+    d = Drawing(
+        polygons={"face": np.array(FACE, np.float32), "nose": np.array(NOSE, np.float32)},
+        point_rois=["face"],
+        point_spacing=7,
+        shape=(H, W),
+        example_image=_image(),
+        frame_index=3,
+    )
     for k, v in kw.items():
         setattr(d, k, v)
     return d
@@ -102,8 +119,9 @@ def test_saved_points_are_what_the_workflow_tracks(tmp_path):
     d = _drawing(point_rois=["face", "nose"], point_spacing=5)
     preview = drawing_to_rois(d).point_positions
     save_drawing(out, d)
-    rois, tracking_mask = build_session_rois(str(out), (H, W), roi_file=str(out), point_rois=[0],
-                                             point_spacing=9, use_file_points=True)
+    rois, tracking_mask = build_session_rois(
+        str(out), (H, W), roi_file=str(out), point_rois=[0], point_spacing=9, use_file_points=True
+    )
     np.testing.assert_array_equal(rois.point_positions, preview)
     both = polygon_mask(FACE, (H, W)) & polygon_mask(NOSE, (H, W))
     xy = preview.astype(int)
@@ -171,8 +189,10 @@ def test_drawing_errors_name_the_fix():
         drawing_to_rois(Drawing(shape=(H, W)))
     with pytest.raises(ROIError, match="tick 'points'"):
         drawing_to_rois(_drawing(point_rois=[]))
-    apart = {"a": np.array([[0, 0], [20, 0], [20, 20]], np.float32),
-             "b": np.array([[150, 100], [190, 100], [190, 140]], np.float32)}
+    apart = {
+        "a": np.array([[0, 0], [20, 0], [20, 20]], np.float32),
+        "b": np.array([[150, 100], [190, 100], [190, 140]], np.float32),
+    }
     with pytest.raises(ROIError, match="intersection of the point ROIs is empty"):
         drawing_to_rois(_drawing(polygons=apart, point_rois=["a", "b"]))
     with pytest.raises(ROIError, match="outside the 200x150 frame"):
@@ -185,9 +205,11 @@ def test_drawing_errors_name_the_fix():
 def test_resolve_source(tmp_path, small_video):
     assert resolve_source(small_video, tmp_path / "none.tsv") == small_video
     tsv = tmp_path / "sessions.tsv"
-    tsv.write_text("session\tvideos\trois\n# a comment\n"
-                   f"mouseA\t{small_video};other.mp4\tconfig:x\n"
-                   "mouseB\tmissing/vid.mp4\tconfig:x\n")
+    tsv.write_text(
+        "session\tvideos\trois\n# a comment\n"
+        f"mouseA\t{small_video};other.mp4\tconfig:x\n"
+        "mouseB\tmissing/vid.mp4\tconfig:x\n"
+    )
     assert resolve_source("mouseA", tsv) == small_video
     with pytest.raises(VideoError, match="first video missing/vid.mp4 does not exist"):
         resolve_source("mouseB", tsv)
@@ -286,21 +308,24 @@ def test_http_api(served, small_video):
     assert status == 200 and png7 != png
     assert _req(url + "/api/frame.png?i=99")[0] == 400
 
-    payload = {"rois": [{"name": "face", "points": FACE, "use_for_points": True},
-                        {"name": "nose", "points": NOSE, "use_for_points": False}],
-               "point_spacing": 8, "frame_index": 7}
+    payload = {
+        "rois": [
+            {"name": "face", "points": FACE, "use_for_points": True},
+            {"name": "nose", "points": NOSE, "use_for_points": False},
+        ],
+        "point_spacing": 8,
+        "frame_index": 7,
+    }
     # POSTs need the page's token and JSON; a foreign Host is refused (DNS rebinding)
     assert _req(url + "/api/preview", payload)[0] == 403
     assert _req(url + "/api/preview", payload, token="wrong")[0] == 403
-    assert _req(url + "/api/preview", payload, token=app.token,
-                headers={"Content-Type": "text/plain"})[0] == 415
+    assert _req(url + "/api/preview", payload, token=app.token, headers={"Content-Type": "text/plain"})[0] == 415
     assert _req(url + "/api/state", headers={"Host": "evil.example:80"})[0] == 403
 
     status, _, body = _req(url + "/api/preview", payload, token=app.token)
     prev = json.loads(body)
     assert status == 200 and prev["n_points"] == len(prev["points"])
-    np.testing.assert_array_equal(np.array(prev["points"], np.float32),
-                                  make_points(polygon_mask(FACE, (H, W)), 8))
+    np.testing.assert_array_equal(np.array(prev["points"], np.float32), make_points(polygon_mask(FACE, (H, W)), 8))
     assert prev["areas"]["nose"] == polygon_mask(NOSE, (H, W)).sum()
     bad = {**payload, "rois": [{"name": "face", "points": FACE[:2], "use_for_points": True}]}
     status, _, body = _req(url + "/api/preview", bad, token=app.token)
@@ -312,6 +337,7 @@ def test_http_api(served, small_video):
     rois = load_rois_h5(app.out)
     np.testing.assert_array_equal(rois.point_positions, np.array(prev["points"], np.float32))
     from facerhythm_core.roi_drawer import read_example_frame
+
     np.testing.assert_array_equal(rois.example_image, read_example_frame(small_video, 7))
     with h5py.File(app.out) as f:
         assert f.attrs["frame_index"] == 7 and f.attrs["video"] == str(small_video)
@@ -330,7 +356,9 @@ def test_http_api(served, small_video):
 
 def _find_chromium():
     browser = next((shutil.which(b) for b in ("chromium", "chromium-browser") if shutil.which(b)), None)
-    driver = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if os.path.exists("/usr/bin/chromedriver") else None)
+    driver = shutil.which("chromedriver") or (
+        "/usr/bin/chromedriver" if os.path.exists("/usr/bin/chromedriver") else None
+    )
     return browser, driver
 
 
@@ -350,12 +378,21 @@ def chrome():
                 pytest.skip(f"installing Chromium failed: {r.stderr.strip()[-500:]}")
             browser, driver = _find_chromium()
         if not (browser and driver):
-            pytest.skip("headless Chromium and chromedriver are not installed and cannot be installed "
-                        "here (needs root on Debian/Ubuntu); run tools/install_browser_test_deps.sh")
+            pytest.skip(
+                "headless Chromium and chromedriver are not installed and cannot be installed "
+                "here (needs root on Debian/Ubuntu); run tools/install_browser_test_deps.sh"
+            )
     opts = webdriver.ChromeOptions()
     opts.binary_location = browser
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--window-size=1400,900", "--force-device-scale-factor=1", "--no-first-run"):
+    for a in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,900",
+        "--force-device-scale-factor=1",
+        "--no-first-run",
+    ):
         opts.add_argument(a)
     drv = webdriver.Chrome(service=Service(executable_path=driver), options=opts)
     drv.set_page_load_timeout(30)
@@ -391,11 +428,17 @@ def test_draw_edit_save_in_chromium(chrome, tmp_path, small_video):
     try:
         d.get(f"http://127.0.0.1:{srv.server_address[1]}/")
         _wait(lambda: d.execute_script("return document.body.dataset.ready === '1'"), what="page ready")
-        _wait(lambda: d.execute_script("const i = document.getElementById('frame');"
-                                       "return i.getBoundingClientRect().width > 0"), what="frame shown")
+        _wait(
+            lambda: d.execute_script(
+                "const i = document.getElementById('frame');return i.getBoundingClientRect().width > 0"
+            ),
+            what="frame shown",
+        )
         # image pixel (x, y) -> viewport px, from the layout of the <image> (spans -0.5..W-0.5)
-        rect = d.execute_script("const r = document.getElementById('frame').getBoundingClientRect();"
-                                "return [r.left, r.top, r.width, r.height];")
+        rect = d.execute_script(
+            "const r = document.getElementById('frame').getBoundingClientRect();"
+            "return [r.left, r.top, r.width, r.height];"
+        )
         sx, sy = rect[2] / W, rect[3] / H
         assert sx > 2 and abs(sx - sy) < 1e-3  # the frame is shown enlarged, undistorted
 
@@ -466,12 +509,18 @@ def test_draw_edit_save_in_chromium(chrome, tmp_path, small_video):
         spacing.send_keys("5")
         expected_mask = polygon_mask(face, (H, W))
         expected_pts = make_points(expected_mask, 5)
-        text = _wait(lambda: (t := d.find_element(By.ID, "n-points").text).endswith("seed points")
-                     and abs(int(t.split()[0]) - len(expected_pts)) <= 0.1 * len(expected_pts) and t,
-                     what="preview with spacing 5")
+        text = _wait(
+            lambda: (
+                (t := d.find_element(By.ID, "n-points").text).endswith("seed points")
+                and abs(int(t.split()[0]) - len(expected_pts)) <= 0.1 * len(expected_pts)
+                and t
+            ),
+            what="preview with spacing 5",
+        )
         d.find_element(By.ID, "save").click()
-        status = _wait(lambda: (s := d.find_element(By.ID, "status").text).startswith(("Saved", "Not saved")) and s,
-                       what="save")
+        status = _wait(
+            lambda: (s := d.find_element(By.ID, "status").text).startswith(("Saved", "Not saved")) and s, what="save"
+        )
         shot = tmp_path / "roi_drawer.png"
         d.save_screenshot(str(shot))
         if os.environ.get("FACERHYTHM_TEST_ARTIFACTS"):
@@ -519,9 +568,22 @@ def test_cli_serves_and_quits(tmp_path):
 
     src = tmp_path / "drawn.h5"
     save_drawing(src, _drawing())
-    proc = subprocess.Popen([sys.executable, "-m", "facerhythm_core.roi_drawer", str(src),
-                             "--out", str(tmp_path / "edited.h5"), "--port", "0"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "facerhythm_core.roi_drawer",
+            str(src),
+            "--out",
+            str(tmp_path / "edited.h5"),
+            "--port",
+            "0",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         first = proc.stdout.readline()
         m = re.search(r"http://127\.0\.0\.1:(\d+)/", first)

@@ -7,9 +7,17 @@ import numpy as np
 import pytest
 
 from facerhythm_core.errors import ROIError
-from facerhythm_core.rois import (ROISet, build_session_rois, flip_lr, load_rois_h5, make_points,
-                                  polygon_mask, resolve_tracking_mask, rois_from_polygons,
-                                  save_rois_h5)
+from facerhythm_core.rois import (
+    ROISet,
+    build_session_rois,
+    flip_lr,
+    load_rois_h5,
+    make_points,
+    polygon_mask,
+    resolve_tracking_mask,
+    rois_from_polygons,
+    save_rois_h5,
+)
 
 
 def test_polygon_mask_rectangle():
@@ -72,8 +80,11 @@ def test_flip_lr_keeps_points_on_masks():
 
 
 def test_roundtrip_and_reference_layout(tmp_path):
-    rois = rois_from_polygons({"ROI_0": [[2, 2], [20, 2], [20, 15]], "ROI_1": [[1, 1], [25, 1], [25, 18], [1, 18]]},
-                              (20, 30), example_image=np.full((20, 30, 3), 7, np.uint8))
+    rois = rois_from_polygons(
+        {"ROI_0": [[2, 2], [20, 2], [20, 15]], "ROI_1": [[1, 1], [25, 1], [25, 18], [1, 18]]},
+        (20, 30),
+        example_image=np.full((20, 30, 3), 7, np.uint8),
+    )
     rois.point_positions = make_points(rois.masks["ROI_0"], 3)
     p = tmp_path / "ROIs.h5"
     save_rois_h5(p, rois)
@@ -118,8 +129,9 @@ def test_load_errors(tmp_path):
 
 
 def test_tracking_mask_modes():
-    rois = rois_from_polygons({"a": [[2, 2], [10, 2], [10, 10], [2, 10]],
-                               "b": [[6, 6], [18, 6], [18, 18], [6, 18]]}, (20, 20))
+    rois = rois_from_polygons(
+        {"a": [[2, 2], [10, 2], [10, 10], [2, 10]], "b": [[6, 6], [18, 6], [18, 18], [6, 18]]}, (20, 20)
+    )
     union = resolve_tracking_mask(rois, None)
     assert union.sum() == (rois.masks["a"] | rois.masks["b"]).sum()
     assert resolve_tracking_mask(rois, []).all()
@@ -131,8 +143,7 @@ def test_tracking_mask_modes():
 def test_build_session_rois(tmp_path):
     polys = {"face": [[5, 5], [50, 5], [50, 40], [5, 40]]}
     img = np.zeros((48, 64, 3), np.uint8)
-    rois, mask = build_session_rois("config:x", (48, 64), polygons=polys, point_spacing=5,
-                                    point_rois=["face"])
+    rois, mask = build_session_rois("config:x", (48, 64), polygons=polys, point_spacing=5, point_rois=["face"])
     assert len(rois.point_positions) > 0 and mask.sum() == rois.masks["face"].sum()
     f = tmp_path / "r.h5"
     save_rois_h5(f, ROISet(masks={"m": np.ones((10, 10), bool)}, example_image=img[:10, :10]))
@@ -141,8 +152,14 @@ def test_build_session_rois(tmp_path):
     with pytest.raises(ROIError, match="outside"):
         build_session_rois("config:x", (48, 64), polygons={"a": [[5, 5], [70, 5], [50, 40]]})
     f2 = tmp_path / "pts.h5"
-    save_rois_h5(f2, ROISet(masks={"m": np.ones((48, 64), bool)}, example_image=img,
-                            point_positions=np.array([[10, 10], [70, 3]], np.float32)))
+    save_rois_h5(
+        f2,
+        ROISet(
+            masks={"m": np.ones((48, 64), bool)},
+            example_image=img,
+            point_positions=np.array([[10, 10], [70, 3]], np.float32),
+        ),
+    )
     with pytest.raises(ROIError, match="outside"):
         build_session_rois(str(f2), (48, 64), roi_file=str(f2))
 
@@ -156,15 +173,20 @@ def test_empty_mask_in_file_is_a_clear_error(tmp_path):
 
 # --------------------------------------------------------------- parts of an ROI file
 
+
 def _reference_file(path, h=24, w=32, **parts):
     """An ROIs.h5 in the reference layout with two masks; ``parts`` replace or add datasets."""
     m0 = np.zeros((h, w), bool)
     m0[4:20, 4:28] = True
-    data = {"mask_images/mask_0": m0, "mask_images/mask_1": m0.copy(),
-            "roi_points/ROI_0": np.array([[4, 4], [27, 4], [27, 19], [4, 19]], np.float32),
-            "roi_points/ROI_1": np.array([[4, 4], [27, 4], [27, 19]], np.float32),
-            "point_positions": np.array([[6, 6], [10, 8]], np.float32), "num_points": 2,
-            "exampleImage": np.full((h, w, 3), 9, np.uint8)}
+    data = {
+        "mask_images/mask_0": m0,
+        "mask_images/mask_1": m0.copy(),
+        "roi_points/ROI_0": np.array([[4, 4], [27, 4], [27, 19], [4, 19]], np.float32),
+        "roi_points/ROI_1": np.array([[4, 4], [27, 4], [27, 19]], np.float32),
+        "point_positions": np.array([[6, 6], [10, 8]], np.float32),
+        "num_points": 2,
+        "exampleImage": np.full((h, w, 3), 9, np.uint8),
+    }
     data.update(parts)
     with h5py.File(path, "w") as f:
         for k, v in data.items():
@@ -180,35 +202,54 @@ def test_reference_file_with_every_part_loads(tmp_path):
     # a float mask of 0/1 and a grey float image in [0, 1] are read as before
     m = np.zeros((24, 32), np.float64)
     m[5:9, 5:9] = 1.0
-    r = load_rois_h5(_reference_file(tmp_path / "f.h5", **{"mask_images/mask_1": m,
-                                                            "exampleImage": np.full((24, 32), 0.5)}))
+    r = load_rois_h5(
+        _reference_file(tmp_path / "f.h5", **{"mask_images/mask_1": m, "exampleImage": np.full((24, 32), 0.5)})
+    )
     assert r.masks["mask_1"].sum() == 16 and r.example_image.shape == (24, 32, 3)
     assert int(r.example_image[0, 0, 0]) == 128
 
 
-@pytest.mark.parametrize("parts,msg", [
-    ({"exampleImage": np.zeros((48, 64, 3), np.uint8)},
-     r"exampleImage is 64x48 but the masks in mask_images are 32x24"),
-    ({"exampleImage": np.zeros((24, 32, 2), np.uint8)}, r"exampleImage must be an \(H, W\) or \(H, W, 3\)"),
-    ({"exampleImage": np.full((24, 32), np.nan, np.float32)},
-     r"exampleImage holds 768 NaN or infinite value\(s\), the first at index \[0, 0\]"),
-    ({"point_positions": np.array([[6, 6], [np.nan, 8]], np.float32)},
-     r"point_positions holds 1 NaN or infinite value\(s\), the first at index \[1, 0\]; seed points"),
-    ({"point_positions": np.array([[6, np.inf], [7, 8]], np.float64)},
-     r"point_positions holds 1 NaN or infinite value\(s\), the first at index \[0, 1\]"),
-    ({"point_positions": np.array([[b"6", b"x"], [b"7", b"8"]])},
-     r"point_positions holds \|S1 values, not numbers"),
-    ({"num_points": 5}, r"num_points says \[5\] but point_positions holds 2 points"),
-    ({"mask_images/mask_1": np.where(np.eye(24, 32) > 0, np.nan, 0.0)},
-     r"mask_images/mask_1 holds 24 NaN or infinite value\(s\).*a mask holds true/false or 0/1"),
-    ({"mask_images/mask_1": np.zeros((24, 30), bool)},
-     r"masks have different shapes \(mask_0 32x24, mask_1 30x24\)"),
-    ({"roi_points/ROI_2": np.zeros((3, 2), np.float32)},
-     r"has 3 polygon\(s\) in roi_points but 2 mask\(s\) in mask_images"),
-    ({"roi_points/ROI_1": np.array([[1, 2], [np.nan, 3], [4, 5]], np.float32)},
-     r"roi_points/ROI_1 holds 1 NaN"),
-    ({"roi_points/ROI_1": np.zeros((3, 3), np.float32)}, r"roi_points/ROI_1 must be \(V, 2\)"),
-])
+@pytest.mark.parametrize(
+    "parts,msg",
+    [
+        (
+            {"exampleImage": np.zeros((48, 64, 3), np.uint8)},
+            r"exampleImage is 64x48 but the masks in mask_images are 32x24",
+        ),
+        ({"exampleImage": np.zeros((24, 32, 2), np.uint8)}, r"exampleImage must be an \(H, W\) or \(H, W, 3\)"),
+        (
+            {"exampleImage": np.full((24, 32), np.nan, np.float32)},
+            r"exampleImage holds 768 NaN or infinite value\(s\), the first at index \[0, 0\]",
+        ),
+        (
+            {"point_positions": np.array([[6, 6], [np.nan, 8]], np.float32)},
+            r"point_positions holds 1 NaN or infinite value\(s\), the first at index \[1, 0\]; seed points",
+        ),
+        (
+            {"point_positions": np.array([[6, np.inf], [7, 8]], np.float64)},
+            r"point_positions holds 1 NaN or infinite value\(s\), the first at index \[0, 1\]",
+        ),
+        (
+            {"point_positions": np.array([[b"6", b"x"], [b"7", b"8"]])},
+            r"point_positions holds \|S1 values, not numbers",
+        ),
+        ({"num_points": 5}, r"num_points says \[5\] but point_positions holds 2 points"),
+        (
+            {"mask_images/mask_1": np.where(np.eye(24, 32) > 0, np.nan, 0.0)},
+            r"mask_images/mask_1 holds 24 NaN or infinite value\(s\).*a mask holds true/false or 0/1",
+        ),
+        (
+            {"mask_images/mask_1": np.zeros((24, 30), bool)},
+            r"masks have different shapes \(mask_0 32x24, mask_1 30x24\)",
+        ),
+        (
+            {"roi_points/ROI_2": np.zeros((3, 2), np.float32)},
+            r"has 3 polygon\(s\) in roi_points but 2 mask\(s\) in mask_images",
+        ),
+        ({"roi_points/ROI_1": np.array([[1, 2], [np.nan, 3], [4, 5]], np.float32)}, r"roi_points/ROI_1 holds 1 NaN"),
+        ({"roi_points/ROI_1": np.zeros((3, 3), np.float32)}, r"roi_points/ROI_1 must be \(V, 2\)"),
+    ],
+)
 def test_inconsistent_or_non_finite_parts_named(tmp_path, parts, msg):
     p = _reference_file(tmp_path / "bad.h5", **parts)
     with pytest.raises(ROIError, match=rf"ROI file {re.escape(str(p))}: .*{msg}|ROI file {re.escape(str(p))} {msg}"):

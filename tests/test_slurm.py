@@ -39,7 +39,8 @@ START_TIMEOUT_S = 1200  # includes apt-get on a fresh machine
 
 has_plugin = importlib.util.find_spec("snakemake_executor_plugin_slurm") is not None
 needs_plugin = pytest.mark.skipif(
-    not has_plugin, reason="snakemake-executor-plugin-slurm not installed (pip install -e '.[slurm]')")
+    not has_plugin, reason="snakemake-executor-plugin-slurm not installed (pip install -e '.[slurm]')"
+)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -57,8 +58,15 @@ def clean_env(**extra) -> dict:
 
 def run(cmd, cwd, env, timeout):
     """Run a command in its own process group; on timeout stop the whole group."""
-    proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(c) for c in cmd],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -195,8 +203,9 @@ def dry_runs(tmp_path_factory):
     assert r.returncode == 0, r.stdout
     out = {
         "plain": snakemake(wd, "--profile", "profiles/slurm", "-n", env=env).stdout,
-        "set_resources": snakemake(wd, "--profile", "profiles/slurm", "-n",
-                                   "--set-resources", "rois:mem_mb=3333", env=env).stdout,
+        "set_resources": snakemake(
+            wd, "--profile", "profiles/slurm", "-n", "--set-resources", "rois:mem_mb=3333", env=env
+        ).stdout,
         "attempt2": snakemake(wd, "--profile", "profiles/slurm", "-n", "--attempt", "2", env=env).stdout,
         "by_name": snakemake(wd, "--profile", "slurm", "-n", env=env).stdout,
     }
@@ -240,7 +249,7 @@ def test_retry_asks_for_more_memory(dry_runs):
     # jobs matched by rule and wildcards: two dry runs may list independent jobs in another order
     first = {(j["rule"], j.get("wildcards", "")): j for j in dry_runs["plain"][1]}
     second = {(j["rule"], j.get("wildcards", "")): j for j in dry_runs["attempt2"][1]}
-    assert len(first) == len(dry_runs["plain"][1])            # every job has its own key
+    assert len(first) == len(dry_runs["plain"][1])  # every job has its own key
     assert first.keys() == second.keys() and first
     for key, j1 in first.items():
         m1, m2 = j1["resources"]["mem_mb"], second[key]["resources"]["mem_mb"]
@@ -253,8 +262,9 @@ def test_profile_found_by_name_after_setup(dry_runs):
     account = profile_config()["default-resources"]["slurm_account"]
     assert jobs and all(j["resources"].get("slurm_account") == account for j in jobs)
     plain = dry_runs["plain"][1]
-    assert sorted((j["rule"], j["resources"].get("gpu")) for j in jobs) == \
-        sorted((j["rule"], j["resources"].get("gpu")) for j in plain)
+    assert sorted((j["rule"], j["resources"].get("gpu")) for j in jobs) == sorted(
+        (j["rule"], j["resources"].get("gpu")) for j in plain
+    )
 
 
 def test_local_profile_dry_run(tmp_path):
@@ -301,8 +311,12 @@ def local_slurm(dry_runs):
     mem = max(int(j["resources"]["mem_mb"]) for j in jobs) * tries + 1024
     cpus = max(os.cpu_count() or 2, 8)
     was_running = _our_slurmctld_alive()
-    env = clean_env(ACCOUNT=str(profile_config()["default-resources"]["slurm_account"]),
-                    NODE_MEM_MB=str(mem), NODE_CPUS=str(cpus), FAKE_GPUS="2")
+    env = clean_env(
+        ACCOUNT=str(profile_config()["default-resources"]["slurm_account"]),
+        NODE_MEM_MB=str(mem),
+        NODE_CPUS=str(cpus),
+        FAKE_GPUS="2",
+    )
     r = run(["bash", LOCAL_SLURM, "start"], cwd=REPO, env=env, timeout=START_TIMEOUT_S)
     try:
         assert r.returncode == 0, f"local SLURM did not start ({r.returncode}):\n{r.stdout[-4000:]}"
@@ -314,9 +328,13 @@ def local_slurm(dry_runs):
 
 def _sacct(ids: list[str]) -> dict[str, dict]:
     fields = ["JobIDRaw", "Partition", "AllocTRES", "State", "Comment", "Account"]
-    out = subprocess.run(["sacct", "-X", "--parsable2", "--noheader", "-j", ",".join(ids),
-                          f"--format={','.join(fields)}"],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        ["sacct", "-X", "--parsable2", "--noheader", "-j", ",".join(ids), f"--format={','.join(fields)}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     rows = [dict(zip(fields, ln.split("|"))) for ln in out.splitlines() if ln.strip()]
     return {r["JobIDRaw"]: r for r in rows}
 
@@ -350,9 +368,10 @@ def test_demo_runs_on_local_slurm_cluster(local_slurm, tmp_path):
     deadline = time.monotonic() + 60  # slurmdbd records job ends asynchronously
     while True:
         acct = _sacct(list(rule_of))
-        if set(acct) == set(rule_of) and all(a["State"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT",
-                                                             "OUT_OF_MEMORY", "NODE_FAIL")
-                                             for a in acct.values()):
+        if set(acct) == set(rule_of) and all(
+            a["State"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL")
+            for a in acct.values()
+        ):
             break
         assert time.monotonic() < deadline, f"sacct does not show all jobs as finished: {acct}"
         time.sleep(2)
@@ -368,15 +387,18 @@ def test_demo_runs_on_local_slurm_cluster(local_slurm, tmp_path):
         completed[rule] = completed.get(rule, 0) + 1
         if rule in GPU_RULES:
             assert a["Partition"] == "gpu" and "gres/gpu=1" in a["AllocTRES"], a
-            show = subprocess.run(["scontrol", "show", "job", jid], capture_output=True, text=True,
-                                  timeout=30).stdout
+            show = subprocess.run(["scontrol", "show", "job", jid], capture_output=True, text=True, timeout=30).stdout
             if show:  # still within MinJobAge
                 assert "Partition=gpu" in show and re.search(r"TresPerJob=gres:gpu:1\b", show), show
         else:
             assert a["Partition"] == "cpu" and "gres/gpu" not in a["AllocTRES"], a
     assert completed == expected, f"SLURM jobs per rule {completed}, DAG {expected}"
-    print("\n".join(f"{rule_of[j]:>20} {a['Partition']:>4} {a['State']:>9} {a['AllocTRES']}"
-                    for j, a in sorted(acct.items(), key=lambda x: int(x[0]))))
+    print(
+        "\n".join(
+            f"{rule_of[j]:>20} {a['Partition']:>4} {a['State']:>9} {a['AllocTRES']}"
+            for j, a in sorted(acct.items(), key=lambda x: int(x[0]))
+        )
+    )
 
     # inside each GPU job the core chose a device and said which
     for rule in GPU_RULES:

@@ -8,15 +8,22 @@ import pytest
 
 from facerhythm_core.errors import ConfigError, SpectrogramError
 from facerhythm_core.io import read_provenance
-from facerhythm_core.spectrogram import (SpectrogramParams, compute_session_spectrograms,
-                                         displacement_traces, frame_power, normalize_spectrogram,
-                                         read_spectrograms, resolve_f_max,
-                                         spectrogram_from_tracks)
+from facerhythm_core.spectrogram import (
+    SpectrogramParams,
+    compute_session_spectrograms,
+    displacement_traces,
+    frame_power,
+    normalize_spectrogram,
+    read_spectrograms,
+    resolve_f_max,
+    spectrogram_from_tracks,
+)
 from facerhythm_core.vqt import output_length, vqt
 
 FS = 60.0
-PARAMS = dict(fs=None, q_low_f=3.0, q_high_f=6.0, f_min=2.0, f_max=25.0, n_freq_bins=10,
-              downsample_factor=6, device="cpu")
+PARAMS = dict(
+    fs=None, q_low_f=3.0, q_high_f=6.0, f_min=2.0, f_max=25.0, n_freq_bins=10, downsample_factor=6, device="cpu"
+)
 
 
 def _tracks(T, N, fs=FS, seed=0, f_y=8.0):
@@ -24,7 +31,7 @@ def _tracks(T, N, fs=FS, seed=0, f_y=8.0):
     home = rng.uniform(20, 200, (N, 2)).astype(np.float32)
     t = np.arange(T) / fs
     pts = home[None] + 0.05 * rng.standard_normal((T, N, 2))
-    pts[:, : N // 2, 1] += 1.5 * np.sin(2 * np.pi * f_y * t)[:, None]   # y rhythm, half the points
+    pts[:, : N // 2, 1] += 1.5 * np.sin(2 * np.pi * f_y * t)[:, None]  # y rhythm, half the points
     return pts.astype(np.float32), home
 
 
@@ -37,20 +44,19 @@ def _write_tracking(path, videos, home, fs=FS):
         f.attrs["frame_rate"] = fs
         f.attrs["contiguous"] = False
         f.attrs["num_keys"] = len(videos)
-        f.create_dataset("video_paths", data=[f"/data/v{i}.mp4" for i in range(len(videos))],
-                         dtype=h5py.string_dtype())
+        f.create_dataset("video_paths", data=[f"/data/v{i}.mp4" for i in range(len(videos))], dtype=h5py.string_dtype())
         f.create_dataset("num_frames", data=np.array([len(v) for v in videos], dtype=np.int64))
 
 
 def test_displacement_rows_layout():
-    pts = np.arange(3 * 2 * 2, dtype=np.float32).reshape(3, 2, 2)   # T=3, N=2
+    pts = np.arange(3 * 2 * 2, dtype=np.float32).reshape(3, 2, 2)  # T=3, N=2
     home = np.array([[1, 2], [3, 4]], np.float32)
     rows = displacement_traces(pts, home)
     assert rows.shape == (4, 3) and rows.dtype == np.float32
-    np.testing.assert_array_equal(rows[0], pts[:, 0, 0] - 1)   # x of point 0
-    np.testing.assert_array_equal(rows[1], pts[:, 1, 0] - 3)   # x of point 1
-    np.testing.assert_array_equal(rows[2], pts[:, 0, 1] - 2)   # y of point 0
-    np.testing.assert_array_equal(rows[3], pts[:, 1, 1] - 4)   # y of point 1
+    np.testing.assert_array_equal(rows[0], pts[:, 0, 0] - 1)  # x of point 0
+    np.testing.assert_array_equal(rows[1], pts[:, 1, 0] - 3)  # x of point 1
+    np.testing.assert_array_equal(rows[2], pts[:, 0, 1] - 2)  # y of point 0
+    np.testing.assert_array_equal(rows[3], pts[:, 1, 1] - 4)  # y of point 1
     with pytest.raises(SpectrogramError, match="point_positions"):
         displacement_traces(pts, home[:1])
 
@@ -58,7 +64,7 @@ def test_displacement_rows_layout():
 @pytest.mark.parametrize("alpha,gamma,beta", [(0.95, 1.0, 0.5), (0.0, 2.0, 0.0), (1.0, 0.5, 1.0)])
 def test_normalization_matches_formula(alpha, gamma, beta):
     rng = np.random.default_rng(1)
-    S = rng.gamma(2.0, 1.0, (6, 4, 9)).astype(np.float32)    # (2N rows, F, T')
+    S = rng.gamma(2.0, 1.0, (6, 4, 9)).astype(np.float32)  # (2N rows, F, T')
     freqs = np.array([1, 2, 4, 8], np.float32)
     m = frame_power(S, gamma) / S.shape[0]
     # direct evaluation, element by element
@@ -83,15 +89,14 @@ def test_normalization_keeps_phase_of_complex():
     got = normalize_spectrogram(S, freqs, m, 0.9, 1.0, 0.5)
     assert got.dtype == np.complex64
     np.testing.assert_allclose(np.angle(got), np.angle(S), atol=1e-5)
-    np.testing.assert_allclose(np.abs(got), normalize_spectrogram(np.abs(S), freqs, m, 0.9, 1.0, 0.5),
-                               rtol=1e-5)
+    np.testing.assert_allclose(np.abs(got), normalize_spectrogram(np.abs(S), freqs, m, 0.9, 1.0, 0.5), rtol=1e-5)
 
 
 def test_f_max_clamped_below_nyquist():
     with pytest.warns(UserWarning, match="clamped"):
         assert resolve_f_max(60.0, 120.0, 0.9) == pytest.approx(54.0)
     assert resolve_f_max(40.0, 120.0, 0.9) == 40.0
-    assert resolve_f_max(60.0, 120.0, 1.0) == 60.0          # the reference's setting, allowed
+    assert resolve_f_max(60.0, 120.0, 1.0) == 60.0  # the reference's setting, allowed
 
 
 def test_params_reject_unknown_keys():
@@ -125,19 +130,18 @@ def test_rhythm_shows_up_in_y_at_its_frequency():
     spec, _, _ = spectrogram_from_tracks(pts, home, bank, p)
     prof_y = spec[1, :4].mean(axis=(0, 2))
     assert np.argmax(prof_y) == np.argmin(np.abs(np.log(bank.freqs / 8.0)))
-    assert spec[1, :4].mean() > 10 * spec[0, :4].mean()     # x did not move
+    assert spec[1, :4].mean() > 10 * spec[0, :4].mean()  # x did not move
 
 
 def test_session_file_chunked_equals_in_memory(tmp_path, caplog):
     (a, home), (b, _) = _tracks(500, 7, seed=3), _tracks(420, 7, seed=4)
-    b = b - _tracks(420, 7, seed=4)[1] + home                 # same home positions
+    b = b - _tracks(420, 7, seed=4)[1] + home  # same home positions
     trk = tmp_path / "tracking.h5"
     _write_tracking(trk, [a, b], home)
     out = tmp_path / "spectrograms.h5"
     caplog.set_level(logging.INFO)
-    summary = compute_session_spectrograms(trk, out, {**PARAMS, "points_per_chunk": 3,
-                                                      "f_max": 40.0}, session="s9")
-    assert summary["f_max"] == pytest.approx(27.0)            # 0.9 x Nyquist at 60 Hz
+    summary = compute_session_spectrograms(trk, out, {**PARAMS, "points_per_chunk": 3, "f_max": 40.0}, session="s9")
+    assert summary["f_max"] == pytest.approx(27.0)  # 0.9 x Nyquist at 60 Hz
     assert any("clamped" in r.message for r in caplog.records)
     res = read_spectrograms(out)
     p = SpectrogramParams.from_mapping({**PARAMS, "f_max": 27.0})
@@ -185,8 +189,7 @@ def test_short_video_fails_before_any_work(tmp_path):
     assert "30 frames" in msg and f"{W} frames" in msg and "Fix" in msg
 
 
-@pytest.mark.parametrize("extra", [{}, {"take_abs": False},
-                                   {"spectrogram_exponent": 2.0, "one_over_f_exponent": 0.0}])
+@pytest.mark.parametrize("extra", [{}, {"take_abs": False}, {"spectrogram_exponent": 2.0, "one_over_f_exponent": 0.0}])
 def test_in_memory_and_streaming_paths_write_the_same_file(tmp_path, caplog, extra):
     pts, home = _tracks(480, 5, seed=5)
     trk = tmp_path / "tracking.h5"

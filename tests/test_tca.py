@@ -40,6 +40,7 @@ def spectros(n_points=5, n_freq=4, lengths=(20, 30), seed=0, complex_=False):
 
 # --- fitting ---------------------------------------------------------------------
 
+
 def test_planted_low_rank_tensor_is_recovered():
     x, fac = planted((25, 10, 60), rank=3, seed=1, noise=0.01)
     fit = tca.fit_cp(x, rank=3, n_iter_max=300, init="random", tol=1e-7, random_state=0)
@@ -59,18 +60,17 @@ def test_torch_engine_matches_tensorly_cp_nn_hals():
     x = rng.random((12, 7, 40))
     t = torch.as_tensor(x)
     with tl.backend_context("pytorch"):
-        model = tl.decomposition.CP_NN_HALS(rank=4, n_iter_max=25, init="random",
-                                            tol=1e-12, random_state=5)
+        model = tl.decomposition.CP_NN_HALS(rank=4, n_iter_max=25, init="random", tol=1e-12, random_state=5)
         ref = model.fit_transform(t)
-    ours = tca.fit_cp(x, rank=4, n_iter_max=25, init="random", tol=1e-12, random_state=5,
-                      dtype="float64", engine="torch")
+    ours = tca.fit_cp(
+        x, rank=4, n_iter_max=25, init="random", tol=1e-12, random_state=5, dtype="float64", engine="torch"
+    )
     assert ours.engine == "torch"
     for a, b in zip(ref.factors, ours.factors):
         np.testing.assert_allclose(b, a.numpy(), rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(ours.errors, [float(e) for e in model.errors_], rtol=1e-8)
     # and the same through our tensorly path
-    via_tl = tca.fit_cp(x, rank=4, n_iter_max=25, tol=1e-12, random_state=5,
-                        dtype="float64", engine="tensorly")
+    via_tl = tca.fit_cp(x, rank=4, n_iter_max=25, tol=1e-12, random_state=5, dtype="float64", engine="tensorly")
     assert via_tl.engine == "tensorly"
     for a, b in zip(via_tl.factors, ours.factors):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
@@ -88,8 +88,7 @@ def test_svd_init_equivalence_and_stop_rule():
         np.testing.assert_allclose(b, a.numpy(), rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.parametrize("engine,backend", [("torch", "pytorch"), ("tensorly", "pytorch"),
-                                            ("tensorly", "numpy")])
+@pytest.mark.parametrize("engine,backend", [("torch", "pytorch"), ("tensorly", "pytorch"), ("tensorly", "numpy")])
 def test_backend_does_not_leak(engine, backend):
     x = np.random.default_rng(0).random((6, 5, 8))
     for outer in ("numpy", "pytorch"):
@@ -99,8 +98,9 @@ def test_backend_does_not_leak(engine, backend):
             assert tl.get_backend() == before == outer
 
 
-@pytest.mark.parametrize("method,extra", [("CP", {}), ("ConstrainedCP", {"non_negative": True}),
-                                          ("RandomizedCP", {"n_samples": 20})])
+@pytest.mark.parametrize(
+    "method,extra", [("CP", {}), ("ConstrainedCP", {"non_negative": True}), ("RandomizedCP", {"n_samples": 20})]
+)
 def test_other_methods_run_through_tensorly(method, extra):
     x, _ = planted((8, 6, 20), rank=2, seed=2)
     fit = tca.fit_cp(x, method=method, rank=2, n_iter_max=20, method_params=extra)
@@ -118,8 +118,7 @@ def test_random_init_is_tensorlys_without_tensorly(dtype):
     for seed in (0, 3, 12345):
         ours = tca._initial_factors(x, 4, "random", "truncated_svd", seed)
         with tl.backend_context("pytorch"):
-            ref = initialize_cp(x, 4, init="random", non_negative=True, random_state=seed,
-                                normalize_factors=False)
+            ref = initialize_cp(x, 4, init="random", non_negative=True, random_state=seed, normalize_factors=False)
         for a, b in zip(ours, ref.factors):
             assert a.dtype == b.dtype == dtype
             assert torch.equal(a, b)
@@ -172,7 +171,7 @@ def test_rel_tol_stops_when_the_error_stops_improving():
     e = full.errors
     want = next(i for i in range(1, len(e)) if e[i - 1] - e[i] < rt * e[i - 1])
     assert len(fit.errors) == want + 1 < 300
-    np.testing.assert_array_equal(fit.errors, e[:want + 1])
+    np.testing.assert_array_equal(fit.errors, e[: want + 1])
     # the same run, only stopped: the factors are those of that iteration
     again = tca.fit_cp(x, rank=3, n_iter_max=want + 1, tol=0, rel_tol=0, random_state=0)
     for a, b in zip(fit.factors, again.factors):
@@ -191,6 +190,7 @@ def test_small_fits_run_on_one_thread_and_restore_the_count():
         def spy(*a, **k):
             seen.append(torch.get_num_threads())
             return orig(*a, **k)
+
         tca.hals_cp_torch = spy
         try:
             tca.fit_cp(np.random.default_rng(0).random((6, 5, 8)), rank=2, n_iter_max=3)
@@ -215,12 +215,14 @@ def test_fit_errors_are_clear():
     with pytest.raises(TCAError, match="method"):
         tca.fit_cp(x, method="PARAFAC2")
     # unsupported CP_NN_HALS parameters fall back to tensorly under engine auto
-    fit = tca.fit_cp(np.random.default_rng(0).random((4, 5, 6)), rank=2, n_iter_max=5,
-                     method_params={"normalize_factors": True})
+    fit = tca.fit_cp(
+        np.random.default_rng(0).random((4, 5, 6)), rank=2, n_iter_max=5, method_params={"normalize_factors": True}
+    )
     assert fit.engine == "tensorly"
 
 
 # --- explained variance ----------------------------------------------------------
+
 
 def reference_evr(x, factors):
     """The reference's definition, written out on a copy of the data."""
@@ -241,13 +243,11 @@ def test_evr_matches_definition_orders_descending_and_leaves_data_alone():
     fit = tca.fit_cp(x32, rank=4, n_iter_max=100, random_state=1)
     var = tca.explained_variance(x32, fit.weights, fit.factors)
     np.testing.assert_array_equal(x32, keep)  # reference bug 12: data centred in place
-    np.testing.assert_allclose(var.evr, reference_evr(x32.astype(float), fit.factors),
-                               rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(var.evr, reference_evr(x32.astype(float), fit.factors), rtol=1e-6, atol=1e-9)
     recon = np.einsum("ir,jr,kr->ijk", *fit.factors)
     resid = x32 - recon
     assert var.evr_model == pytest.approx(1 - resid.var() / x32.var(), rel=1e-6)
-    assert var.rel_error == pytest.approx(np.linalg.norm(resid) / np.linalg.norm(x32),
-                                          rel=1e-6)
+    assert var.rel_error == pytest.approx(np.linalg.norm(resid) / np.linalg.norm(x32), rel=1e-6)
     ordered, evr, order = tca.order_by_evr(fit, var.evr)
     assert np.all(np.diff(evr) <= 0)
     assert sorted(order.tolist()) == [0, 1, 2, 3]
@@ -263,6 +263,7 @@ def test_evr_matches_definition_orders_descending_and_leaves_data_alone():
 
 
 # --- rearrangement ---------------------------------------------------------------
+
 
 def test_rearrange_modes_give_documented_shapes():
     data = spectros(n_points=5, n_freq=4, lengths=(20, 30))
@@ -326,6 +327,7 @@ def test_unrearranged_factors_have_original_axis_lengths():
 
 # --- normalization ---------------------------------------------------------------
 
+
 def test_normalize_uses_epsilon_and_never_modifies_input():
     rng = np.random.default_rng(0)
     x = rng.random((4, 3, 50)).astype(np.float32) * 7
@@ -371,8 +373,7 @@ def test_normalize_blockwise_and_in_place_give_the_same_bytes(dtype):
                     y, _ = tca.normalize_tensor(x, dims, ms, sd, dim, 1e-8, block_bytes=block)
                     np.testing.assert_array_equal(y, want)
                     z = x.copy()
-                    y2, _ = tca.normalize_tensor(z, dims, ms, sd, dim, 1e-8, out=z,
-                                                 block_bytes=block)
+                    y2, _ = tca.normalize_tensor(z, dims, ms, sd, dim, 1e-8, out=z, block_bytes=block)
                     assert y2 is z
                     np.testing.assert_array_equal(z, want)
     with pytest.raises(TCAError, match="out must be"):
@@ -400,6 +401,7 @@ def test_decompose_overwrites_its_input_only_when_allowed():
 
 # --- joint -----------------------------------------------------------------------
 
+
 def test_joint_needs_one_point_set():
     a = spectros(n_points=5, lengths=(20,))
     b = spectros(n_points=7, lengths=(20,))
@@ -412,8 +414,7 @@ def test_joint_concatenate_and_stack():
     b = spectros(n_points=5, lengths=(30,), seed=2)
     res = tca.decompose_joint({"A": a, "B": b}, mode="concatenate", rank=2, n_iter_max=10)
     time_f = res.decompositions["all"].factors["time"]
-    assert {k: v.shape for k, v in time_f.items()} == {"A/0": (20, 2), "A/1": (10, 2),
-                                                        "B/0": (30, 2)}
+    assert {k: v.shape for k, v in time_f.items()} == {"A/0": (20, 2), "A/1": (10, 2), "B/0": (30, 2)}
     res = tca.decompose_joint({"A": a, "B": b}, mode="stack", rank=2, n_iter_max=10)
     f = res.decompositions["all"].factors
     assert f["session"].shape == (2, 2) and f["time"].shape == (30, 2)
@@ -421,11 +422,11 @@ def test_joint_concatenate_and_stack():
 
 # --- files, sweep, script --------------------------------------------------------
 
+
 def test_rank_sweep_and_h5_round_trip(tmp_path):
     x, _ = planted((10, 6, 30), rank=2, seed=5, noise=0.01)
     data = {"0": x.reshape(2, 5, 6, 30).astype(np.float32)}
-    res = tca.decompose(data, rank=2, n_iter_max=40, rank_sweep_ranks=[1, 2],
-                        rank_sweep_seeds=[0, 1])
+    res = tca.decompose(data, rank=2, n_iter_max=40, rank_sweep_ranks=[1, 2], rank_sweep_seeds=[0, 1])
     sw = res.decompositions["0"].sweep
     assert sw["rel_error"].shape == sw["similarity"].shape == (2, 2)
     assert sw["rel_error"][0].min() > sw["rel_error"][1].min()  # rank 1 fits worse
@@ -435,8 +436,7 @@ def test_rank_sweep_and_h5_round_trip(tmp_path):
         tca.write_tca_h5(f, res, frequencies=np.arange(6.0), times={"0": np.arange(30) / 6})
     back = tca.read_tca_h5(path)
     d = back["0"]
-    np.testing.assert_allclose(d["factors"]["time"], res.decompositions["0"].factors["time"],
-                               rtol=1e-6)
+    np.testing.assert_allclose(d["factors"]["time"], res.decompositions["0"].factors["time"], rtol=1e-6)
     assert d["factors"]["points_x"].shape == (5, 2)
     np.testing.assert_allclose(d["evr"], res.decompositions["0"].evr)
     assert d["rank_sweep"]["rel_error"].shape == (2, 2)
@@ -473,17 +473,31 @@ def run_script(name, tmp_path, inputs, params, out, **more_inputs):
     from facerhythm_core import stages
 
     if name == "tca":
-        stages.tca(inputs, out, session=params["session"], params=params["tca"],
-                   videos_info=more_inputs.get("videos_info"))
+        stages.tca(
+            inputs, out, session=params["session"], params=params["tca"], videos_info=more_inputs.get("videos_info")
+        )
     else:
-        stages.tca_joint(inputs, out, group=params["group"], sessions=params["sessions"],
-                         params=params["tca"])
+        stages.tca_joint(inputs, out, group=params["group"], sessions=params["sessions"], params=params["tca"])
 
 
-CFG = dict(device="cpu", method="CP_NN_HALS", backend="pytorch", rank=2, n_iter_max=10,
-           init="random", tol=1e-9, random_state=0, method_params={}, videos="separate",
-           mean_subtract=False, std_divide=True, normalize_dim="time", epsilon=1e-8,
-           joint={}, rank_sweep={"enabled": False})
+CFG = dict(
+    device="cpu",
+    method="CP_NN_HALS",
+    backend="pytorch",
+    rank=2,
+    n_iter_max=10,
+    init="random",
+    tol=1e-9,
+    random_state=0,
+    method_params={},
+    videos="separate",
+    mean_subtract=False,
+    std_divide=True,
+    normalize_dim="time",
+    epsilon=1e-8,
+    joint={},
+    rank_sweep={"enabled": False},
+)
 
 
 def test_tca_stage_writes_documented_file(tmp_path):
@@ -496,7 +510,7 @@ def test_tca_stage_writes_documented_file(tmp_path):
     back = tca.read_tca_h5(out)
     assert set(back) == {"0", "1", "frequencies"}
     assert back["1"]["factors"]["time"].shape == (12, 2)
-    assert [back[k]["attrs"]["label"] for k in ("0", "1")] == ["day1.mp4", "day2.mp4"]   # by file
+    assert [back[k]["attrs"]["label"] for k in ("0", "1")] == ["day1.mp4", "day2.mp4"]  # by file
     with h5py.File(out, "r") as f:
         assert f.attrs["session"] == "s1"
         assert "provenance" in f
@@ -509,20 +523,26 @@ def test_tca_joint_stage_splits_time_per_session(tmp_path):
         write_spectrograms(p, spectros(n_points=4, n_freq=3, lengths=lengths), 3)
         paths.append(str(p))
     out = tmp_path / "joint.h5"
-    run_script("tca_joint", tmp_path, paths,
-               {"tca": CFG, "group": "g", "sessions": ["A", "B"]}, out)
+    run_script("tca_joint", tmp_path, paths, {"tca": CFG, "group": "g", "sessions": ["A", "B"]}, out)
     back = tca.read_tca_h5(out)
     t = back["all"]["factors"]["time"]
     assert {s: {k: v.shape for k, v in d.items()} for s, d in t.items()} == {
-        "A": {"0": (16, 2), "1": (12, 2)}, "B": {"0": (20, 2)}}
+        "A": {"0": (16, 2), "1": (12, 2)},
+        "B": {"0": (20, 2)},
+    }
     split = back["all"]["time_split"]
     assert split["start"].tolist() == [0, 16, 28] and split["stop"].tolist() == [16, 28, 48]
     assert [s.decode() for s in split["session"]] == ["A", "A", "B"]
     # a session with another point set is refused with a clear message
     write_spectrograms(tmp_path / "C.h5", spectros(n_points=6, n_freq=3, lengths=(20,)), 3)
     with pytest.raises(TCAError, match="share one point set"):
-        run_script("tca_joint", tmp_path, [paths[0], str(tmp_path / "C.h5")],
-                   {"tca": CFG, "group": "g", "sessions": ["A", "C"]}, tmp_path / "x.h5")
+        run_script(
+            "tca_joint",
+            tmp_path,
+            [paths[0], str(tmp_path / "C.h5")],
+            {"tca": CFG, "group": "g", "sessions": ["A", "C"]},
+            tmp_path / "x.h5",
+        )
     assert not (tmp_path / "x.h5").exists()
 
 

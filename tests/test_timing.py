@@ -17,9 +17,16 @@ import pytest
 
 from facerhythm_core.config import Session, check_timestamp_files
 from facerhythm_core.errors import ConfigError, VideoError
-from facerhythm_core.timing import (UniformGrid, analyze_timestamps, bin_gap_fraction,
-                                    check_timing, load_timestamp_file,
-                                    read_container_timestamps, session_offsets, stream_clocks)
+from facerhythm_core.timing import (
+    UniformGrid,
+    analyze_timestamps,
+    bin_gap_fraction,
+    check_timing,
+    load_timestamp_file,
+    read_container_timestamps,
+    session_offsets,
+    stream_clocks,
+)
 from facerhythm_core.video import iter_frame_chunks, probe_session
 
 
@@ -31,12 +38,36 @@ def ffmpeg(*args):
 def clips(tmp_path_factory, ffmpeg_cli):
     d = tmp_path_factory.mktemp("clocks")
     reg = d / "regular.mp4"
-    ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=30", "-t", "40", "-pix_fmt", "yuv420p",
-           "-c:v", "libx264", "-movflags", "+faststart", reg)
-    drop = d / "dropped.mp4"   # frames 100-129 dropped, the others keep their times
-    ffmpeg("-i", reg, "-vf", "select='not(between(n,100,129))'", "-fps_mode", "passthrough",
-           "-c:v", "libx264", "-movflags", "+faststart", drop)
-    cut = d / "cut.mp4"         # an interrupted copy: the first 60 % of the bytes
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=160x120:rate=30",
+        "-t",
+        "40",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:v",
+        "libx264",
+        "-movflags",
+        "+faststart",
+        reg,
+    )
+    drop = d / "dropped.mp4"  # frames 100-129 dropped, the others keep their times
+    ffmpeg(
+        "-i",
+        reg,
+        "-vf",
+        "select='not(between(n,100,129))'",
+        "-fps_mode",
+        "passthrough",
+        "-c:v",
+        "libx264",
+        "-movflags",
+        "+faststart",
+        drop,
+    )
+    cut = d / "cut.mp4"  # an interrupted copy: the first 60 % of the bytes
     with open(cut, "wb") as fh:
         subprocess.run(["head", "-c", str(int(reg.stat().st_size * 0.6)), str(reg)], stdout=fh, check=True)
     return {"regular": reg, "dropped": drop, "cut": cut, "dir": d}
@@ -58,8 +89,7 @@ def write_vfr_video(path: Path, times: np.ndarray, rhythm_hz: float = 8.0, size=
         stream = container.add_stream("libx264", rate=round(1 / np.median(np.diff(times))))
         stream.width, stream.height, stream.pix_fmt = size[1], size[0], "yuv420p"
         stream.codec_context.time_base = stream.time_base = tb
-        for t, rgb in zip(times, render_frames(0, height=size[0], width=size[1],
-                                              rhythms=rhythms, times=times)):
+        for t, rgb in zip(times, render_frames(0, height=size[0], width=size[1], rhythms=rhythms, times=times)):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts, frame.time_base = int(round(t / tb)), tb
             for packet in stream.encode(frame):
@@ -76,6 +106,7 @@ def vfr_times(n=900, mean_rate=60.0, seed=3):
 
 
 # --------------------------------------------------------------------------- judging
+
 
 def test_small_jitter_counts_as_regular():
     t = np.arange(1000) / 120 + np.random.default_rng(0).uniform(-0.1, 0.1, 1000) / 120
@@ -104,10 +135,10 @@ def test_variable_rate_is_irregular_and_strict_stops():
 
 
 def test_uniform_grid_interpolates_and_marks_gaps():
-    t = np.delete(np.arange(300) / 100.0, np.arange(100, 120))   # 20 frames dropped
+    t = np.delete(np.arange(300) / 100.0, np.arange(100, 120))  # 20 frames dropped
     grid = UniformGrid(t, 100.0)
     assert len(grid) == 300 and grid.times[-1] == pytest.approx(2.99)
-    v = np.stack([3 * t + 1, -t], axis=1)[:, None, :]             # (T, 1, 2), linear in time
+    v = np.stack([3 * t + 1, -t], axis=1)[:, None, :]  # (T, 1, 2), linear in time
     out = grid.apply(v, axis=0)
     assert out.shape == (300, 1, 2)
     np.testing.assert_allclose(out[:, 0, 0], 3 * grid.times + 1, rtol=1e-5)
@@ -124,14 +155,17 @@ def test_session_offsets_back_to_back_and_user_clock():
     u2 = analyze_timestamps(130 + np.arange(100) / 10.0, "file")
     assert session_offsets([u1, u2], ["file", "file"]) == [0.0, 0.0]
     # a contiguous stream across 20 s of unrecorded time is resampled under `resample`
-    vids = [{"times": 100 + np.arange(100) / 10.0, "clock": "regular"},
-            {"times": 130 + np.arange(100) / 10.0, "clock": "regular"}]
+    vids = [
+        {"times": 100 + np.arange(100) / 10.0, "clock": "regular"},
+        {"times": 130 + np.arange(100) / 10.0, "clock": "regular"},
+    ]
     assert stream_clocks(vids, True, "resample")["0"]["clock"] == "resample"
     assert stream_clocks(vids, True, "ignore")["0"]["clock"] == "regular"
     assert stream_clocks(vids, False, "resample")["1"]["clock"] == "regular"
 
 
 # --------------------------------------------------------------------------- real files
+
 
 def test_container_timestamps_of_regular_and_real_videos(clips, real_videos):
     ct = read_container_timestamps(clips["regular"])
@@ -151,7 +185,7 @@ def test_dropped_frames_found_at_the_right_place(clips, caplog):
     gaps = v.timing["gaps"]
     assert [(g["after"], g["n_missing"]) for g in gaps] == [(99, 30)]
     assert gaps[0]["time"] == pytest.approx(99 / 30, abs=1e-3)
-    assert v.fps == pytest.approx(30)          # nominal, not the container's 29.25 average
+    assert v.fps == pytest.approx(30)  # nominal, not the container's 29.25 average
     assert any("irregular timing" in w for w in info.warnings)
     with pytest.raises(VideoError, match=r"dropped\.mp4 has irregular.*30 after frame 99"):
         probe_session([clips["dropped"]], timing="strict")
@@ -212,14 +246,16 @@ def test_user_timestamps_set_the_session_clock(clips, tmp_path):
     # two trials 60 s apart on the acquisition clock, tracked as one stream: warned
     g = tmp_path / "ttl2.npy"
     np.save(g, t + 100.0)
-    info = probe_session([clips["regular"], clips["regular"]], timestamp_files=[f, g],
-                         timing="resample", contiguous=True)
+    info = probe_session(
+        [clips["regular"], clips["regular"]], timestamp_files=[f, g], timing="resample", contiguous=True
+    )
     assert info.times[1][0] - info.times[0][-1] == pytest.approx(100 - 1199 / 29.97, rel=1e-6)
     (w,) = [w for w in info.warnings if "tracked contiguously" in w]
     assert "apart on the session clock" in w
 
 
 # --------------------------------------------------------------------------- the stages
+
 
 def _track_and_spectrogram(video, tmp_path, timing, fs=None, spec_cfg=None):
     """probe -> track -> spectrogram through the same core calls as the rules."""
@@ -232,8 +268,13 @@ def _track_and_spectrogram(video, tmp_path, timing, fs=None, spec_cfg=None):
 
     info = probe_session([video], timing=timing)
     ts = tmp_path / "timestamps.h5"
-    write_timestamps_h5(ts, info.times, [v.path for v in info.videos],
-                        [v.clock for v in info.videos], [v.timing["source"] for v in info.videos])
+    write_timestamps_h5(
+        ts,
+        info.times,
+        [v.path for v in info.videos],
+        [v.clock for v in info.videos],
+        [v.timing["source"] for v in info.videos],
+    )
     poly = demo_polygons(info.height, info.width)
     mask = polygon_mask(np.asarray(poly["face"]), (info.height, info.width))
     points = make_points(mask, 12)
@@ -250,10 +291,10 @@ def _track_and_spectrogram(video, tmp_path, timing, fs=None, spec_cfg=None):
 
 def _peak_frequency(spec_path):
     with h5py.File(spec_path) as f:
-        s = f["spectrograms/0"][()]              # (2, N, F, T')
+        s = f["spectrograms/0"][()]  # (2, N, F, T')
         freqs = f["frequencies"][()]
     power = s.mean(axis=(0, 1, 3))
-    tilt = freqs ** 0.5                          # undo the 1/f tilt's emphasis
+    tilt = freqs**0.5  # undo the 1/f tilt's emphasis
     return freqs, freqs[np.argmax(power / tilt)]
 
 
@@ -264,7 +305,7 @@ def test_variable_rate_rhythm_lands_in_its_bin(tmp_path, ffmpeg_cli):
     assert info.videos[0].clock == "resample"
     freqs, peak = _peak_frequency(spec)
     k = int(np.argmin(np.abs(freqs - 8.0)))
-    assert abs(int(np.argmin(np.abs(freqs - peak))) - k) <= 1, (peak, freqs[k - 1:k + 2])
+    assert abs(int(np.argmin(np.abs(freqs - peak))) - k) <= 1, (peak, freqs[k - 1 : k + 2])
     with h5py.File(spec) as f:
         st = f["session_times/0"][()]
         assert f["session_times/0"].attrs["clock"] == "resample"
@@ -282,16 +323,18 @@ def test_regular_video_gives_the_same_datasets_as_before(tmp_path, demo_video):
     """A regular clock changes nothing: the spectrogram datasets equal those computed
     from a tracking file without timestamps (the path every run took before)."""
     video, _ = demo_video
-    info, spec = _track_and_spectrogram(video, tmp_path, "resample",
-                                        spec_cfg={"f_min": 4.0, "f_max": 30.0, "n_freq_bins": 20})
+    info, spec = _track_and_spectrogram(
+        video, tmp_path, "resample", spec_cfg={"f_min": 4.0, "f_max": 30.0, "n_freq_bins": 20}
+    )
     assert info.videos[0].clock == "regular"
     old = tmp_path / "old.h5"
     with h5py.File(tmp_path / "tracking.h5", "a") as f:
         del f["timestamps"]
     from facerhythm_core.spectrogram import compute_session_spectrograms
 
-    compute_session_spectrograms(tmp_path / "tracking.h5", old,
-                                 {"f_min": 4.0, "f_max": 30.0, "n_freq_bins": 20, "downsample_factor": 10})
+    compute_session_spectrograms(
+        tmp_path / "tracking.h5", old, {"f_min": 4.0, "f_max": 30.0, "n_freq_bins": 20, "downsample_factor": 10}
+    )
     with h5py.File(spec) as a, h5py.File(old) as b:
         for name in ("spectrograms/0", "x_axis/0", "times/0", "mean_power/0", "frequencies"):
             np.testing.assert_array_equal(a[name][()], b[name][()])
@@ -332,8 +375,19 @@ def dropped_face(tmp_path_factory, ffmpeg_cli):
 
     d = tmp_path_factory.mktemp("drop")
     write_demo_video(d / "full.mp4", n_frames=900, fps=60.0)
-    ffmpeg("-i", d / "full.mp4", "-vf", "select='not(between(n,300,359))'", "-fps_mode", "passthrough",
-           "-c:v", "libx264", "-pix_fmt", "yuv420p", d / "dropped.mp4")
+    ffmpeg(
+        "-i",
+        d / "full.mp4",
+        "-vf",
+        "select='not(between(n,300,359))'",
+        "-fps_mode",
+        "passthrough",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        d / "dropped.mp4",
+    )
     return d / "dropped.mp4"
 
 
@@ -341,11 +395,20 @@ def dropped_face(tmp_path_factory, ffmpeg_cli):
 def test_workflow_resamples_irregular_clocks_and_refuses_cut_copies(tmp_path, vfr_video, dropped_face, clips):
     from test_workflow import snakemake
 
-    wd = _workdir(tmp_path, [f"vfr\t{vfr_video}\tconfig:face", f"drop\t{dropped_face}\tconfig:face",
-                             f"cut\t{clips['cut']}\tconfig:face"])
-    r = snakemake(wd, "-j2", "--keep-going", "results/vfr/tca.h5", "results/drop/spectrograms.h5",
-                  "results/cut/videos.json", check=False)
-    assert r.returncode != 0                       # the cut copy fails, the others run
+    wd = _workdir(
+        tmp_path,
+        [f"vfr\t{vfr_video}\tconfig:face", f"drop\t{dropped_face}\tconfig:face", f"cut\t{clips['cut']}\tconfig:face"],
+    )
+    r = snakemake(
+        wd,
+        "-j2",
+        "--keep-going",
+        "results/vfr/tca.h5",
+        "results/drop/spectrograms.h5",
+        "results/cut/videos.json",
+        check=False,
+    )
+    assert r.returncode != 0  # the cut copy fails, the others run
     freqs, peak = _peak_frequency(wd / "results/vfr/spectrograms.h5")
     k = int(np.argmin(np.abs(freqs - 8.0)))
     assert abs(int(np.argmin(np.abs(freqs - peak))) - k) <= 1, peak
@@ -363,7 +426,7 @@ def test_workflow_resamples_irregular_clocks_and_refuses_cut_copies(tmp_path, vf
     with h5py.File(wd / "results/drop/spectrograms.h5") as f:
         gap, st = f["gap_fraction/0"][()], f["session_times/0"][()]
     assert gap.max() > 0.05
-    assert 4.0 < st[np.argmax(gap)] < 7.0            # frames 300-359 at 60 fps: 5-6 s
+    assert 4.0 < st[np.argmax(gap)] < 7.0  # frames 300-359 at 60 fps: 5-6 s
     assert gap[(st < 2.0) | (st > 10.0)].max() == 0
     log = (wd / "logs/probe_videos/cut.log").read_text()
     assert "cut.mp4 looks cut short: its header promises 1200 frames but only" in log
@@ -372,11 +435,11 @@ def test_workflow_resamples_irregular_clocks_and_refuses_cut_copies(tmp_path, vf
     assert "irregular timing" in row and "clock: resample" in row
 
     # allow_truncated: the cut copy runs, and the summary says so
-    wd2 = _workdir(tmp_path / "allow", [f"cut\t{clips['cut']}\tconfig:face"],
-                   "video:\n  allow_truncated: true\n")
+    wd2 = _workdir(tmp_path / "allow", [f"cut\t{clips['cut']}\tconfig:face"], "video:\n  allow_truncated: true\n")
     snakemake(wd2, "-j1", "results/cut/videos.json")
-    row = next(ln for ln in (wd2 / "logs/run_summary.tsv").read_text().splitlines()
-               if ln.startswith("cut\tprobe_videos"))
+    row = next(
+        ln for ln in (wd2 / "logs/run_summary.tsv").read_text().splitlines() if ln.startswith("cut\tprobe_videos")
+    )
     assert "cut short" in row and "of 1200 frames decode" in row
 
 
@@ -393,8 +456,9 @@ def test_workflow_strict_stops_and_bad_timestamp_files_fail_the_dag(tmp_path, vf
 
     stamps = tmp_path / "ttl.txt"
     stamps.write_text("\n".join(["0.0", "nan"] + [str(i / 30) for i in range(2, 1200)]) + "\n")
-    wd = _workdir(tmp_path / "ttl", [f"s1\t{clips['regular']}\tconfig:face\t{stamps}"],
-                  header="session\tvideos\trois\ttimestamps")
+    wd = _workdir(
+        tmp_path / "ttl", [f"s1\t{clips['regular']}\tconfig:face\t{stamps}"], header="session\tvideos\trois\ttimestamps"
+    )
     r = snakemake(wd, "-n", check=False)
     assert r.returncode != 0
     assert "ttl.txt, line 2" in r.stderr + r.stdout and "finite" in r.stderr + r.stdout

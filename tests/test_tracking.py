@@ -34,11 +34,20 @@ def grid_points(x0, x1, y0, y1, step):
 
 # ----------------------------------------------------------------------------- params
 
+
 def test_params_from_config_and_errors():
-    p = TrackingParams.from_config({
-        "device": "cpu", "contiguous": True, "idx_start": 0, "mesh_rigidity": 0.01,
-        "win_size": [15, 17], "criteria": [3, 5, 0.01], "clahe": {"clip_limit": 20, "tile_grid_size": [8, 9]},
-        "max_rewinds": 3})
+    p = TrackingParams.from_config(
+        {
+            "device": "cpu",
+            "contiguous": True,
+            "idx_start": 0,
+            "mesh_rigidity": 0.01,
+            "win_size": [15, 17],
+            "criteria": [3, 5, 0.01],
+            "clahe": {"clip_limit": 20, "tile_grid_size": [8, 9]},
+            "max_rewinds": 3,
+        }
+    )
     assert p.win_size == (15, 17) and p.criteria == (3, 5, 0.01)
     assert p.clahe_clip_limit == 20.0 and p.clahe_tile_grid_size == (8, 9) and p.max_rewinds == 3
     assert TrackingParams.from_config({"clahe": None}).clahe_clip_limit is None
@@ -52,6 +61,7 @@ def test_params_from_config_and_errors():
 
 
 # ----------------------------------------------------------------------------- mesh
+
 
 def test_build_mesh_self_first_and_deterministic_ties():
     pts = grid_points(0, 30, 0, 30, 10)  # 3 x 3 grid, x-major not required
@@ -98,12 +108,20 @@ def test_mesh_and_relaxation_steps_by_hand():
 
 # ----------------------------------------------------------------------------- preprocessing
 
-@pytest.mark.parametrize("box,grid", [((60, 140, 70, 180), (30, 25)), ((150, 239, 200, 319), (30, 25)),
-                                      ((60, 140, 70, 180), (7, 5)), ((10, 40, 10, 50), (12, 12)),
-                                      ((150, 233, 200, 300), (30, 25)),
-                                      # big mask: no LK crop, CLAHE still on a sub-region
-                                      ((30, 200, 40, 260), (150, 150)),
-                                      ((20, 239, 20, 319), (150, 150))])
+
+@pytest.mark.parametrize(
+    "box,grid",
+    [
+        ((60, 140, 70, 180), (30, 25)),
+        ((150, 239, 200, 319), (30, 25)),
+        ((60, 140, 70, 180), (7, 5)),
+        ((10, 40, 10, 50), (12, 12)),
+        ((150, 233, 200, 300), (30, 25)),
+        # big mask: no LK crop, CLAHE still on a sub-region
+        ((30, 200, 40, 260), (150, 150)),
+        ((20, 239, 20, 319), (150, 150)),
+    ],
+)
 def test_cropped_preprocessing_matches_full_frame(box, grid):
     H, W = 240, 320  # not divisible by the tile counts above: exercises OpenCV's padding
     frames = np.stack([shifted(texture(H + 40, W + 40, s), 0, 0) for s in range(3)])
@@ -117,7 +135,7 @@ def test_cropped_preprocessing_matches_full_frame(box, grid):
     np.testing.assert_array_equal(p_cv.process_chunk(frames), out)
     ox, oy = prep.offset
     h, w = prep.shape
-    full = np.stack([preprocess_frame(f, mask, 40.0, grid) for f in frames])[:, oy:oy + h, ox:ox + w]
+    full = np.stack([preprocess_frame(f, mask, 40.0, grid) for f in frames])[:, oy : oy + h, ox : ox + w]
     diff = np.abs(out.astype(int) - full)
     if grid == (150, 150):  # tiny tiles, large masks: CLAHE on fewer tiles than OpenCV's
         rx0, ry0, rx1, ry1 = prep.clahe_region
@@ -142,10 +160,11 @@ def test_cropped_preprocessing_matches_full_frame(box, grid):
     o2 = p2.process_chunk(frames)
     ox, oy = p2.offset
     h, w = p2.shape
-    np.testing.assert_array_equal(o2, (frames * mask)[:, oy:oy + h, ox:ox + w])
+    np.testing.assert_array_equal(o2, (frames * mask)[:, oy : oy + h, ox : ox + w])
 
 
 # ----------------------------------------------------------------------------- tracking
+
 
 def _sinusoid_video(T=80, H=120, W=160):
     tex = texture(H + 40, W + 40, seed=3)
@@ -166,7 +185,7 @@ def test_subpixel_sinusoid_tracked_within_0p1px():
     res = {}
     for crop in (False, True):
         p = TrackingParams(relaxation=0.0, clahe_tile_grid_size=(16, 12), crop=crop, progress_every=10_000)
-        chunks = [(s, frames[s:s + 25]) for s in range(0, T, 25)]
+        chunks = [(s, frames[s : s + 25]) for s in range(0, T, 25)]
         r = track_stream(chunks, P, mask, p, n_frames=T)
         est = np.asarray(r.points) - P
         rms = np.sqrt(((est - truth[:, None]) ** 2).mean())
@@ -185,8 +204,9 @@ def test_relaxation_applies_after_optical_flow():
     frames = np.stack([shifted(tex, float(i), 0.0) for i in range(T)])
     mask = np.ones(frames.shape[1:], bool)
     P = grid_points(50, 100, 40, 80, 10)
-    r = track_stream([(0, frames)], P, mask, TrackingParams(relaxation=lam, criteria=(3, 20, 0.001), **FAST),
-                     n_frames=T)
+    r = track_stream(
+        [(0, frames)], P, mask, TrackingParams(relaxation=lam, criteria=(3, 20, 0.001), **FAST), n_frames=T
+    )
     e = np.asarray(r.points)[:, :, 0] - P[:, 0]
     expect = np.zeros(T)
     for t in range(1, T):
@@ -216,10 +236,15 @@ def test_planted_jump_triggers_violation_freeze_and_replay():
     T = len(frames)
     mask = np.ones(frames.shape[1:], bool)
     B, A, t_jump = 6, 8, 20
-    base = dict(threshold_displacement=3.0, frames_halted_before=B, frames_halted_after=A,
-                mesh_rigidity=0.0, relaxation=0.0, **FAST)
-    free = track_stream([(0, frames)], P, mask, TrackingParams(**{**base, "threshold_displacement": 1e6}),
-                        n_frames=T)
+    base = dict(
+        threshold_displacement=3.0,
+        frames_halted_before=B,
+        frames_halted_after=A,
+        mesh_rigidity=0.0,
+        relaxation=0.0,
+        **FAST,
+    )
+    free = track_stream([(0, frames)], P, mask, TrackingParams(**{**base, "threshold_displacement": 1e6}), n_frames=T)
     disp_free = np.linalg.norm(np.asarray(free.points) - P, axis=2)
     assert disp_free[t_jump, inside].min() > 3.0  # without the freeze the points jump
 
@@ -238,7 +263,7 @@ def test_planted_jump_triggers_violation_freeze_and_replay():
     # replay: flagged points are held from t_jump - B (the mask of row t_jump) until the
     # last marked row's next frame, so they never follow the jump
     pts = np.asarray(r.points)
-    held = np.linalg.norm(pts[t_jump - B:t_jump + A] - P, axis=2)[:, cols]
+    held = np.linalg.norm(pts[t_jump - B : t_jump + A] - P, axis=2)[:, cols]
     assert held.max() < 0.5
     assert r.violation_fraction == pytest.approx((A + B) / T)
     coo = r.violations_coo()
@@ -250,8 +275,7 @@ def test_rewinds_are_capped():
     # with B = A = 0 nothing is ever marked, so the reference would rewind forever
     frames, P, inside, _ = _jump_video(T=30, jump_len=30)
     mask = np.ones(frames.shape[1:], bool)
-    p = TrackingParams(threshold_displacement=3.0, frames_halted_before=0, frames_halted_after=0,
-                       max_rewinds=4, **FAST)
+    p = TrackingParams(threshold_displacement=3.0, frames_halted_before=0, frames_halted_after=0, max_rewinds=4, **FAST)
     r = track_stream([(0, frames)], P, mask, p, n_frames=len(frames))
     assert r.n_rewinds == 4 and r.rewinds_capped
     assert np.isfinite(np.asarray(r.points)).all()
@@ -262,8 +286,7 @@ def test_legacy_rewind_restarts_from_stale_row():
     mask = np.ones(frames.shape[1:], bool)
     base = dict(threshold_displacement=3.0, frames_halted_before=5, frames_halted_after=5, **FAST)
     fixed = track_stream([(0, frames)], P, mask, TrackingParams(**base), n_frames=len(frames))
-    legacy = track_stream([(0, frames)], P, mask, TrackingParams(legacy_rewind=True, **base),
-                          n_frames=len(frames))
+    legacy = track_stream([(0, frames)], P, mask, TrackingParams(legacy_rewind=True, **base), n_frames=len(frames))
     assert fixed.n_rewinds == legacy.n_rewinds == 1
     assert np.isfinite(np.asarray(legacy.points)).all()
 
@@ -277,9 +300,14 @@ def test_frames_freeze_holds_points():
     ff = np.zeros(T, bool)
     ff[6:10] = True
     # no forces on freeze frames: an exact copy of the previous row
-    r = track_stream([(0, frames)], P, mask,
-                     TrackingParams(relaxation=lam, relaxation_during_freeze_frames=False, **FAST),
-                     n_frames=T, frames_freeze=ff)
+    r = track_stream(
+        [(0, frames)],
+        P,
+        mask,
+        TrackingParams(relaxation=lam, relaxation_during_freeze_frames=False, **FAST),
+        n_frames=T,
+        frames_freeze=ff,
+    )
     pts = np.asarray(r.points)
     for t in range(6, 10):
         np.testing.assert_array_equal(pts[t], pts[5])
@@ -301,8 +329,7 @@ def test_idx_start_rows_hold_home_positions():
     frames, truth = _sinusoid_video(T=30)
     mask = np.ones(frames.shape[1:], bool)
     P = grid_points(45, 120, 35, 90, 15)
-    r = track_stream([(0, frames[:16]), (16, frames[16:])], P, mask, TrackingParams(**FAST),
-                     n_frames=30, start=10)
+    r = track_stream([(0, frames[:16]), (16, frames[16:])], P, mask, TrackingParams(**FAST), n_frames=30, start=10)
     pts = np.asarray(r.points)
     np.testing.assert_array_equal(pts[:10], np.broadcast_to(P, (10,) + P.shape))
     np.testing.assert_allclose(pts[10], P, atol=1e-3)  # first step: LK(frame 10, frame 10)
@@ -318,16 +345,18 @@ def test_h5_output_matches_in_memory(tmp_path):
     mask = np.ones(long.shape[1:], bool)
     p = TrackingParams(threshold_displacement=3.0, frames_halted_before=4, frames_halted_after=4, **FAST)
     P = P[::6]
-    mem = track_stream([(s, long[s:s + 100]) for s in range(0, len(long), 100)], P, mask, p, n_frames=len(long))
+    mem = track_stream([(s, long[s : s + 100]) for s in range(0, len(long), 100)], P, mask, p, n_frames=len(long))
     with h5py.File(tmp_path / "t.h5", "w") as f:
         ds = f.create_dataset("x", shape=(len(long), len(P), 2), dtype="f4")
-        disk = track_stream([(s, long[s:s + 100]) for s in range(0, len(long), 100)], P, mask, p,
-                            n_frames=len(long), out=ds)
+        disk = track_stream(
+            [(s, long[s : s + 100]) for s in range(0, len(long), 100)], P, mask, p, n_frames=len(long), out=ds
+        )
         np.testing.assert_array_equal(ds[()], mem.points)
     assert disk.n_rewinds == mem.n_rewinds > 1
 
 
 # ----------------------------------------------------------------------------- sessions
+
 
 @pytest.fixture(scope="module")
 def two_videos(tmp_path_factory):
@@ -351,9 +380,10 @@ def test_contiguous_vs_per_video(two_videos, tmp_path):
     p = TrackingParams(relaxation=0.0, relaxation_during_freeze_frames=False, **FAST)
     # a global frames_freeze (sliced per video when not contiguous) and one start per video
     ff = np.zeros(sum(nf), bool)
-    ff[nf[0] + 3:nf[0] + 6] = True
-    sep = track_session(paths, P, None, p, num_frames=nf, contiguous=False, idx_start=[0, 1],
-                        frames_freeze=ff, chunk_size=10)
+    ff[nf[0] + 3 : nf[0] + 6] = True
+    sep = track_session(
+        paths, P, None, p, num_frames=nf, contiguous=False, idx_start=[0, 1], frames_freeze=ff, chunk_size=10
+    )
     con = track_session(paths, P, None, p, num_frames=nf, contiguous=True, frames_freeze=ff, chunk_size=10)
     assert sorted(sep.results) == ["0", "1"] and sorted(con.results) == ["0"]
     c = np.asarray(con.results["0"].points)
@@ -364,7 +394,7 @@ def test_contiguous_vs_per_video(two_videos, tmp_path):
     np.testing.assert_array_equal(s1[0], P)
     np.testing.assert_allclose(s1[1], P, atol=1e-3)
     assert abs((c[nf[0]] - P)[:, 0].mean() - 0.2 * nf[0]) < 0.6
-    np.testing.assert_allclose(c[:nf[0]], np.asarray(sep.results["0"].points), atol=1e-5)
+    np.testing.assert_allclose(c[: nf[0]], np.asarray(sep.results["0"].points), atol=1e-5)
     # the freeze lands on the same frames of the second video in both modes
     # (frames 3-5 of the second video copy frame 2's positions; frame 6 moves again)
     np.testing.assert_array_equal(s1[3], s1[2])

@@ -7,8 +7,7 @@ import pytest
 
 from conftest import ffmpeg_decode, ffprobe_count
 from facerhythm_core.errors import VideoError
-from facerhythm_core.video import (iter_frame_chunks, probe_session, probe_video, read_frame,
-                                   read_frames, to_gray)
+from facerhythm_core.video import iter_frame_chunks, probe_session, probe_video, read_frame, read_frames, to_gray
 
 
 def _count(path, **kw):
@@ -47,8 +46,28 @@ def test_mirror_frames_equal_ffmpeg(real_videos, ffmpeg_cli):
 def bframe_avi(tmp_path_factory, ffmpeg_cli):
     """H.264 with B-frames in AVI: torchcodec fails on its last frames and seeks early."""
     p = tmp_path_factory.mktemp("avi") / "bframes.avi"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=120",
-                    "-t", "2", "-c:v", "libx264", "-bf", "3", "-pix_fmt", "yuv420p", str(p)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x120:rate=120",
+            "-t",
+            "2",
+            "-c:v",
+            "libx264",
+            "-bf",
+            "3",
+            "-pix_fmt",
+            "yuv420p",
+            str(p),
+        ],
+        check=True,
+    )
     return p
 
 

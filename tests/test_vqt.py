@@ -15,8 +15,7 @@ import torch
 
 from facerhythm_core.device import select_device
 from facerhythm_core.errors import ConfigError, SpectrogramError
-from facerhythm_core.vqt import (default_win_size, make_vqt_filters, output_length,
-                                 plan_vqt, time_axis, vqt)
+from facerhythm_core.vqt import default_win_size, make_vqt_filters, output_length, plan_vqt, time_axis, vqt
 
 
 def slow_reference_vqt(x, filters, ds, padding="valid", take_abs=True, pooling="mean"):
@@ -29,11 +28,11 @@ def slow_reference_vqt(x, filters, ds, padding="valid", take_abs=True, pooling="
         for f in range(F):
             y = np.convolve(x[c].astype(np.float64), filters[f].astype(np.complex128), mode="full")
             if padding == "valid":
-                y = y[W - 1:S]
+                y = y[W - 1 : S]
             else:
                 s0 = math.ceil((W - 1) / 2)
-                y = y[s0:s0 + S]
-            blocks = [y[i:i + ds] for i in range(0, len(y), ds)]
+                y = y[s0 : s0 + S]
+            blocks = [y[i : i + ds] for i in range(0, len(y), ds)]
             if take_abs:
                 rows.append([np.abs(b).mean() for b in blocks])
             elif pooling == "polar":  # the reference: magnitude and raw angle pooled apart
@@ -47,15 +46,13 @@ def slow_reference_vqt(x, filters, ds, padding="valid", take_abs=True, pooling="
 @pytest.fixture(scope="module")
 def bank120():
     # the reference's pipeline defaults, but f_max below Nyquist
-    return make_vqt_filters(fs=120.0, q_low_f=4.0, q_high_f=10.0, f_min=1.0, f_max=54.0,
-                            n_freq_bins=36)
+    return make_vqt_filters(fs=120.0, q_low_f=4.0, q_high_f=10.0, f_min=1.0, f_max=54.0, n_freq_bins=36)
 
 
 @pytest.fixture(scope="module")
 def small_bank():
     # a small bank (W = 61) so the slow reference stays fast
-    return make_vqt_filters(fs=60.0, q_low_f=3.0, q_high_f=6.0, f_min=3.0, f_max=25.0,
-                            n_freq_bins=9)
+    return make_vqt_filters(fs=60.0, q_low_f=3.0, q_high_f=6.0, f_min=3.0, f_max=25.0, n_freq_bins=9)
 
 
 def _signals(n_ch, S, fs, seed=0):
@@ -64,21 +61,22 @@ def _signals(n_ch, S, fs, seed=0):
     x = np.cumsum(rng.standard_normal((n_ch, S)), axis=1) * 0.05 + 2.0  # drift + offset
     x += 0.3 * rng.standard_normal((n_ch, S))
     x[0] += np.sin(2 * np.pi * 7.0 * t)
-    x[-1] = rng.standard_normal(S)                                        # white noise
+    x[-1] = rng.standard_normal(S)  # white noise
     return x.astype(np.float32)
 
 
 # ----------------------------------------------------------------------- filter bank
 
+
 def test_default_window_rule():
-    assert default_win_size(4.0, 120.0, 1.0) == 481        # shared/reference/algorithms.md 7.1
-    assert default_win_size(4.0, 100.0, 1.0) == 401        # 400 is even -> 401
-    assert default_win_size(0.01, 10.0, 5.0) == 3          # minimum 3
+    assert default_win_size(4.0, 120.0, 1.0) == 481  # shared/reference/algorithms.md 7.1
+    assert default_win_size(4.0, 100.0, 1.0) == 401  # 400 is even -> 401
+    assert default_win_size(0.01, 10.0, 5.0) == 3  # minimum 3
 
 
 def test_filter_bank_matches_reference_geometry():
     with pytest.warns(UserWarning, match="Nyquist"):
-        bank = make_vqt_filters(fs=120.0, f_max=60.0, carrier_fix=False)   # pipeline defaults
+        bank = make_vqt_filters(fs=120.0, f_max=60.0, carrier_fix=False)  # pipeline defaults
     assert bank.filters.shape == (36, 481) and bank.filters.dtype == np.complex64
     assert bank.wins.dtype == np.float32 and bank.freqs.dtype == np.float32
     np.testing.assert_allclose(bank.freqs[[0, -1]], [1.0, 60.0], rtol=1e-6)
@@ -112,9 +110,8 @@ def test_window_options():
     assert np.all(np.isfinite(g.filters))
     left = make_vqt_filters(fs=100.0, f_min=2.0, f_max=40.0, n_freq_bins=5, symmetry="left")
     W = left.win_size
-    assert np.all(left.wins[:, W // 2 + 1:] == 0) and np.any(left.wins[:, :W // 2] > 0)
-    full = make_vqt_filters(fs=100.0, f_min=2.0, f_max=40.0, n_freq_bins=5, symmetry="left",
-                            taper_asymmetric=False)
+    assert np.all(left.wins[:, W // 2 + 1 :] == 0) and np.any(left.wins[:, : W // 2] > 0)
+    full = make_vqt_filters(fs=100.0, f_min=2.0, f_max=40.0, n_freq_bins=5, symmetry="left", taper_asymmetric=False)
     np.testing.assert_allclose(left.wins[:, W // 2], 0.5 * full.wins[:, W // 2], rtol=1e-6)
     with pytest.raises(ConfigError, match="window_type"):
         make_vqt_filters(fs=100.0, f_min=2.0, f_max=40.0, window_type="no-such-window")
@@ -129,12 +126,14 @@ def test_nyquist_checks():
 
 # ----------------------------------------------------------------------- transform
 
+
 @pytest.mark.parametrize("engine", ["direct", "fft"])
 @pytest.mark.parametrize("carrier_fix", [True, False])
 @pytest.mark.parametrize("padding", ["valid", "same"])
 def test_exact_matches_slow_reference(carrier_fix, padding, engine):
-    bank = make_vqt_filters(fs=60.0, q_low_f=3.0, q_high_f=6.0, f_min=3.0, f_max=25.0,
-                            n_freq_bins=9, carrier_fix=carrier_fix)
+    bank = make_vqt_filters(
+        fs=60.0, q_low_f=3.0, q_high_f=6.0, f_min=3.0, f_max=25.0, n_freq_bins=9, carrier_fix=carrier_fix
+    )
     x = _signals(3, 407, 60.0)
     ref = slow_reference_vqt(x, bank.filters, 7, padding)
     out = vqt(x, bank, 7, padding=padding, engine=engine)
@@ -172,7 +171,7 @@ def test_sinusoid_peaks_in_nearest_bin_with_expected_amplitude(bank120):
     n = np.arange(S)
     for f0 in (bank120.freqs[12], bank120.freqs[25], 9.3):
         x = (A * np.cos(2 * np.pi * f0 * n / fs))[None].astype(np.float32)
-        out = vqt(x, bank120, 20)[0]                             # (F, T')
+        out = vqt(x, bank120, 20)[0]  # (F, T')
         prof = out[:, 2:-2].mean(1)
         nearest = np.argmin(np.abs(np.log(bank120.freqs) - np.log(f0)))
         assert np.argmax(prof) == nearest
@@ -182,7 +181,7 @@ def test_sinusoid_peaks_in_nearest_bin_with_expected_amplitude(bank120):
         Hp = abs(np.sum(h * np.exp(-2j * np.pi * f0 / fs * k)))
         Hm = abs(np.sum(h * np.exp(2j * np.pi * f0 / fs * k)))
         assert abs(prof[nearest] - A / 2 * Hp) <= A / 2 * Hm + 1e-3 * A
-        if f0 == bank120.freqs[12]:            # on a bin centre the unit-L1 filter has gain ~1
+        if f0 == bank120.freqs[12]:  # on a bin centre the unit-L1 filter has gain ~1
             assert prof[nearest] == pytest.approx(A / 2, rel=0.03)
 
 
@@ -196,14 +195,14 @@ def test_valid_length_and_time_axis():
     S, W, ds = 1000, 481, 20
     L = S - W + 1
     m = np.arange(L // ds)
-    np.testing.assert_allclose(x[:L // ds], (W - 1) / 2 + m * ds + (ds - 1) / 2)
+    np.testing.assert_allclose(x[: L // ds], (W - 1) / 2 + m * ds + (ds - 1) / 2)
     # last partial block (S = 1013: 533 samples = 26 blocks + 13): mean of its centres
     x2 = time_axis(1013, W, ds)
     assert x2.shape == (27,) and output_length(1013, W, ds) == 27
     assert x2[-1] == pytest.approx((W - 1) / 2 + 26 * ds + (13 - 1) / 2)
     assert output_length(1000, 481, 20, "same") == 50
     xs = time_axis(1000, 481, 20, "same")
-    assert xs[0] == pytest.approx(9.5)          # odd W, 'same': sample m labelled m
+    assert xs[0] == pytest.approx(9.5)  # odd W, 'same': sample m labelled m
 
 
 def test_too_short_signal_fails_clearly(bank120):
@@ -241,8 +240,9 @@ def test_device_selection_falls_back(small_bank):
 # ----------------------------------------------------------------------- baseband engine
 # The opt-in 'baseband' engine is approximate; its stated tolerance (docs/spectrogram.md)
 # is checked here against the exact 'fft' engine: max error / row max (all bins, times).
-BASEBAND_TOL = 2e-2            # defaults band_eps=1e-5, band_oversample=1 (measured <= 7.7e-3)
-BASEBAND_FINE_TOL = 2e-3       # band_eps=1e-5, band_oversample=4 (measured <= 6.5e-4)
+BASEBAND_TOL = 2e-2  # defaults band_eps=1e-5, band_oversample=1 (measured <= 7.7e-3)
+BASEBAND_FINE_TOL = 2e-3  # band_eps=1e-5, band_oversample=4 (measured <= 6.5e-4)
+
 
 def _mixed_signals(S, fs=120.0, seed=5):
     """Drift + noise + rhythm rows, a white-noise row and a chirp: the error's worst cases."""
@@ -257,19 +257,22 @@ def _mixed_signals(S, fs=120.0, seed=5):
 
 @pytest.mark.parametrize("padding", ["valid", "same"])
 def test_baseband_engine_within_stated_tolerance(bank120, padding):
-    S = 9013                                                   # several blocks + partial bin
+    S = 9013  # several blocks + partial bin
     x = _mixed_signals(S)
     exact = plan_vqt(bank120, S, 20, padding=padding, engine="fft").transform(x).numpy()
     fast = plan_vqt(bank120, S, 20, padding=padding, engine="baseband")
     assert fast.engine == "baseband"
-    assert max(d for _, d, _, _ in fast.band_groups) > 1        # some filters are decimated
+    assert max(d for _, d, _, _ in fast.band_groups) > 1  # some filters are decimated
     out = fast.transform(x).numpy()
     assert out.shape == exact.shape
     err = np.abs(out - exact) / np.abs(exact).max(axis=(1, 2), keepdims=True)
     assert err.max() < BASEBAND_TOL
     # more oversampling and a lower crop threshold only make it better
-    fine = plan_vqt(bank120, S, 20, padding=padding, engine="baseband", band_eps=1e-5,
-                    band_oversample=4.0).transform(x).numpy()
+    fine = (
+        plan_vqt(bank120, S, 20, padding=padding, engine="baseband", band_eps=1e-5, band_oversample=4.0)
+        .transform(x)
+        .numpy()
+    )
     err_fine = np.abs(fine - exact) / np.abs(exact).max(axis=(1, 2), keepdims=True)
     assert err_fine.max() < min(err.max(), BASEBAND_FINE_TOL)
 
@@ -304,6 +307,7 @@ def test_baseband_engine_options(small_bank):
 
 # ----------------------------------------------------------------------- scipy-free helpers
 
+
 def test_hann_windows_equal_the_references_cubic_spline():
     # the reference: interp1d(cubic) through a 10000-sample scipy hann, at x * W / scale
     import scipy.interpolate
@@ -329,8 +333,7 @@ def test_numpy_hilbert_and_fast_len_match_scipy():
 
     x = np.random.default_rng(0).standard_normal((3, 101))
     for n in (101, 100):
-        np.testing.assert_allclose(_hilbert(x[:, :n]), scipy.signal.hilbert(x[:, :n], axis=1),
-                                   atol=1e-12)
+        np.testing.assert_allclose(_hilbert(x[:, :n]), scipy.signal.hilbert(x[:, :n], axis=1), atol=1e-12)
     for n in list(range(1, 300)) + [3369, 4801, 65537]:
         assert _next_fast_len(n) == scipy.fft.next_fast_len(n, real=True)
         assert _next_fast_len(n, (2, 3, 5, 7, 11)) == scipy.fft.next_fast_len(n)

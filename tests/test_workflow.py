@@ -19,12 +19,13 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
 def snakemake(workdir, *args, check=True, timeout=1800):
-    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
-           *args]
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir), *args]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and r.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+        )
     return r
 
 
@@ -41,11 +42,26 @@ def test_dry_run_lists_jobs_per_session(tmp_path):
     wd = make_workdir(tmp_path)
     r = snakemake(wd, "-n", "--quiet", "rules")
     out = r.stdout + r.stderr
-    for rule, count in [("demo_video", 4), ("probe_videos", 3), ("rois", 2), ("reference_image", 2),
-                        ("rois_from_template", 1), ("track_points", 3), ("spectrogram", 3), ("tca", 3),
-                        ("tca_joint", 1), ("plot_rois", 3), ("plot_tracking", 3), ("overlay_video", 3),
-                        ("plot_spectrograms", 3), ("plot_tca", 3), ("plot_tca_joint", 1),
-                        ("events", 3), ("plot_events", 3), ("nwb_export", 3)]:
+    for rule, count in [
+        ("demo_video", 4),
+        ("probe_videos", 3),
+        ("rois", 2),
+        ("reference_image", 2),
+        ("rois_from_template", 1),
+        ("track_points", 3),
+        ("spectrogram", 3),
+        ("tca", 3),
+        ("tca_joint", 1),
+        ("plot_rois", 3),
+        ("plot_tracking", 3),
+        ("overlay_video", 3),
+        ("plot_spectrograms", 3),
+        ("plot_tca", 3),
+        ("plot_tca_joint", 1),
+        ("events", 3),
+        ("plot_events", 3),
+        ("nwb_export", 3),
+    ]:
         line = next((ln for ln in out.splitlines() if ln.split()[:1] == [rule]), None)
         assert line is not None, f"{rule} missing from the dry run:\n{out}"
         assert int(line.split()[1]) == count, line
@@ -83,7 +99,7 @@ def test_demo_end_to_end(demo_run):
     for s in ("demo_mouseA", "demo_mouseB", "demo_mouseA_day2"):
         info = json.loads((res / s / "videos.json").read_text())
         assert info["frame_rate"] == 60.0
-        assert [v["num_frames"] for v in info["videos"]] == [1320] * len(info["videos"])   # 22 s each
+        assert [v["num_frames"] for v in info["videos"]] == [1320] * len(info["videos"])  # 22 s each
         with h5py.File(res / s / "rois.h5") as f:
             n = len(f["point_positions"])
             assert n > 100 and f["tracking_mask"][()].any()
@@ -100,8 +116,11 @@ def test_demo_end_to_end(demo_run):
         with h5py.File(res / s / "tca.h5") as f:
             assert "provenance" in f
             # decompositions keep their keys and are labelled by video file
-            names = {"demo_mouseA": ["mouseA_1.mp4", "mouseA_2.mp4"], "demo_mouseB": ["mouseB_1.mp4"],
-                     "demo_mouseA_day2": ["mouseA_day2.mp4"]}[s]
+            names = {
+                "demo_mouseA": ["mouseA_1.mp4", "mouseA_2.mp4"],
+                "demo_mouseB": ["mouseB_1.mp4"],
+                "demo_mouseA_day2": ["mouseA_day2.mp4"],
+            }[s]
             assert [f["decompositions"][k].attrs["label"] for k in keys] == names
         assert (res / s / "events.h5").exists() and (res / s / "figures" / "events.png").exists()
         assert (res / s / f"{s}.nwb").exists()
@@ -120,8 +139,7 @@ def test_demo_videos_are_distinct_and_events_match_the_demo(demo_run):
     from facerhythm_core.events import read_events
 
     wd, _ = demo_run
-    digests = {hashlib.sha256((wd / "resources" / "demo" / f"{v}.mp4").read_bytes()).hexdigest()
-               for v in DEMO_VIDEOS}
+    digests = {hashlib.sha256((wd / "resources" / "demo" / f"{v}.mp4").read_bytes()).hexdigest() for v in DEMO_VIDEOS}
     assert len(digests) == len(DEMO_VIDEOS)
     for s, want in DEMO_EVENTS.items():
         e = read_events(REPO / "config" / "events" / f"{s}.tsv")
@@ -157,7 +175,7 @@ def test_demo_events_recover_the_planted_licking(demo_run):
             if name == "attrs":
                 continue
             peaks = np.asarray(g["peak_frequency"])
-            (r,) = np.flatnonzero(np.abs(peaks - f_lick) < 1.0)    # one licking component
+            (r,) = np.flatnonzero(np.abs(peaks - f_lick) < 1.0)  # one licking component
             tl = g["lags"]
             a, b = (tl > 0.1) & (tl < 1.0), tl < -0.4
             mc = g["cue"]["mean"][:, r]
@@ -196,9 +214,13 @@ def test_second_run_does_nothing(demo_run):
 
 def test_spreadsheet_sessions_table_runs(tmp_path):
     """Excel's "Unicode Text": UTF-16 with a byte-order mark, CRLF, an extra and a misspelled column."""
-    rows = ["# cohort 1", "session\tvideos\trois\tgenotype\tFPS\t",
-            "demo_mouseA\tresources/demo/mouseA_1.mp4;resources/demo/mouseA_2.mp4\tconfig:demo_face\tWT\t\t",
-            "demo_mouseB\tresources/demo/mouseB_1.mp4\tconfig:demo_face\tKO\t90\t", ""]
+    rows = [
+        "# cohort 1",
+        "session\tvideos\trois\tgenotype\tFPS\t",
+        "demo_mouseA\tresources/demo/mouseA_1.mp4;resources/demo/mouseA_2.mp4\tconfig:demo_face\tWT\t\t",
+        "demo_mouseB\tresources/demo/mouseB_1.mp4\tconfig:demo_face\tKO\t90\t",
+        "",
+    ]
     wd = make_workdir(tmp_path)
     (wd / "config" / "sessions.tsv").write_bytes("\r\n".join(rows).encode("utf-16"))
     cfg = (REPO / "config" / "config.yaml").read_text()
@@ -206,18 +228,23 @@ def test_spreadsheet_sessions_table_runs(tmp_path):
     (wd / "config" / "config.yaml").write_text(re.sub(r"demo: \[[^\]]*\]", "{}", cfg))
     r = snakemake(wd, "-n", "--quiet", "rules")
     out = r.stdout + r.stderr
-    assert "facerhythm warning: sessions table config/sessions.tsv, line 2 (the header): column 'FPS' " \
-           "is not a known column and is ignored; did you mean 'fps'?" in out
+    assert (
+        "facerhythm warning: sessions table config/sessions.tsv, line 2 (the header): column 'FPS' "
+        "is not a known column and is ignored; did you mean 'fps'?" in out
+    )
     assert re.search(r"^probe_videos\s+2\b", out, re.M), out
 
 
 def test_session_id_of_a_workflow_folder_rejected(tmp_path):
-    wd = make_workdir(tmp_path, sessions_text="session\tvideos\trois\n\n"
-                      "joint\tresources/demo/mouseB_1.mp4\tconfig:demo_face\n")
+    wd = make_workdir(
+        tmp_path, sessions_text="session\tvideos\trois\n\njoint\tresources/demo/mouseB_1.mp4\tconfig:demo_face\n"
+    )
     r = snakemake(wd, "-n", check=False)
     assert r.returncode != 0
-    assert ("sessions table config/sessions.tsv, line 3, column 'session': session id 'joint' is "
-            "reserved: results/joint/ holds the joint TCAs") in r.stderr + r.stdout
+    assert (
+        "sessions table config/sessions.tsv, line 3, column 'session': session id 'joint' is "
+        "reserved: results/joint/ holds the joint TCAs"
+    ) in r.stderr + r.stdout
     assert not (wd / "results").exists()
 
 

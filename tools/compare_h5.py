@@ -24,6 +24,7 @@ def datasets(path: Path) -> dict:
     def visit(name, obj):
         if isinstance(obj, h5py.Dataset) and not name.startswith("provenance"):
             out[name] = obj[()]
+
     with h5py.File(path, "r") as f:
         f.visititems(visit)
     return out
@@ -52,9 +53,13 @@ def main(old: str, new: str) -> int:
         added = [k for k in b if k not in a]
         bad += len(diff) + len(removed)
         state = "equal" if not diff and not removed else "DIFFERENT"
-        print(f"{state} {p.relative_to(old)}: {len(a) - len(diff) - len(removed)} of {len(a)} "
-              f"datasets array_equal" + (f"; differ: {diff}" if diff else "")
-              + (f"; removed: {removed}" if removed else "") + (f"; added: {added}" if added else ""))
+        print(
+            f"{state} {p.relative_to(old)}: {len(a) - len(diff) - len(removed)} of {len(a)} "
+            f"datasets array_equal"
+            + (f"; differ: {diff}" if diff else "")
+            + (f"; removed: {removed}" if removed else "")
+            + (f"; added: {added}" if added else "")
+        )
     return 1 if bad else 0
 
 

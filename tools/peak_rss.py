@@ -35,7 +35,7 @@ def _ppid_map() -> dict[int, int]:
         except OSError:  # exited between listdir and read
             continue
         # the command name (field 2) may hold spaces and parentheses: split after the last ')'
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         out[int(d)] = int(fields[1])
     return out
 
@@ -127,8 +127,7 @@ class TreeRSSSampler:
             self.n_samples += 1
             if kb > self.peak_kb:
                 self.peak_kb, self.peak_procs = kb, len(rss)
-                self.peak_detail = sorted(((command_name(p), v / 1024) for p, v in rss.items()),
-                                          key=lambda d: -d[1])
+                self.peak_detail = sorted(((command_name(p), v / 1024) for p, v in rss.items()), key=lambda d: -d[1])
             self._stop.wait(self.interval)
 
     @property
@@ -157,9 +156,11 @@ def main(argv=None) -> int:
     proc = subprocess.Popen(cmd)
     with TreeRSSSampler(proc.pid, a.interval) as s:
         rc = proc.wait()
-    print(f"peak_rss: exit {rc}, peak process-tree RSS {s.peak_mb:.0f} MB "
-          f"({s.peak_procs} processes), {s.n_samples} samples over {time.monotonic() - t0:.1f} s",
-          file=sys.stderr)
+    print(
+        f"peak_rss: exit {rc}, peak process-tree RSS {s.peak_mb:.0f} MB "
+        f"({s.peak_procs} processes), {s.n_samples} samples over {time.monotonic() - t0:.1f} s",
+        file=sys.stderr,
+    )
     for name, mb in s.peak_detail:
         print(f"  {mb:8.0f} MB  {name}", file=sys.stderr)
     return rc

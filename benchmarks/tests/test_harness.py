@@ -18,10 +18,18 @@ import compare  # noqa: E402
 import synthetic  # noqa: E402
 from measure import run_measured  # noqa: E402
 
-SMALL = synthetic.SyntheticSpec(duration_s=1.0, fps=30.0, height=120, width=160,
-                                face_center=(80.0, 60.0), face_axes=(60.0, 45.0),
-                                regions=(synthetic.Region("a", (100.0, 60.0), 12.0, (1.0, 0.0), 5.0, 2.0, 2.0),
-                                         synthetic.Region("b", (55.0, 50.0), 10.0, (0.0, 1.0), 3.0, 1.0)))
+SMALL = synthetic.SyntheticSpec(
+    duration_s=1.0,
+    fps=30.0,
+    height=120,
+    width=160,
+    face_center=(80.0, 60.0),
+    face_axes=(60.0, 45.0),
+    regions=(
+        synthetic.Region("a", (100.0, 60.0), 12.0, (1.0, 0.0), 5.0, 2.0, 2.0),
+        synthetic.Region("b", (55.0, 50.0), 10.0, (0.0, 1.0), 3.0, 1.0),
+    ),
+)
 
 
 def test_true_positions_invert_the_warp():
@@ -47,7 +55,7 @@ def test_rendering_is_deterministic_and_moves_the_texture():
     quiet = dataclasses.replace(SMALL, noise_sigma=0.0)
     c = synthetic.render_frames(quiet, 0, 6).astype(float)
     x0, y0 = map(int, quiet.regions[1].center)  # constant-amplitude 3 Hz region
-    assert np.abs(c[2, y0 - 6:y0 + 6, x0 - 6:x0 + 6] - c[0, y0 - 6:y0 + 6, x0 - 6:x0 + 6]).mean() > 2.0
+    assert np.abs(c[2, y0 - 6 : y0 + 6, x0 - 6 : x0 + 6] - c[0, y0 - 6 : y0 + 6, x0 - 6 : x0 + 6]).mean() > 2.0
     assert np.abs(c[2, :15, :15] - c[0, :15, :15]).max() == 0
 
 
@@ -119,8 +127,10 @@ def test_tracking_and_spectrogram_fidelity():
 
 def test_run_measured_reports_child_peak_rss(tmp_path):
     metrics = tmp_path / "m.json"
-    code = ("import numpy as np, json, sys; a = np.ones(300 * 2**20 // 8); a += 1; "
-            f"json.dump({{'ok': True}}, open({str(metrics)!r}, 'w'))")
+    code = (
+        "import numpy as np, json, sys; a = np.ones(300 * 2**20 // 8); a += 1; "
+        f"json.dump({{'ok': True}}, open({str(metrics)!r}, 'w'))"
+    )
     m = run_measured([sys.executable, "-c", code], metrics_path=metrics, nice=0)
     assert m.rc == 0 and m.metrics == {"ok": True}
     assert m.peak_rss_mb > 300
@@ -144,16 +154,24 @@ def test_run_ours_runs_the_stage_api(tmp_path):
     with h5py.File(tmp_path / "inputs.h5", "w") as f:
         f["point_positions"] = make_points(mask, 16)
         f["tracking_mask"] = mask
-    params = {"videos": [str(video)], "tracking": {}, "tca": {"rank": 3, "n_iter_max": 20},
-              "spectrogram": {"f_min": 4.0, "f_max": 30.0, "n_freq_bins": 12}}
+    params = {
+        "videos": [str(video)],
+        "tracking": {},
+        "tca": {"rank": 3, "n_iter_max": 20},
+        "spectrogram": {"f_min": 4.0, "f_max": 30.0, "n_freq_bins": 12},
+    }
     (tmp_path / "p.json").write_text(json.dumps(params))
     run = [sys.executable, str(Path(__file__).resolve().parents[1] / "run_ours.py")]
     common = ["--params", str(tmp_path / "p.json")]
-    for stage, src, out in [("track", ["--inputs", str(tmp_path / "inputs.h5")], "tracking.h5"),
-                            ("spectrogram", ["--tracking", str(tmp_path / "tracking.h5")], "spectrograms.h5"),
-                            ("tca", ["--spectrograms", str(tmp_path / "spectrograms.h5")], "tca.h5")]:
-        subprocess.run(run + [stage, *common, *src, "--out", str(tmp_path / out),
-                              "--metrics", str(tmp_path / f"{stage}.json")], check=True)
+    for stage, src, out in [
+        ("track", ["--inputs", str(tmp_path / "inputs.h5")], "tracking.h5"),
+        ("spectrogram", ["--tracking", str(tmp_path / "tracking.h5")], "spectrograms.h5"),
+        ("tca", ["--spectrograms", str(tmp_path / "spectrograms.h5")], "tca.h5"),
+    ]:
+        subprocess.run(
+            run + [stage, *common, *src, "--out", str(tmp_path / out), "--metrics", str(tmp_path / f"{stage}.json")],
+            check=True,
+        )
         m = json.loads((tmp_path / f"{stage}.json").read_text())
         assert m["stage"] == stage and m["t_stage_s"] > 0
     with h5py.File(tmp_path / "tca.h5") as f:

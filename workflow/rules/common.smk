@@ -46,8 +46,13 @@ try:
     RESULTS = config["results_dir"].rstrip("/")
     SESSIONS = {
         s.session: s
-        for s in read_sessions(config["sessions"], _load_schema("sessions.schema.yaml"), config["roi_sets"],
-                               reserved=_reserved_session_ids(RESULTS), warn=_warn)
+        for s in read_sessions(
+            config["sessions"],
+            _load_schema("sessions.schema.yaml"),
+            config["roi_sets"],
+            reserved=_reserved_session_ids(RESULTS),
+            warn=_warn,
+        )
     }
 except ConfigError as exc:
     raise WorkflowError(f"facerhythm configuration error:\n{exc}") from None
@@ -77,14 +82,18 @@ def _register_storage(settings_by_provider):
         try:
             plugin = StoragePluginRegistry().get_plugin(provider)
         except Exception:
-            problems.append(f"config storage.{provider}: the Snakemake storage plugin {provider!r} is not "
-                            f"installed (pip install snakemake-storage-plugin-{provider})")
+            problems.append(
+                f"config storage.{provider}: the Snakemake storage plugin {provider!r} is not "
+                f"installed (pip install snakemake-storage-plugin-{provider})"
+            )
             continue
         known = {f.name for f in fields(plugin.settings_cls)} if plugin.settings_cls else set()
         unknown = sorted(set(settings or {}) - known)
         if unknown:
-            problems.append(f"config storage.{provider}: unknown setting(s) {', '.join(unknown)}; "
-                            f"the {provider} plugin takes: {', '.join(sorted(known))}")
+            problems.append(
+                f"config storage.{provider}: unknown setting(s) {', '.join(unknown)}; "
+                f"the {provider} plugin takes: {', '.join(sorted(known))}"
+            )
             continue
         workflow.storage_registry.register_storage(provider=provider, **(settings or {}))
     if problems:
@@ -138,8 +147,10 @@ def _remote_problem(s, url):
             from snakemake_interface_storage_plugins.registry import StoragePluginRegistry
 
             plugins = ", ".join(sorted(StoragePluginRegistry().plugins))
-            return (f"session {s.session!r}: no storage plugin handles the video URL {url}{where}; "
-                    f"check the URL, or install the plugin for it (installed: {plugins or 'none'})")
+            return (
+                f"session {s.session!r}: no storage plugin handles the video URL {url}{where}; "
+                f"check the URL, or install the plugin for it (installed: {plugins or 'none'})"
+            )
         obj, error = None, exc
     else:
         try:
@@ -152,8 +163,10 @@ def _remote_problem(s, url):
     hint = ""
     if "No hostkey for host" in why:  # SFTP checks the server against ~/.ssh/known_hosts
         u = urlparse(url)
-        hint = (f"; add the server's host key to ~/.ssh/known_hosts, after checking it: "
-                f"ssh-keyscan -p {u.port or 22} {u.hostname} >> ~/.ssh/known_hosts")
+        hint = (
+            f"; add the server's host key to ~/.ssh/known_hosts, after checking it: "
+            f"ssh-keyscan -p {u.port or 22} {u.hostname} >> ~/.ssh/known_hosts"
+        )
     return f"session {s.session!r}: cannot reach the video {url}: {why}{where}{hint}"
 
 
@@ -354,9 +367,16 @@ def report_targets():
     out = []
     for s in SESSIONS:
         d = f"{RESULTS}/{s}/figures"
-        out += [f"{d}/rois.png", f"{d}/violations.png", f"{d}/displacements.png",
-                f"{d}/overlay.mp4", f"{d}/spectrograms.png", f"{d}/power_spectrum.png",
-                f"{d}/tca_components", f"{d}/tca_fit"]
+        out += [
+            f"{d}/rois.png",
+            f"{d}/violations.png",
+            f"{d}/displacements.png",
+            f"{d}/overlay.mp4",
+            f"{d}/spectrograms.png",
+            f"{d}/power_spectrum.png",
+            f"{d}/tca_components",
+            f"{d}/tca_fit",
+        ]
     for g in JOINT:
         out += [f"{RESULTS}/joint/{g}/figures/tca_components", f"{RESULTS}/joint/{g}/figures/tca_fit"]
     return out
@@ -446,8 +466,7 @@ def write_run_summary(status):
                 failed.append((state.upper(), s, stage, log, failure))
     print(f"facerhythm run {status}: {_write_summary_table(rows)}", file=sys.stderr)
     for state, s, stage, log, failure in failed:
-        print(f"  {state} {s} ({stage}): {Failure(failure.message).one_line(400)}  [see {log}]",
-              file=sys.stderr)
+        print(f"  {state} {s} ({stage}): {Failure(failure.message).one_line(400)}  [see {log}]", file=sys.stderr)
         if failure.root_cause:
             print(f"      {ROOT_CAUSE}{failure.root_cause}", file=sys.stderr)
     for n in notes:
@@ -498,9 +517,14 @@ def nwb_targets():
 def nwb_inputs(wildcards):
     s = session_of(wildcards)
     d = f"{RESULTS}/{s.session}"
-    out = {"tracking": f"{d}/tracking.h5", "spectrograms": f"{d}/spectrograms.h5",
-           "tca": f"{d}/tca.h5", "rois": f"{d}/rois.h5", "videos_info": f"{d}/videos.json",
-           "timestamps": f"{d}/timestamps.h5"}
+    out = {
+        "tracking": f"{d}/tracking.h5",
+        "spectrograms": f"{d}/spectrograms.h5",
+        "tca": f"{d}/tca.h5",
+        "rois": f"{d}/rois.h5",
+        "videos_info": f"{d}/videos.json",
+        "timestamps": f"{d}/timestamps.h5",
+    }
     if s.events:
         out["events"] = s.events
     if s.nwb:

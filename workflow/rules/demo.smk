@@ -9,11 +9,11 @@ rule demo_video:
         "logs/demo_video/{demo}.log",
     benchmark:
         "logs/benchmarks/demo_video/{demo}.tsv"
+    conda:
+        "../envs/facerhythm.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 1000 * attempt,
         runtime=lambda wc, attempt: 10 * attempt,
-    conda:
-        "../envs/facerhythm.yaml"
     script:
         "../scripts/make_demo_video.py"

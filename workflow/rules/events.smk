@@ -12,20 +12,20 @@ rule events:
         videos_info=f"{RESULTS}/{{session}}/videos.json",
     output:
         f"{RESULTS}/{{session}}/events.h5",
-    params:
-        events=config["events"],
-    wildcard_constraints:
-        session=_session_regex(EVENT_SESSIONS),
     log:
         "logs/events/{session}.log",
     benchmark:
         "logs/benchmarks/events/{session}.tsv"
+    wildcard_constraints:
+        session=_session_regex(EVENT_SESSIONS),
+    conda:
+        "../envs/facerhythm.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 20 * attempt,
-    conda:
-        "../envs/facerhythm.yaml"
+    params:
+        events=config["events"],
     script:
         "../scripts/events.py"
 
@@ -34,19 +34,24 @@ rule plot_events:
     input:
         f"{RESULTS}/{{session}}/events.h5",
     output:
-        report(f"{FIGURES}/events.png", caption="../report/events.rst", category="{session}",
-               subcategory="5 Events", labels={"figure": "event-triggered TCA components"}),
-    wildcard_constraints:
-        session=_session_regex(EVENT_SESSIONS),
+        report(
+            f"{FIGURES}/events.png",
+            caption="../report/events.rst",
+            category="{session}",
+            subcategory="5 Events",
+            labels={"figure": "event-triggered TCA components"},
+        ),
     log:
         "logs/plot_events/{session}.log",
     benchmark:
         "logs/benchmarks/plot_events/{session}.tsv"
+    wildcard_constraints:
+        session=_session_regex(EVENT_SESSIONS),
+    conda:
+        "../envs/facerhythm.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 20 * attempt,
-    conda:
-        "../envs/facerhythm.yaml"
     script:
         "../scripts/plot_events.py"

@@ -9,18 +9,18 @@ rule nwb_export:
         unpack(nwb_inputs),
     output:
         f"{RESULTS}/{{session}}/{{session}}.nwb",
-    params:
-        meta=lambda wc: session_metadata(config["nwb"], wc.session, session_of(wc).session_start_time),
-        compression=config["nwb"]["compression"],
     log:
         "logs/nwb_export/{session}.log",
     benchmark:
         "logs/benchmarks/nwb_export/{session}.tsv"
+    conda:
+        "../envs/facerhythm.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 3000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
-    conda:
-        "../envs/facerhythm.yaml"
+    params:
+        meta=lambda wc: session_metadata(config["nwb"], wc.session, session_of(wc).session_start_time),
+        compression=config["nwb"]["compression"],
     script:
         "../scripts/nwb_export.py"

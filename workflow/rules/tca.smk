@@ -7,20 +7,20 @@ rule tca:
         videos_info=f"{RESULTS}/{{session}}/videos.json",
     output:
         f"{RESULTS}/{{session}}/tca.h5",
-    params:
-        tca=config["tca"],
-        session=lambda wc: wc.session,
     log:
         "logs/tca/{session}.log",
     benchmark:
         "logs/benchmarks/tca/{session}.tsv"
+    conda:
+        "../envs/facerhythm.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=tca_mem_mb,
         runtime=lambda wc, attempt: 240 * attempt,
-    conda:
-        "../envs/facerhythm.yaml"
+    params:
+        tca=config["tca"],
+        session=lambda wc: wc.session,
     script:
         "../scripts/tca.py"
 
@@ -30,20 +30,20 @@ rule tca_joint:
         spectrograms=joint_spectrograms,
     output:
         f"{RESULTS}/joint/{{group}}/tca.h5",
-    params:
-        tca=config["tca"],
-        group=lambda wc: wc.group,
-        sessions=lambda wc: list(JOINT[wc.group]),
     log:
         "logs/tca_joint/{group}.log",
     benchmark:
         "logs/benchmarks/tca_joint/{group}.tsv"
+    conda:
+        "../envs/facerhythm.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=tca_mem_mb,
         runtime=lambda wc, attempt: 480 * attempt,
-    conda:
-        "../envs/facerhythm.yaml"
+    params:
+        tca=config["tca"],
+        group=lambda wc: wc.group,
+        sessions=lambda wc: list(JOINT[wc.group]),
     script:
         "../scripts/tca_joint.py"

@@ -9,6 +9,15 @@ log = setup_logging(snakemake)
 session = snakemake.wildcards.session
 inp = snakemake.input
 with atomic_output(snakemake.output[0]) as tmp:
-    summary = compute_session_events(inp.events, inp.tca, inp.spectrograms, inp.rois, inp.videos_info,
-                                     tmp, dict(snakemake.params.events), session=session, log=log)
+    summary = compute_session_events(
+        inp.events,
+        inp.tca,
+        inp.spectrograms,
+        inp.rois,
+        inp.videos_info,
+        tmp,
+        dict(snakemake.params.events),
+        session=session,
+        log=log,
+    )
 log.info("session %s: %d event(s) skipped -> %s", session, len(summary["skipped"]), snakemake.output[0])

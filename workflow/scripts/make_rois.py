@@ -5,6 +5,11 @@ from facerhythm_core.runtime import setup_logging
 from facerhythm_core import stages
 
 setup_logging(snakemake)
-stages.rois(snakemake.input.videos_info, snakemake.input.first_video, snakemake.output.rois,
-            snakemake.output.example,
-            roi_file=snakemake.input.get("roi_file"), params=dict(snakemake.params.items()))
+stages.rois(
+    snakemake.input.videos_info,
+    snakemake.input.first_video,
+    snakemake.output.rois,
+    snakemake.output.example,
+    roi_file=snakemake.input.get("roi_file"),
+    params=dict(snakemake.params.items()),
+)

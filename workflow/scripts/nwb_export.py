@@ -10,11 +10,17 @@ session = snakemake.wildcards.session
 keys = ("tracking", "spectrograms", "tca", "rois", "videos_info", "timestamps", "events", "acquisition")
 paths = {k: snakemake.input.get(k) for k in keys}
 with atomic_output(snakemake.output[0]) as tmp:
-    summary = export_session_nwb(paths, tmp, dict(snakemake.params.meta), session=session,
-                                 compression=bool(snakemake.params.compression), log=log)
+    summary = export_session_nwb(
+        paths,
+        tmp,
+        dict(snakemake.params.meta),
+        session=session,
+        compression=bool(snakemake.params.compression),
+        log=log,
+    )
     log.info("session %s: %s", session, summary)
     for m in inspect_nwb(tmp):
         (log.warning if m["importance"] in FAILING else log.info)(
-            "nwbinspector %s %s at %s (%s): %s", m["importance"], m["check"], m["location"],
-            m["object"], m["message"])
+            "nwbinspector %s %s at %s (%s): %s", m["importance"], m["check"], m["location"], m["object"], m["message"]
+        )
 log.info("wrote %s", snakemake.output[0])

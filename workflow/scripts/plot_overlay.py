@@ -17,8 +17,7 @@ num_frames = [int(n) for n in info["num_frames"]]
 total = sum(num_frames)
 start = int(snakemake.params.start)
 if start >= total:
-    log.warning("report.overlay_start %d is past the session's %d frames; using frame 0",
-                start, total)
+    log.warning("report.overlay_start %d is past the session's %d frames; using frame 0", start, total)
     start = 0
 n = min(int(snakemake.params.n_frames), total - start)
 
@@ -32,15 +31,20 @@ with h5py.File(snakemake.input.tracking, "r") as f:
         T = f["points_tracked"][key].shape[0]
         a, b = max(start, first), min(start + n, first + T)
         if a < b:
-            pts.append(f["points_tracked"][key][a - first:b - first])
+            pts.append(f["points_tracked"][key][a - first : b - first])
             bad.append(violation_matrix(f, key, (a - first, b - first)))
         first += T
 if first != total:
     raise SystemExit(f"tracking.h5 holds {first} frames but the session's videos have {total}")
 pts = np.concatenate(pts)
 bad = np.concatenate(bad)
-log.info("overlay: session frames %d-%d of %d, %d points, %d violating point-frames",
-         start, start + n - 1, total, pts.shape[1], int(bad.sum()))
-res = write_overlay_video(snakemake.output[0], videos, num_frames, pts, bad, start, fr,
-                          chunk_size=64)
+log.info(
+    "overlay: session frames %d-%d of %d, %d points, %d violating point-frames",
+    start,
+    start + n - 1,
+    total,
+    pts.shape[1],
+    int(bad.sum()),
+)
+res = write_overlay_video(snakemake.output[0], videos, num_frames, pts, bad, start, fr, chunk_size=64)
 log.info("wrote %s (%s)", snakemake.output[0], res)

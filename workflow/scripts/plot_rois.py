@@ -15,7 +15,12 @@ r = read_rois(snakemake.input.rois)
 if r["image"] is None:
     raise SystemExit(f"{snakemake.input.rois} has no exampleImage to draw on")
 spacing = f", spacing {r['point_spacing']:g} px" if r["point_spacing"] else ""
-fig = plots.plot_rois(r["image"], r["masks"], r["points"], r["tracking_mask"],
-                      title=f"{snakemake.wildcards.session}: ROIs and {len(r['points'])} seed points{spacing}")
+fig = plots.plot_rois(
+    r["image"],
+    r["masks"],
+    r["points"],
+    r["tracking_mask"],
+    title=f"{snakemake.wildcards.session}: ROIs and {len(r['points'])} seed points{spacing}",
+)
 plots.save_figure(fig, snakemake.output[0])
 log.info("wrote %s", snakemake.output[0])

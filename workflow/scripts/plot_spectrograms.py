@@ -46,11 +46,11 @@ with h5py.File(snakemake.input.spectrograms, "r") as f:
         sums = {name: np.zeros((2, F, T)) for name in member}
         tm = np.zeros((2, N, F))
         for a in range(0, N, CHUNK):
-            blk = ds[:, a:a + CHUNK]
+            blk = ds[:, a : a + CHUNK]
             blk = np.abs(blk) if np.iscomplexobj(blk) else blk.astype(np.float64)
-            tm[:, a:a + CHUNK] = blk.mean(axis=-1)
+            tm[:, a : a + CHUNK] = blk.mean(axis=-1)
             for name, sel in member.items():
-                s = sel[a:a + CHUNK]
+                s = sel[a : a + CHUNK]
                 if s.any():
                     sums[name] += blk[:, s].sum(axis=1)
         for name, sel in member.items():
@@ -59,17 +59,25 @@ with h5py.File(snakemake.input.spectrograms, "r") as f:
         times.append(t0 + f["times"][key][()])
     total_t = sum(len(t) for t in times)
 spec_mean = sum(per_point) / total_t
-log.info("%s: %d key(s), %d points, %d frequencies; points per ROI %s", session, len(keys),
-         len(pos), len(freqs), {k: int(v.sum()) for k, v in member.items()})
+log.info(
+    "%s: %d key(s), %d points, %d frequencies; points per ROI %s",
+    session,
+    len(keys),
+    len(pos),
+    len(freqs),
+    {k: int(v.sum()) for k, v in member.items()},
+)
 empty = [name for name, sel in member.items() if not sel.any()]
 if empty:
     log.warning("ROIs without any tracked point (left out): %s", empty)
 means = {k: v for k, v in means.items() if k not in empty}
-fig = plots.plot_mean_spectrograms(means, times, freqs, offsets=offsets, labels=labels,
-                                   title=f"{session}: mean spectrogram of the points in each ROI")
+fig = plots.plot_mean_spectrograms(
+    means, times, freqs, offsets=offsets, labels=labels, title=f"{session}: mean spectrogram of the points in each ROI"
+)
 plots.save_figure(fig, snakemake.output.spectrograms)
 spectra = {name: spec_mean[:, sel] for name, sel in member.items() if name not in empty}
-fig = plots.plot_power_spectrum(spectra, freqs, title=f"{session}: mean spectrum per ROI "
-                                "(line: mean over points, band: 25-75 %)")
+fig = plots.plot_power_spectrum(
+    spectra, freqs, title=f"{session}: mean spectrum per ROI (line: mean over points, band: 25-75 %)"
+)
 plots.save_figure(fig, snakemake.output.power_spectrum)
 log.info("wrote %s and %s", snakemake.output.spectrograms, snakemake.output.power_spectrum)

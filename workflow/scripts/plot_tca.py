@@ -32,8 +32,10 @@ if pos is None:
 
 
 # per session: decompositions and time panels named by video file (keys stay "0", "1")
-every_key = sorted({k for d in res["decompositions"].values() for k in d["times"]} or
-                   set(res["decompositions"]), key=lambda k: (len(k), k))
+every_key = sorted(
+    {k for d in res["decompositions"].values() for k in d["times"]} or set(res["decompositions"]),
+    key=lambda k: (len(k), k),
+)
 files = stream_labels(every_key, [v["path"] for v in infos[sessions[0]]["videos"]]) if not joint else {}
 
 
@@ -81,18 +83,33 @@ for name, d in res["decompositions"].items():
             title = files.get(name, label)
         panels[title] = [(t, t_fac)]
     if joint:
-        ttl = f"{label}: TCA components" + ("" if len(res["decompositions"]) == 1
-                                             else f" (decomposition {name!r})")
+        ttl = f"{label}: TCA components" + ("" if len(res["decompositions"]) == 1 else f" (decomposition {name!r})")
     else:
         ttl = f"{label}: TCA components of {decomposition_label(name, list(d['times']) or [name], files)}"
     fig = plots.plot_tca_components(
-        d["points_x"], d["points_y"], d["frequency"], freqs, panels, pos, image=rois["image"],
-        evr=d["evr"], stack_factor=d["stack"], stack_names=d["stack_names"],
-        stack_label=d["stack_dim"] or "session", boundaries=bounds, title=ttl)
+        d["points_x"],
+        d["points_y"],
+        d["frequency"],
+        freqs,
+        panels,
+        pos,
+        image=rois["image"],
+        evr=d["evr"],
+        stack_factor=d["stack"],
+        stack_names=d["stack_names"],
+        stack_label=d["stack_dim"] or "session",
+        boundaries=bounds,
+        title=ttl,
+    )
     plots.save_figure(fig, out_comp / f"{name}.png", dpi=90)
-    fig = plots.plot_tca_fit(d["evr"], d["errors"], d["evr_model"], d["rel_error"], sweep=d["sweep"],
-                             title=ttl.replace("TCA components", "TCA fit"))
+    fig = plots.plot_tca_fit(
+        d["evr"],
+        d["errors"],
+        d["evr_model"],
+        d["rel_error"],
+        sweep=d["sweep"],
+        title=ttl.replace("TCA components", "TCA fit"),
+    )
     plots.save_figure(fig, out_fit / f"{name}.png")
-    log.info("decomposition %s: rank %d, EVR %s", name, d["points_x"].shape[1],
-             np.round(d["evr"], 4).tolist())
+    log.info("decomposition %s: rank %d, EVR %s", name, d["points_x"].shape[1], np.round(d["evr"], 4).tolist())
 log.info("wrote %s and %s", out_comp, out_fit)

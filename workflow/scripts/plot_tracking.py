@@ -12,8 +12,14 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 
 from facerhythm_core import plots  # noqa: E402
-from facerhythm_core.results import (key_labels, key_offsets, read_rois, read_videos_info,  # noqa: E402
-                                     tracking_keys, violation_share)
+from facerhythm_core.results import (  # noqa: E402
+    key_labels,
+    key_offsets,
+    read_rois,
+    read_videos_info,
+    tracking_keys,
+    violation_share,
+)
 
 session = snakemake.wildcards.session
 info = read_videos_info(snakemake.input.videos_info)
@@ -30,12 +36,18 @@ with h5py.File(snakemake.input.tracking, "r") as f:
     labels = key_labels(keys, info)
     shares = [violation_share(f, key) for key in keys]
     vf = f["violation_fraction"][()] if "violation_fraction" in f else None
-    fractions = None if vf is None else [float(x) for x in np.atleast_1d(vf)[:len(keys)]]
-    log.info("%s: %d key(s), %d points, frames %s", session, len(keys), len(home),
-             [f["points_tracked"][key].shape[0] for key in keys])
+    fractions = None if vf is None else [float(x) for x in np.atleast_1d(vf)[: len(keys)]]
+    log.info(
+        "%s: %d key(s), %d points, frames %s",
+        session,
+        len(keys),
+        len(home),
+        [f["points_tracked"][key].shape[0] for key in keys],
+    )
 
-    fig = plots.plot_violations(shares, fr, offsets=offsets, fractions=fractions, labels=labels,
-                                title=f"{session}: points flagged as violating")
+    fig = plots.plot_violations(
+        shares, fr, offsets=offsets, fractions=fractions, labels=labels, title=f"{session}: points flagged as violating"
+    )
     plots.save_figure(fig, snakemake.output.violations)
 
     # example points: spread over the range of motion, preferring never-violating points
@@ -56,8 +68,15 @@ with h5py.File(snakemake.input.tracking, "r") as f:
         a = a[:, np.searchsorted(sorted_ids, ids), :] - home[ids][None]
         traces.append(a)
 log.info("example points %s", ids.tolist())
-fig = plots.plot_displacement_traces(traces, fr, ids.tolist(), home[ids], image=rois["image"],
-                                     offsets=offsets, labels=labels,
-                                     title=f"{session}: displacement from home position")
+fig = plots.plot_displacement_traces(
+    traces,
+    fr,
+    ids.tolist(),
+    home[ids],
+    image=rois["image"],
+    offsets=offsets,
+    labels=labels,
+    title=f"{session}: displacement from home position",
+)
 plots.save_figure(fig, snakemake.output.displacements)
 log.info("wrote %s and %s", snakemake.output.violations, snakemake.output.displacements)

@@ -6,6 +6,10 @@ from facerhythm_core import stages
 
 setup_logging(snakemake)
 stages.probe_videos(
-    snakemake.input.videos, snakemake.output.info, snakemake.output.timestamps,
-    session=snakemake.wildcards.session, timestamps=snakemake.input.get("timestamps"),
-    params={**dict(snakemake.params.items()), "tca": snakemake.config["tca"]})
+    snakemake.input.videos,
+    snakemake.output.info,
+    snakemake.output.timestamps,
+    session=snakemake.wildcards.session,
+    timestamps=snakemake.input.get("timestamps"),
+    params={**dict(snakemake.params.items()), "tca": snakemake.config["tca"]},
+)

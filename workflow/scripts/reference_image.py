@@ -6,5 +6,10 @@ from facerhythm_core import stages
 
 setup_logging(snakemake)
 set_threads(snakemake.threads)
-stages.reference_image(snakemake.input.videos, snakemake.input.videos_info, snakemake.output[0],
-                       session=snakemake.wildcards.session, params=dict(snakemake.params.items()))
+stages.reference_image(
+    snakemake.input.videos,
+    snakemake.input.videos_info,
+    snakemake.output[0],
+    session=snakemake.wildcards.session,
+    params=dict(snakemake.params.items()),
+)

@@ -6,6 +6,9 @@ from facerhythm_core import stages
 
 setup_logging(snakemake)
 set_threads(snakemake.threads)
-stages.spectrogram(snakemake.input.tracking, snakemake.output[0],
-                   session=snakemake.params.get("session", None) or snakemake.wildcards.session,
-                   params=snakemake.params.spectrogram)
+stages.spectrogram(
+    snakemake.input.tracking,
+    snakemake.output[0],
+    session=snakemake.params.get("session", None) or snakemake.wildcards.session,
+    params=snakemake.params.spectrogram,
+)

@@ -6,5 +6,10 @@ from facerhythm_core import stages
 
 setup_logging(snakemake)
 set_threads(snakemake.threads)
-stages.tca(snakemake.input.spectrograms, snakemake.output[0], session=snakemake.params.session,
-           params=snakemake.params.tca, videos_info=snakemake.input.get("videos_info"))
+stages.tca(
+    snakemake.input.spectrograms,
+    snakemake.output[0],
+    session=snakemake.params.session,
+    params=snakemake.params.tca,
+    videos_info=snakemake.input.get("videos_info"),
+)

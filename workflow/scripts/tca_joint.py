@@ -6,5 +6,10 @@ from facerhythm_core import stages
 
 setup_logging(snakemake)
 set_threads(snakemake.threads)
-stages.tca_joint(snakemake.input.spectrograms, snakemake.output[0], group=snakemake.params.group,
-                 sessions=snakemake.params.sessions, params=snakemake.params.tca)
+stages.tca_joint(
+    snakemake.input.spectrograms,
+    snakemake.output[0],
+    group=snakemake.params.group,
+    sessions=snakemake.params.sessions,
+    params=snakemake.params.tca,
+)

@@ -7,6 +7,12 @@ from facerhythm_core import stages
 setup_logging(snakemake)
 set_threads(snakemake.threads)
 stages.track_points(
-    snakemake.input.rois, snakemake.input.videos_info, snakemake.input.timestamps,
-    snakemake.input.videos, snakemake.output[0], session=snakemake.wildcards.session,
-    frames_freeze=snakemake.input.get("frames_freeze"), params=dict(snakemake.params.items()))
+    snakemake.input.rois,
+    snakemake.input.videos_info,
+    snakemake.input.timestamps,
+    snakemake.input.videos,
+    snakemake.output[0],
+    session=snakemake.wildcards.session,
+    frames_freeze=snakemake.input.get("frames_freeze"),
+    params=dict(snakemake.params.items()),
+)
