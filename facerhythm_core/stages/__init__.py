@@ -13,12 +13,17 @@ Modules, one per group of stages:
 
 - :mod:`.inputs`: ``demo_video``, ``probe_videos``, ``reference_image``, ``rois``,
   ``rois_from_template``
-- :mod:`.analysis`: ``track_points``, ``spectrogram``, ``tca``, ``tca_joint``
+- :mod:`.analysis`: ``track_points``, ``spectrogram``, ``tca``, ``tca_joint``, ``events``
+- :mod:`.figures`: ``plot_rois``, ``plot_tracking``, ``overlay_video``,
+  ``plot_spectrograms``, ``plot_tca``, ``plot_events``
+- :mod:`.export`: ``nwb_export``
 
 Progress goes to the ``facerhythm.<stage>`` loggers.
 """
 
-from .analysis import spectrogram, tca, tca_joint, track_points
+from .analysis import events, spectrogram, tca, tca_joint, track_points
+from .export import nwb_export
+from .figures import overlay_video, plot_events, plot_rois, plot_spectrograms, plot_tca, plot_tracking
 from .inputs import demo_video, probe_videos, reference_image, rois, rois_from_template
 
 __all__ = [
@@ -31,4 +36,12 @@ __all__ = [
     "spectrogram",
     "tca",
     "tca_joint",
+    "events",
+    "plot_rois",
+    "plot_tracking",
+    "overlay_video",
+    "plot_spectrograms",
+    "plot_tca",
+    "plot_events",
+    "nwb_export",
 ]

@@ -1,5 +1,6 @@
 """Stages of the analysis: tracking (``tracking.h5``), spectrograms
-(``spectrograms.h5``), TCA per session and per joint group (``tca.h5``)."""
+(``spectrograms.h5``), TCA per session and per joint group (``tca.h5``) and the
+event-aligned rhythms (``events.h5``)."""
 
 from __future__ import annotations
 
@@ -308,3 +309,44 @@ def tca_joint(
         )
     log.info("wrote %s", output)
     return result
+
+
+# --------------------------------------------------------------------------- events
+
+
+def events(
+    events_table: str | Path,
+    tca: str | Path,
+    spectrograms: str | Path,
+    rois: str | Path,
+    videos_info: str | Path,
+    output: str | Path,
+    *,
+    session: str,
+    params: Mapping,
+) -> dict:
+    """Rhythms aligned to a session's events (``tca.h5``, ``spectrograms.h5`` ->
+    ``events.h5``): event-triggered TCA factors and ROI spectral power.
+
+    ``events_table``: the session's event file; ``params``: the config's ``events``
+    section. Returns the summary of
+    :func:`facerhythm_core.events.compute_session_events` (``skipped`` lists the events
+    left out).
+    """
+    from ..events import compute_session_events
+
+    log = _log("events")
+    with atomic_output(output) as tmp:
+        summary = compute_session_events(
+            events_table,
+            tca,
+            spectrograms,
+            rois,
+            videos_info,
+            tmp,
+            dict(params),
+            session=session,
+            log=log,
+        )
+    log.info("session %s: %d event(s) skipped -> %s", session, len(summary["skipped"]), output)
+    return summary
