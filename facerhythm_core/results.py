@@ -1,9 +1,11 @@
 """Readers of the stage files (per docs/architecture.md and the file-format contract)
-into the plain arrays that facerhythm_core.plots draws; used by the plot_* scripts."""
+into plain arrays: the one ``videos.json`` reader of the stages, and what the figure
+stages (facerhythm_core.stages.figures) hand to facerhythm_core.plots."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import h5py
@@ -14,8 +16,9 @@ from facerhythm_core.rois import load_rois_h5
 
 
 def as_list(x):
-    """A Snakemake input entry as a list of paths (a single named file comes as a str)."""
-    return [x] if isinstance(x, str) else list(x)
+    """A Snakemake input entry or a stage argument as a list of paths (a single file
+    comes as a str or a path)."""
+    return [x] if isinstance(x, (str, os.PathLike)) else list(x)
 
 
 def natural(keys):
@@ -38,6 +41,9 @@ def read_rois(path):
 
 
 def read_videos_info(path):
+    """``videos.json`` (written by the probe stage) as a dict: ``videos`` (one record
+    per video: ``path``, ``num_frames``, ``fps``, ...), ``frame_rate`` (Hz),
+    ``num_frames``, ``height``, ``width``; docs/file_formats.md lists every key."""
     with open(path) as fh:
         return json.load(fh)
 

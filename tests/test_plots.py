@@ -170,14 +170,12 @@ def write_tca(path: Path, specs: dict, times: dict, points: np.ndarray, joint: b
             f.create_dataset("sessions", data=list(specs), dtype=h5py.string_dtype())
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def make_project(root: Path) -> dict:
     """A work folder with two sessions' videos and every stage file the figures need.
 
     sessA: two videos tracked separately (keys 0, 1); sessB: one video. Joint group
     'both' = sessA + sessB.
     """
-    root = tmp_path_factory.mktemp("plots_project")
     res = root / "results"
     points = grid_points()
     sessions = {"sessA": [48, 40], "sessB": [56]}
@@ -223,6 +221,12 @@ def project(tmp_path_factory):
     (res / "joint" / "both").mkdir(parents=True)
     write_tca(res / "joint" / "both" / "tca.h5", all_specs, all_times, points, joint=True)
     return {"root": root, "sessions": sessions, "points": points}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """:func:`make_project` in a temporary folder."""
+    return make_project(tmp_path_factory.mktemp("plots_project"))
 
 
 # ----------------------------------------------------------------------------------
