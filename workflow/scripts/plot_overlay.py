@@ -1,11 +1,11 @@
 """Overlay video: a window of session frames with tracked points drawn on them."""
 
-from facerhythm_core.runtime import set_threads, setup_logging
+from facerhythm_core.runtime import limit_threads, setup_logging
 
 from facerhythm_core import stages
 
 setup_logging(snakemake)
-set_threads(snakemake.threads)
+limit_threads(snakemake.threads)
 stages.overlay_video(
     snakemake.input.tracking,
     snakemake.input.videos_info,
