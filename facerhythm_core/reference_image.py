@@ -94,6 +94,7 @@ def spectral_variance_scores(
         Frame index of each bin's centre.
     """
     from . import vqt as _vqt
+    from . import vqt_filters
 
     x = np.asarray(frames_ds, np.float32)
     n = len(x)
@@ -103,7 +104,7 @@ def spectral_variance_scores(
     if f_max > 0.9 * nyq:
         logger.info("reference image: VQT f_max %.3g Hz clamped to 0.9 x Nyquist = %.3g Hz", f_max, 0.9 * nyq)
         f_max = 0.9 * nyq
-    win = _vqt.default_win_size(q_low_f, fs, f_min)
+    win = vqt_filters.default_win_size(q_low_f, fs, f_min)
     if win > n // 4:
         # keep the window to a quarter of the clip, so that there are bins to choose from
         if n < 64:
@@ -117,14 +118,14 @@ def spectral_variance_scores(
             f_min_new,
         )
         f_min = f_min_new
-        win = _vqt.default_win_size(q_low_f, fs, f_min)
+        win = vqt_filters.default_win_size(q_low_f, fs, f_min)
     if not f_min < f_max:
         raise ROIError(
             f"reference image: the clip ({n} frames at {fs:g} Hz) is too short for the VQT "
             f"band (f_min {f_min:.3g} Hz >= f_max {f_max:.3g} Hz); use more frames "
             "(alignment.max_frames) or a longer video"
         )
-    bank = _vqt.make_vqt_filters(
+    bank = vqt_filters.make_vqt_filters(
         fs,
         q_low_f=q_low_f,
         q_high_f=q_high_f,
