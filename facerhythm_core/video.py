@@ -29,7 +29,7 @@ class VideoInfo:
     ``num_frames`` is the number of frames that decode; ``fps`` the rate the video is
     analysed at (the container's average rate for a regular clock, the nominal rate
     of an irregular one that is resampled, the measured rate of user timestamps).
-    ``timing`` is a :class:`facerhythm_core.timing.VideoTiming` as a dict, ``clock``
+    ``timing`` is a :class:`facerhythm_core.timing_check.VideoTiming` as a dict, ``clock``
     what the session does with it (``"regular"``, ``"resample"`` or ``"ignore"``).
     """
 
@@ -165,7 +165,7 @@ def probe_video_timing(
         The user's per-frame times (seconds), replacing the container's; must hold
         exactly one time per decodable frame.
     policy : {"resample", "strict", "ignore"}
-        ``video.timing``; see :func:`facerhythm_core.timing.check_timing`.
+        ``video.timing``; see :func:`facerhythm_core.timing_check.check_timing`.
     allow_truncated : bool
         ``video.allow_truncated``: accept a cut-short copy with a warning.
 
@@ -181,7 +181,8 @@ def probe_video_timing(
         length; messages name the file and both numbers.
     """
     from .errors import ConfigError
-    from .timing import analyze_timestamps, check_timing, load_timestamp_file, read_container_timestamps
+    from .timing import load_timestamp_file, read_container_timestamps
+    from .timing_check import analyze_timestamps, check_timing
 
     log = log or logger
     info = probe_video(path)
@@ -288,7 +289,7 @@ def probe_session(
     else:
         probed = [probe_video_timing(p, f, timing, allow_truncated, log) for p, f in zip(paths, files)]
         infos = tuple(i for i, _ in probed)
-        from .timing import VideoTiming
+        from .timing_check import VideoTiming
 
         timings = [VideoTiming.from_dict(v.timing) for v in infos]
         offsets = session_offsets(timings, [t.source for t in timings])
