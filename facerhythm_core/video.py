@@ -9,14 +9,13 @@ colour channels, truncated to uint8.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
+from .background import run_ahead
 from .errors import VideoError
 
 logger = logging.getLogger(__name__)
@@ -501,58 +500,6 @@ def _decode_sequential(
         state["tail"] = (start, tail)
         parts.append(tail[: stop - start])
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-
-def run_ahead(gen: Iterator, maxsize: int = 1, name: str = "run-ahead") -> Iterator:
-    """Run a generator in a background thread, ``maxsize`` items ahead.
-
-    Errors raised in the thread are re-raised in the consumer; closing the returned
-    iterator early stops the thread and closes ``gen``.
-    """
-    q: queue.Queue = queue.Queue(maxsize=max(1, maxsize))
-    stop = threading.Event()
-    end = object()
-
-    def work():
-        try:
-            for item in gen:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(end)
-        except BaseException as exc:  # hand errors to the consumer
-            q.put(exc)
-        finally:
-            close = getattr(gen, "close", None)
-            if close is not None and stop.is_set():
-                try:
-                    close()
-                except Exception:  # pragma: no cover
-                    pass
-
-    t = threading.Thread(target=work, name=name, daemon=True)
-    t.start()
-    try:
-        while True:
-            item = q.get()
-            if item is end:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while t.is_alive():
-            try:
-                q.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        t.join()
 
 
 def iter_frame_chunks(
