@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .errors import ConfigError, SpectrogramError
-from .vqt import FilterBank, make_vqt_filters, plan_vqt, time_axis
+from .vqt import plan_vqt, time_axis
+from .vqt_filters import FilterBank, make_vqt_filters
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ import numpy as np
 from .errors import ConfigError, ROIError, VideoError
 from .mesh import apply_mesh, apply_relaxation, build_mesh, grow_violations, mesh_offsets  # noqa: F401
 from .preprocess import FramePreprocessor, preprocess_frame  # noqa: F401
-from .video import run_ahead
+from .background import run_ahead
 
 logger = logging.getLogger(__name__)
 

@@ -83,7 +83,7 @@ def test_check_export_names_sessions_without_a_start_time(tmp_path):
 
 
 def test_band_limits_bracket_each_filter():
-    from facerhythm_core.vqt import make_vqt_filters
+    from facerhythm_core.vqt_filters import make_vqt_filters
 
     bank = make_vqt_filters(60.0, 4.0, 10.0, 1.0, 25.0, 10)
     lim = nwb.band_limits(bank.filters, 60.0)

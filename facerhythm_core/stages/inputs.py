@@ -152,7 +152,7 @@ def reference_image(
     """A session's reference image for ROI transfer (mean of its quietest frames, CLAHE),
     saved as a float32 ``.npy``. ``params``: the config sections ``alignment`` and
     ``video``."""
-    from ..alignment import reference_image_from_videos
+    from ..reference_image import reference_image_from_videos
 
     log = _log("reference_image")
     cfg = params["alignment"]
