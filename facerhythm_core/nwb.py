@@ -454,11 +454,11 @@ def build_module(
     from hdmf.common import DynamicTableRegion
 
     from . import __version__
-    from .events import roi_power, tca_stretches
+    from .events_align import roi_power, tca_stretches
     from .streams import decomposition_label, stream_labels, stream_spans
     from .plots import points_in_masks
     from .rois import load_rois_h5
-    from .tca import read_tca_h5
+    from .tca_h5 import read_tca_h5
 
     log = log or logger
     info = json.loads(Path(paths["videos_info"]).read_text())
@@ -672,7 +672,7 @@ def export_session_nwb(
     """
     from pynwb import NWBHDF5IO
 
-    from .events import read_events
+    from .events_table import read_events
     from .timing import read_timestamps_h5
 
     log = log or logger

@@ -373,7 +373,7 @@ def test_export_rules_ran_alone_and_files_pass_nwbinspector(project):
 
 @pytest.mark.slow
 def test_new_file_reads_back_to_the_results(project):
-    from facerhythm_core.events import roi_power
+    from facerhythm_core.events_align import roi_power
     from facerhythm_core.plots import points_in_masks
     from facerhythm_core.rois import load_rois_h5
     from facerhythm_core.tca import read_tca_h5
