@@ -26,6 +26,7 @@ import numpy as np
 from .errors import EventsError
 from .events_align import Aligned, Stretch, align, lag_axis, mean_ci, roi_power, tca_stretches
 from .events_table import Events, read_events
+from .keys import natural
 from .streams import decomposition_label, stream_labels, stream_spans
 
 logger = logging.getLogger(__name__)
@@ -138,8 +139,7 @@ def compute_session_events(
                 f"session {session}: {spectrograms_path} has no session_times (written "
                 "before per-frame timestamps); re-run the spectrogram and tca rules"
             )
-        keys = [k for k in sf["spectrograms"]]
-        keys.sort(key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
+        keys = natural(sf["spectrograms"])
         spans = stream_spans(keys, info)
         names = stream_labels(keys, paths)
         freqs = sf["frequencies"][()].astype(np.float64)

@@ -21,6 +21,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .keys import natural
 from .nwb_clock import Clock
 
 logger = logging.getLogger(__name__)
@@ -218,7 +219,7 @@ def build_module(
     )
     summary: dict = {"clock": clock.source}
     tr = h5py.File(paths["tracking"], "r")
-    keys = sorted(tr["points_tracked"], key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
+    keys = natural(tr["points_tracked"])
     names = stream_labels(keys, vpaths)
     home = tr["point_positions"][()].astype(np.float64)
     pts = _add_tracked_points(mod, tr, keys, names, home, info, clock, compression, summary)
@@ -299,7 +300,7 @@ def _add_spectral_power(mod, spectrograms_path, used: Mapping, roi_table, pts, c
     from .events_align import roi_power
 
     with h5py.File(spectrograms_path, "r") as sf:
-        skeys = sorted(sf["spectrograms"], key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
+        skeys = natural(sf["spectrograms"])
         freqs = sf["frequencies"][()].astype(np.float64)
         limits = band_limits(sf["filters"][()], float(sf.attrs["fs"]))
         power = np.concatenate([roi_power(sf["spectrograms"][k], used) for k in skeys]).astype(np.float32)
