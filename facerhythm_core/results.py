@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 
 import h5py
 import numpy as np
 
 from facerhythm_core.errors import FaceRhythmError
+from facerhythm_core.keys import natural, start_offsets
 from facerhythm_core.rois import load_rois_h5
 
 
@@ -19,10 +19,6 @@ def as_list(x):
     """A Snakemake input entry or a stage argument as a list of paths (a single file
     comes as a str or a path)."""
     return [x] if isinstance(x, (str, os.PathLike)) else list(x)
-
-
-def natural(keys):
-    return sorted(keys, key=lambda s: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)])
 
 
 def read_rois(path):
@@ -54,14 +50,13 @@ def key_offsets(keys, num_frames, frame_rate):
     One key per video (videos tracked separately) -> cumulative video durations; a
     single key for several videos (contiguous tracking) -> 0.
     """
-    n = np.asarray(num_frames, np.float64)
-    starts = np.concatenate([[0.0], np.cumsum(n)[:-1]]) / float(frame_rate)
-    if len(keys) == len(n):
+    starts = start_offsets(num_frames, frame_rate)
+    if len(keys) == len(starts):
         return [float(s) for s in starts]
     if len(keys) == 1:
         return [0.0]
     raise FaceRhythmError(
-        f"{len(keys)} result keys {list(keys)} for {len(n)} videos: expected "
+        f"{len(keys)} result keys {list(keys)} for {len(starts)} videos: expected "
         "one key per video, or a single key (contiguous tracking)"
     )
 
