@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .errors import ConfigError, SpectrogramError
+from .keys import natural
 from .vqt import plan_vqt, time_axis
 from .vqt_filters import FilterBank, make_vqt_filters
 
@@ -282,7 +283,7 @@ def _plan(bank, n_samples, p: SpectrogramParams, device, label):
 
 
 def _video_keys(group) -> list[str]:
-    return sorted(group.keys(), key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
+    return natural(group.keys())
 
 
 def compute_session_spectrograms(

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from facerhythm_core import plots
+from facerhythm_core.keys import start_offsets
 from facerhythm_core.overlay import COLOUR_BAD, COLOUR_OK, session_window, write_overlay_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -275,7 +276,7 @@ def test_session_window_splits_across_videos():
     assert session_window([10, 20, 5], 28, 100) == [(1, 18, 20), (2, 0, 5)]
     with pytest.raises(ValueError, match="outside the session"):
         session_window([10], 10, 5)
-    np.testing.assert_allclose(plots.segment_offsets([30, 60, 90], 30.0), [0, 1, 3])
+    np.testing.assert_allclose(start_offsets([30, 60, 90], 30.0), [0, 1, 3])
 
 
 def test_phase_colours_follow_angle_and_magnitude():

@@ -22,7 +22,6 @@ from .arrays import (
     choose_example_points,
     point_index_map,
     points_in_masks,
-    segment_offsets,
     typical_spacing,
 )
 from .events import plot_event_triggered
@@ -43,7 +42,6 @@ __all__ = [
     "point_index_map",
     "choose_example_points",
     "bin_series",
-    "segment_offsets",
     "plot_rois",
     "plot_violations",
     "plot_displacement_traces",

@@ -5,7 +5,7 @@ series for drawing, and video start times."""
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 
@@ -147,9 +147,3 @@ def bin_series(
         lo, hi = yb.min(axis=1), yb.max(axis=1)
         return np.repeat(tb, 2), np.stack([lo, hi], axis=1).reshape((2 * m,) + y.shape[1:])
     raise ValueError(f"how must be 'mean', 'max' or 'minmax', got {how!r}")
-
-
-def segment_offsets(num_frames: Sequence[int], frame_rate: float) -> np.ndarray:
-    """Start time (s) of each video within the session: cumulative durations."""
-    n = np.asarray(num_frames, dtype=np.float64)
-    return np.concatenate([[0.0], np.cumsum(n)[:-1]]) / float(frame_rate)

@@ -7,7 +7,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .arrays import bin_series, segment_offsets
+from ..keys import start_offsets
+from .arrays import bin_series
 from .style import OKABE_ITO, _boundaries, _show_gray, _style, new_figure
 
 
@@ -113,7 +114,7 @@ def plot_violations(
     """
     segs = [np.asarray(v, np.float64) for v in violating]
     if offsets is None:
-        offsets = segment_offsets([len(v) for v in segs], frame_rate)
+        offsets = start_offsets([len(v) for v in segs], frame_rate)
     labels = list(labels) if labels is not None else [f"video {i + 1}" for i in range(len(segs))]
     with _style():
         fig = new_figure(8.0, 3.2)
@@ -175,7 +176,7 @@ def plot_displacement_traces(
     segs = [np.asarray(a, np.float64) for a in traces]
     k = len(point_ids)
     if offsets is None:
-        offsets = segment_offsets([len(a) for a in segs], frame_rate)
+        offsets = start_offsets([len(a) for a in segs], frame_rate)
     with _style():
         fig = new_figure(11.0, 4.6)
         gs = fig.add_gridspec(2, 3, width_ratios=[1.0, 2.2, 2.2] if image is not None else [0.01, 2.2, 2.2])
