@@ -103,65 +103,56 @@ def violation_share(f, key):
 
 
 def read_tca(path):
-    """Decompositions of a tca.h5 with joint keys flattened ('session/video').
+    """The figures' view of a tca.h5 (read by :func:`facerhythm_core.tca_h5.read_tca_h5`):
+    joint keys flattened ('session/video'), the stacking axis picked out.
 
     Returns
     -------
     dict
         ``decompositions``: {name: {"points_x", "points_y", "frequency", "time" (array or
         {key: array}), "stack" (array or None), "stack_dim", "stack_names", "evr",
-        "evr_model", "rel_error", "errors", "times" {key: seconds}}}, plus
+        "evr_model", "rel_error", "errors", "times" {key: seconds}, "sweep"}}, plus
         ``frequencies`` and ``point_positions`` (array or {session: array}), ``sessions``.
     """
+    from facerhythm_core.tca_h5 import read_tca_h5
 
-    def flat(g, prefix=""):
-        out = {}
-        for k, v in g.items():
-            if isinstance(v, h5py.Group):
-                out.update(flat(v, f"{prefix}{k}/"))
-            else:
-                out[f"{prefix}{k}"] = v[()]
-        return out
-
+    raw = read_tca_h5(path, fitted=False)
     out = {"decompositions": {}}
-    with h5py.File(path, "r") as f:
-        if "decompositions" not in f:
-            raise FaceRhythmError(f"{path} has no 'decompositions' group; was it written by the TCA stage?")
-        names = (
-            [n.decode() if isinstance(n, bytes) else str(n) for n in f["decomposition_names"][()]]
-            if "decomposition_names" in f
-            else natural(list(f["decompositions"]))
-        )
-        for name in names:
-            g = f["decompositions"][name]
-            fac = g["factors"]
-            dims = [d.decode() if isinstance(d, bytes) else str(d) for d in g.attrs.get("dims", [])]
-            stack_dim = dims[0] if len(dims) == 4 else None
-            t = fac["time"]
-            d = {
-                "points_x": fac["points_x"][()],
-                "points_y": fac["points_y"][()],
-                "frequency": fac["frequency"][()],
-                "time": flat(t) if isinstance(t, h5py.Group) else t[()],
-                "stack_dim": stack_dim,
-                "stack": fac[stack_dim][()] if stack_dim and stack_dim in fac else None,
-                "stack_names": (
-                    [s.decode() if isinstance(s, bytes) else str(s) for s in g[f"{stack_dim}_names"][()]]
-                    if stack_dim and f"{stack_dim}_names" in g
-                    else None
-                ),
-                "evr": g["evr"][()],
-                "errors": g["errors"][()],
-                "evr_model": float(g["evr_model"][()]) if "evr_model" in g else None,
-                "rel_error": float(g.attrs["rel_error"]) if "rel_error" in g.attrs else None,
-                "times": flat(g["times"]) if "times" in g else {},
-                "sweep": (flat(f["rank_sweep"][name]) if "rank_sweep" in f and name in f["rank_sweep"] else None),
-            }
-            out["decompositions"][name] = d
-        out["frequencies"] = f["frequencies"][()] if "frequencies" in f else None
-        pp = f.get("point_positions")
-        out["point_positions"] = flat(pp) if isinstance(pp, h5py.Group) else (pp[()] if pp is not None else None)
-        out["sessions"] = (
-            [s.decode() if isinstance(s, bytes) else str(s) for s in f["sessions"][()]] if "sessions" in f else None
-        )
+    for name, d in raw.items():
+        if not (isinstance(d, dict) and "factors" in d):
+            continue
+        fac, attrs = d["factors"], d["attrs"]
+        dims = [x.decode() if isinstance(x, bytes) else str(x) for x in attrs.get("dims", [])]
+        stack_dim = dims[0] if len(dims) == 4 else None
+        t = fac["time"]
+        out["decompositions"][name] = {
+            "points_x": fac["points_x"],
+            "points_y": fac["points_y"],
+            "frequency": fac["frequency"],
+            "time": _flat(t) if isinstance(t, dict) else t,
+            "stack_dim": stack_dim,
+            "stack": fac.get(stack_dim) if stack_dim else None,
+            "stack_names": d["labels"].get(f"{stack_dim}_names") if stack_dim else None,
+            "evr": d["evr"],
+            "errors": d["errors"],
+            "evr_model": d["evr_model"],
+            "rel_error": float(attrs["rel_error"]) if "rel_error" in attrs else None,
+            "times": _flat(d["times"]),
+            "sweep": _flat(d["rank_sweep"]) if d["rank_sweep"] is not None else None,
+        }
+    out["frequencies"] = raw.get("frequencies")
+    pp = raw.get("point_positions")
+    out["point_positions"] = _flat(pp) if isinstance(pp, dict) else pp
+    out["sessions"] = raw.get("sessions")
+    return out
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """Nested dicts -> one dict keyed 'a/b'."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = v
     return out

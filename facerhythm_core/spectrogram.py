@@ -611,7 +611,16 @@ def _two_pass(src, home, plan, p: SpectrogramParams, dst) -> np.ndarray:
 
 
 def read_spectrograms(path) -> dict:
-    """Load a spectrograms.h5 into memory: {'spectrograms': {key: array}, 'frequencies', ...}."""
+    """Load a spectrograms.h5 into memory: the one reader of the format.
+
+    Returns
+    -------
+    dict
+        ``{"spectrograms": {key: (2, N, F, T') float32}, "x_axis", "times", "mean_power",
+        "session_times", "gap_fraction"}`` (each ``{key: array}``, keys in natural order),
+        ``"frequencies"`` (F,) Hz, ``"filters"``, ``"wins"``, ``"point_positions"`` (N, 2),
+        each where the file has it, and ``"attrs"`` (the file's attributes).
+    """
     import h5py
 
     with h5py.File(path, "r") as f:
@@ -621,6 +630,7 @@ def read_spectrograms(path) -> dict:
             if name in f
         }
         for name in ("frequencies", "filters", "wins", "point_positions"):
-            out[name] = f[name][()]
+            if name in f:
+                out[name] = f[name][()]
         out["attrs"] = dict(f.attrs)
     return out

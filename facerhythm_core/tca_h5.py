@@ -30,28 +30,29 @@ class Spectrograms:
 
 
 def load_spectrograms(path: str | Path) -> Spectrograms:
-    """Read ``spectrograms/{i}``, ``frequencies``, ``point_positions``, ``times/{i}``."""
-    import h5py
+    """The TCA's view of a spectrograms.h5 (read by
+    :func:`facerhythm_core.spectrogram.read_spectrograms`): ``spectrograms/{i}``,
+    ``frequencies``, ``point_positions`` and the time axes, checked for what TCA needs."""
+    from .spectrogram import read_spectrograms
 
     path = Path(path)
     if not path.exists():
         raise TCAError(f"spectrogram file {path} does not exist; run the spectrogram rule")
-    with h5py.File(path, "r") as f:
-        if "spectrograms" not in f or not len(f["spectrograms"]):
-            raise TCAError(f"{path} has no spectrograms/ group; was it written by the spectrogram stage?")
-        keys = natural(list(f["spectrograms"].keys()))
-        spec = {k: f["spectrograms"][k][()] for k in keys}
-        freqs = (
-            f["frequencies"][()]
-            if "frequencies" in f
-            else np.arange(next(iter(spec.values())).shape[2], dtype=np.float32)
-        )
-        pts = f["point_positions"][()] if "point_positions" in f else np.zeros((0, 2), np.float32)
-        axes = {
-            name: {k: f[name][k][()] for k in keys if k in f[name]} if name in f else {}
-            for name in ("times", "session_times", "gap_fraction")
-        }
-        fs = float(f.attrs["fs"]) if "fs" in f.attrs else None
+    raw = read_spectrograms(path)
+    spec = raw.get("spectrograms", {})
+    if not spec:
+        raise TCAError(f"{path} has no spectrograms/ group; was it written by the spectrogram stage?")
+    freqs = raw.get("frequencies")
+    if freqs is None:
+        freqs = np.arange(next(iter(spec.values())).shape[2], dtype=np.float32)
+    pts = raw.get("point_positions")
+    if pts is None:
+        pts = np.zeros((0, 2), np.float32)
+    axes = {
+        name: {k: v for k, v in raw.get(name, {}).items() if k in spec}
+        for name in ("times", "session_times", "gap_fraction")
+    }
+    fs = float(raw["attrs"]["fs"]) if "fs" in raw["attrs"] else None
     return Spectrograms(spec, freqs, pts, axes["times"], fs, axes["session_times"], axes["gap_fraction"])
 
 
@@ -185,28 +186,48 @@ def _store(a: np.ndarray) -> np.ndarray:
     return a.astype(np.complex64) if np.iscomplexobj(a) else a.astype(np.float32)
 
 
-def read_tca_h5(path: str | Path) -> dict:
-    """Read a tca.h5 back into nested dicts (one entry per decomposition name).
+def read_tca_h5(path: str | Path, *, fitted: bool = True) -> dict:
+    """Read a tca.h5 (one session's or a joint one) back into nested dicts: the one
+    reader of the format (the figures' view, :func:`facerhythm_core.results.read_tca`,
+    is built on it).
+
+    Parameters
+    ----------
+    path : str or Path
+    fitted : bool
+        Also read each decomposition's fitted (normalised) tensors, which can be as large
+        as the spectrograms; ``False`` gives ``None`` in their place.
 
     Returns
     -------
     dict
-        ``{name: {"factors": {axis: array or {key: array}}, "weights", "evr",
-        "evr_model", "errors", "order", "attrs": {...}, "times": {...},
-        "rank_sweep": {...} or None}}`` plus top-level ``"frequencies"`` when stored.
+        ``{name: {"factors": {axis: array or {key: array}}, "fitted", "weights", "evr",
+        "evr_model", "errors", "order", "attrs": {...}, "times", "session_times",
+        "gap_fraction", "time_split", "labels": {dataset name: [str]} (the ``*_names``
+        datasets), "rank_sweep": {...} or None}}``, in the file's decomposition order,
+        plus top-level ``"frequencies"`` (F,), ``"point_positions"`` (array, or
+        ``{session: array}`` in a joint file) and ``"sessions"`` (joint files) when stored.
     """
     import h5py
 
     def tree(g):
         return {k: tree(v) if isinstance(v, h5py.Group) else v[()] for k, v in g.items()}
 
+    def strings(a):
+        return [x.decode() if isinstance(x, bytes) else str(x) for x in a]
+
     out = {}
     with h5py.File(path, "r") as f:
-        for name in f["decompositions"]:
+        if "decompositions" not in f:
+            raise TCAError(f"{path} has no 'decompositions' group; was it written by the TCA stage?")
+        names = (
+            strings(f["decomposition_names"][()]) if "decomposition_names" in f else natural(list(f["decompositions"]))
+        )
+        for name in names:
             g = f["decompositions"][name]
             out[name] = {
                 "factors": tree(g["factors"]),
-                "fitted": [g["fitted"][str(i)][()] for i in range(len(g["fitted"]))],
+                "fitted": [g["fitted"][str(i)][()] for i in range(len(g["fitted"]))] if fitted else None,
                 "weights": g["weights"][()],
                 "evr": g["evr"][()],
                 "evr_model": float(g["evr_model"][()]),
@@ -217,8 +238,14 @@ def read_tca_h5(path: str | Path) -> dict:
                 "session_times": tree(g["session_times"]) if "session_times" in g else {},
                 "gap_fraction": tree(g["gap_fraction"]) if "gap_fraction" in g else {},
                 "time_split": tree(g["time_split"]) if "time_split" in g else None,
+                "labels": {k: strings(g[k][()]) for k in g if k.endswith("_names")},
                 "rank_sweep": (tree(f["rank_sweep"][name]) if "rank_sweep" in f and name in f["rank_sweep"] else None),
             }
         if "frequencies" in f:
             out["frequencies"] = f["frequencies"][()]
+        if "point_positions" in f:
+            pp = f["point_positions"]
+            out["point_positions"] = tree(pp) if isinstance(pp, h5py.Group) else pp[()]
+        if "sessions" in f:
+            out["sessions"] = strings(f["sessions"][()])
     return out

@@ -508,7 +508,7 @@ def test_tca_stage_writes_documented_file(tmp_path):
     info.write_text(json.dumps({"videos": [{"path": "v/day1.mp4"}, {"path": "v/day2.mp4"}]}))
     run_script("tca", tmp_path, str(spec), {"tca": CFG, "session": "s1"}, out, videos_info=str(info))
     back = tca.read_tca_h5(out)
-    assert set(back) == {"0", "1", "frequencies"}
+    assert set(back) == {"0", "1", "frequencies", "point_positions"}
     assert back["1"]["factors"]["time"].shape == (12, 2)
     assert [back[k]["attrs"]["label"] for k in ("0", "1")] == ["day1.mp4", "day2.mp4"]  # by file
     with h5py.File(out, "r") as f:
