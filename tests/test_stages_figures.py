@@ -164,7 +164,7 @@ def test_nwb_export_stage(tmp_path):
     """A session analysed in-process (tests/test_nwb.py's helper), exported by the stage."""
     import h5py
 
-    from facerhythm_core import nwb
+    from facerhythm_core import nwb, nwb_metadata
     from facerhythm_core.demo import write_demo_video
     from test_nwb import FPS as NWB_FPS
     from test_nwb import N_FR, _analyse
@@ -177,7 +177,7 @@ def test_nwb_export_stage(tmp_path):
         write_demo_video(v, n_frames=N_FR, fps=NWB_FPS, height=NWB_H, width=NWB_W, seed=0, t0=10.0 * i)
     res = tmp_path / "results" / "m"
     _analyse(res, videos)
-    meta = nwb.session_metadata(
+    meta = nwb_metadata.session_metadata(
         {
             "experimenter": ["Doe, Jane"],
             "lab": "test lab",
