@@ -12,7 +12,8 @@ import numpy as np
 from .errors import ConfigError, VideoError
 from .freeze import load_frames_freeze  # noqa: F401 (part of this module's API)
 from .mesh import build_mesh, mesh_offsets
-from .tracking import TrackingParams, track_stream
+from .tracking import track_stream
+from .tracking_params import TrackingParams
 
 
 @dataclass

@@ -9,7 +9,8 @@ from scipy import ndimage
 from facerhythm_core.errors import ConfigError
 from facerhythm_core.mesh import apply_mesh, apply_relaxation, build_mesh, grow_violations, mesh_offsets
 from facerhythm_core.preprocess import FramePreprocessor, preprocess_frame
-from facerhythm_core.tracking import TrackingParams, track_stream, violations_to_coo
+from facerhythm_core.tracking import track_stream, violations_to_coo
+from facerhythm_core.tracking_params import TrackingParams
 from facerhythm_core.tracking_session import load_frames_freeze, track_session, write_tracking_h5
 
 FAST = dict(clahe_clip_limit=None, progress_every=10_000)
