@@ -146,8 +146,9 @@ def _best(fn, reps: int) -> float:
 def measure_ours_parts(video: str, points: np.ndarray, mask: np.ndarray, n_frames: int = 1000, reps: int = 3) -> dict:
     """Milliseconds per frame of each part of our tracker, one part at a time (best of ``reps``).
 
-    Parts as ``track_stream`` runs them at the default parameters: decode (our reader,
-    RGB, one FFmpeg thread, chunks of 32, as ``track_session`` asks), preprocessing of
+    Parts as ``track_stream`` runs them at the default parameters: decode (the tracker's
+    PyAV reader, RGB, one FFmpeg thread, chunks of 32, as ``track_session`` asks; and
+    torchcodec's ``iter_frame_chunks`` with the same settings), preprocessing of
     the crop (gray + mask, then our CLAHE), LK on the preprocessed crop frame to frame,
     and the per-frame step after LK (mesh, relaxation, violation check). The whole
     tracker is then run on the same frames from memory and from the file (its three
@@ -164,12 +165,14 @@ def measure_ours_parts(video: str, points: np.ndarray, mask: np.ndarray, n_frame
     from facerhythm_core.preprocess import FramePreprocessor
     from facerhythm_core.tracking import _CpuLK, track_stream
     from facerhythm_core.tracking_params import TrackingParams
+    from facerhythm_core.rgb_reader import iter_rgb_chunks
     from facerhythm_core.video import iter_frame_chunks, to_gray
 
     params = TrackingParams()
     rkw = dict(chunk_size=32, gray=False, decode_threads=1)
-    t_decode = _best(lambda: [None for _ in iter_frame_chunks(video, stop=n_frames, **rkw)], reps)
-    rgb = np.concatenate([f for _, f in iter_frame_chunks(video, stop=n_frames, **rkw)])
+    t_decode_tc = _best(lambda: [None for _ in iter_frame_chunks(video, stop=n_frames, **rkw)], reps)
+    t_decode = _best(lambda: [None for _ in iter_rgb_chunks(video, 32, n_frames=n_frames)], reps)
+    rgb = np.concatenate([f for _, f in iter_rgb_chunks(video, 32, n_frames=n_frames)])
     n = len(rgb)
     prep = FramePreprocessor(
         mask, params.clahe_clip_limit, params.clahe_tile_grid_size, win_size=params.win_size, max_level=params.max_level
@@ -217,7 +220,7 @@ def measure_ours_parts(video: str, points: np.ndarray, mask: np.ndarray, n_frame
         return wall, (c1.user - c0.user) + (c1.system - c0.system), r.n_frames_processed
 
     mem = [whole([(a, rgb[a : a + 32]) for a in range(0, n, 32)]) for _ in range(reps)]
-    fil = [whole(iter_frame_chunks(video, stop=n_frames, prefetch=2, **rkw)) for _ in range(reps)]
+    fil = [whole(iter_rgb_chunks(video, 32, n_frames=n_frames)) for _ in range(reps)]
     mem_best, file_best = min(mem), min(fil)
 
     def ms(t, k=n):
@@ -229,6 +232,7 @@ def measure_ours_parts(video: str, points: np.ndarray, mask: np.ndarray, n_frame
         ours_clahe_region=[int(v) for v in prep.clahe_region],
         ours_cv2_threads=cv2.getNumThreads(),
         ours_decode_ms=ms(t_decode),
+        ours_decode_torchcodec_ms=ms(t_decode_tc),
         ours_gray_mask_ms=ms(t_gray),
         ours_clahe_ms=ms(t_prep - t_gray),
         ours_preprocess_ms=ms(t_prep),
