@@ -1,13 +1,13 @@
 """The tracker's RGB reader: frames decoded in order with PyAV, the same pixels as
-:func:`facerhythm_core.video.iter_frame_chunks` at a fraction of its CPU.
+:func:`facerhythm_core.video.iter_frame_chunks` with less CPU inside the tracker.
 
 The tracker reads every frame once, in order, so it needs no seeking and no frame
-index. torchcodec's ``get_frames_in_range`` spends about 4.7x the CPU of PyAV's
-sequential decode + ``rgb24`` conversion on a 784 x 582 H.264 video (7.8 against
-1.65 ms a frame, one FFmpeg thread each; ``BENCHMARKS.md``), and decoding was the
-tracker's busiest lane at that size. Both convert with FFmpeg's swscale and give
-identical RGB for 8-bit YUV and gray formats; other formats (10-bit, RGB codecs)
-convert differently, so they keep the torchcodec reader.
+index. Alone on a quiet machine both readers decode a 784 x 582 H.264 frame in about
+1.7 ms; inside the tracker, beside its two busy threads, torchcodec's reader costs far
+more: the tracker used 1.45x the CPU and 1.35x the wall time with it (``BENCHMARKS.md``,
+"Tracking at face size"). Both convert with FFmpeg's swscale and give
+identical RGB for the 8-bit YUV and gray formats tested; others (10-bit gave different RGB)
+keep the torchcodec reader.
 
 Frame ``i`` of torchcodec's exact mode is the frame with the ``i``-th smallest
 presentation timestamp. Every decoded frame is checked against that order (the

@@ -92,7 +92,7 @@ def _check_freeze(frames_freeze, num_frames: Sequence[int]) -> np.ndarray | None
 
 def _read_rgb(path: str, first: int, n: int, rkw: dict):
     """RGB chunks of frames [first, n) of one video: on the CPU PyAV's in-order decode
-    (the same frames at a fifth of the CPU, :mod:`facerhythm_core.rgb_reader`), else
+    (the same frames, less CPU beside the tracker's threads, :mod:`facerhythm_core.rgb_reader`), else
     torchcodec on the decode device."""
     from .rgb_reader import iter_rgb_chunks
     from .video import iter_frame_chunks
