@@ -179,21 +179,22 @@ def tca_errors(spec_path: Path, ref_tca: Path, our_tca: Path) -> dict:
     """Exact final relative errors per video of both TCA outputs, same normalized tensors."""
     import h5py
 
-    from facerhythm_core import tca
+    from facerhythm_core import tca_metrics, tca_tensor
+    from facerhythm_core.keys import natural
 
     out = {"reference": [], "ours": [], "ours_iter": [], "keys": []}
     with h5py.File(spec_path, "r") as fs, h5py.File(ref_tca, "r") as fr, h5py.File(our_tca, "r") as fo:
-        for k in tca._natural(list(fs["spectrograms"])):
-            re = tca.rearrange_data({k: fs["spectrograms"][k][()]})
-            x, _ = tca.normalize_tensor(re.tensors[k], re.layouts[k].dims, False, True, "time")
+        for k in natural(list(fs["spectrograms"])):
+            re = tca_tensor.rearrange_data({k: fs["spectrograms"][k][()]})
+            x, _ = tca_tensor.normalize_tensor(re.tensors[k], re.layouts[k].dims, False, True, "time")
             g = fr[f"factors/{k}"]
             dims = [d.decode() if isinstance(d, bytes) else str(d) for d in fr[f"dim_names/{k}"][()]]
             rfac = [g[d][()].astype(np.float64) for d in dims]
             w = fr[f"weights/{k}"][()].astype(np.float64)
-            out["reference"].append(tca.explained_variance(x, w, rfac).rel_error)
+            out["reference"].append(tca_metrics.explained_variance(x, w, rfac).rel_error)
             d = fo[f"decompositions/{k}"]
             ofac = [d[f"fitted/{i}"][()].astype(np.float64) for i in range(len(d["fitted"]))]
-            out["ours"].append(tca.explained_variance(x, d["weights"][()], ofac).rel_error)
+            out["ours"].append(tca_metrics.explained_variance(x, d["weights"][()], ofac).rel_error)
             out["ours_iter"].append(int(d.attrs["n_iter"]))
             out["keys"].append(k)
     return out

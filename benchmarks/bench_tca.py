@@ -61,7 +61,8 @@ def main():
     import torch
     from tensorly.decomposition import CP_NN_HALS
 
-    from facerhythm_core.tca import explained_variance, fit_cp
+    from facerhythm_core.tca_fit import fit_cp
+    from facerhythm_core.tca_metrics import explained_variance
 
     torch.set_num_threads(args.threads)
     X = synthetic(tuple(args.shape))

@@ -30,7 +30,8 @@ from measure import run_measured  # noqa: E402
 
 CHILD = r"""
 import json, sys, time
-from facerhythm_core.timing import analyze_timestamps, read_container_timestamps
+from facerhythm_core.timing import read_container_timestamps
+from facerhythm_core.timing_check import analyze_timestamps
 from facerhythm_core.video import iter_frame_chunks
 kind, path = sys.argv[1], sys.argv[2]
 t0 = time.perf_counter()

@@ -24,7 +24,8 @@ import time
 import numpy as np
 import torch
 
-from facerhythm_core.vqt import make_vqt_filters, plan_vqt
+from facerhythm_core.vqt import plan_vqt
+from facerhythm_core.vqt_filters import make_vqt_filters
 
 
 def reference_forward(x: torch.Tensor, filters: torch.Tensor, ds: int, batch: int = 10):

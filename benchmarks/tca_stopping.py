@@ -39,22 +39,23 @@ def main():
     import torch
     from tensorly.decomposition import CP_NN_HALS
 
-    from facerhythm_core import tca
+    from facerhythm_core import tca_fit, tca_metrics, tca_tensor
+    from facerhythm_core.keys import natural
 
     torch.set_num_threads(1)
     rows = []
     with h5py.File(a.spectrograms, "r") as f:
-        keys = tca._natural(list(f["spectrograms"]))[: a.videos]
+        keys = natural(list(f["spectrograms"]))[: a.videos]
         for k in keys:
-            re = tca.rearrange_data({k: f["spectrograms"][k][()]})
-            x, _ = tca.normalize_tensor(re.tensors[k], re.layouts[k].dims, False, True, "time")
+            re = tca_tensor.rearrange_data({k: f["spectrograms"][k][()]})
+            x, _ = tca_tensor.normalize_tensor(re.tensors[k], re.layouts[k].dims, False, True, "time")
             with tl.backend_context("pytorch"):
                 m = CP_NN_HALS(rank=10, n_iter_max=200, init="random", svd="truncated_svd", tol=1e-9, random_state=0)
                 cp = m.fit_transform(torch.as_tensor(x))
-            ref_err = tca.explained_variance(
+            ref_err = tca_metrics.explained_variance(
                 x, cp.weights.double().numpy(), [g.double().numpy() for g in cp.factors]
             ).rel_error
-            fit = tca.fit_cp(x, rank=10, n_iter_max=200, tol=0, rel_tol=1e-30, random_state=0)
+            fit = tca_fit.fit_cp(x, rank=10, n_iter_max=200, tol=0, rel_tol=1e-30, random_state=0)
             rows.append(dict(key=k, ref_iter=len(m.errors_), ref_err=ref_err, curve=[float(v) for v in fit.errors]))
             print(f"video {k}: tensorly {len(m.errors_)} iterations, error {ref_err:.6f}", flush=True)
     if a.json:

@@ -432,7 +432,8 @@ def check_vqt_window(
     ConfigError
         Naming the session, the video (or stream), its length, what it needs and the fixes.
     """
-    from .vqt import default_win_size, output_length
+    from .vqt import output_length
+    from .vqt_filters import default_win_size
 
     fs = spectrogram.get("fs") or frame_rate
     w = int(spectrogram.get("win_size") or default_win_size(spectrogram["q_low_f"], fs, spectrogram["f_min"]))

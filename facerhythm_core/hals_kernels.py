@@ -1,4 +1,4 @@
-"""Compiled inner loop of the TCA's HALS engine (imported on demand by :mod:`.tca`).
+"""Compiled inner loop of the TCA's HALS engine (imported on demand by :mod:`.hals`).
 
 tensorly's ``hals_nnls`` updates one row of a factor at a time (Gauss-Seidel sweeps),
 which in torch is ~6 small tensor operations per row: with rank 10, 5 sweeps and 3
@@ -6,7 +6,7 @@ modes that is ~900 dispatches per HALS iteration, which dominates the fit of the
 tensors of short trial videos. Here the same sweeps run as one compiled loop.
 
 The update and tensorly's early stop (including its quirk of measuring a row's change
-against every row of V) are as in :func:`facerhythm_core.tca._hals_nnls`; the sums
+against every row of V) are as in :func:`facerhythm_core.hals.hals_nnls`; the sums
 run in float64 (torch sums float32 in float32), so float32 results differ from the
 torch loop by rounding only.
 """

@@ -1,25 +1,24 @@
 """Readers of the stage files (per docs/architecture.md and the file-format contract)
-into the plain arrays that facerhythm_core.plots draws; used by the plot_* scripts."""
+into plain arrays: the one ``videos.json`` reader of the stages, and what the figure
+stages (facerhythm_core.stages.figures) hand to facerhythm_core.plots."""
 
 from __future__ import annotations
 
 import json
-import re
+import os
 
 import h5py
 import numpy as np
 
 from facerhythm_core.errors import FaceRhythmError
+from facerhythm_core.keys import natural, start_offsets
 from facerhythm_core.rois import load_rois_h5
 
 
 def as_list(x):
-    """A Snakemake input entry as a list of paths (a single named file comes as a str)."""
-    return [x] if isinstance(x, str) else list(x)
-
-
-def natural(keys):
-    return sorted(keys, key=lambda s: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)])
+    """A Snakemake input entry or a stage argument as a list of paths (a single file
+    comes as a str or a path)."""
+    return [x] if isinstance(x, (str, os.PathLike)) else list(x)
 
 
 def read_rois(path):
@@ -38,6 +37,9 @@ def read_rois(path):
 
 
 def read_videos_info(path):
+    """``videos.json`` (written by the probe stage) as a dict: ``videos`` (one record
+    per video: ``path``, ``num_frames``, ``fps``, ...), ``frame_rate`` (Hz),
+    ``num_frames``, ``height``, ``width``; docs/file_formats.md lists every key."""
     with open(path) as fh:
         return json.load(fh)
 
@@ -48,14 +50,13 @@ def key_offsets(keys, num_frames, frame_rate):
     One key per video (videos tracked separately) -> cumulative video durations; a
     single key for several videos (contiguous tracking) -> 0.
     """
-    n = np.asarray(num_frames, np.float64)
-    starts = np.concatenate([[0.0], np.cumsum(n)[:-1]]) / float(frame_rate)
-    if len(keys) == len(n):
+    starts = start_offsets(num_frames, frame_rate)
+    if len(keys) == len(starts):
         return [float(s) for s in starts]
     if len(keys) == 1:
         return [0.0]
     raise FaceRhythmError(
-        f"{len(keys)} result keys {list(keys)} for {len(n)} videos: expected "
+        f"{len(keys)} result keys {list(keys)} for {len(starts)} videos: expected "
         "one key per video, or a single key (contiguous tracking)"
     )
 
@@ -102,65 +103,56 @@ def violation_share(f, key):
 
 
 def read_tca(path):
-    """Decompositions of a tca.h5 with joint keys flattened ('session/video').
+    """The figures' view of a tca.h5 (read by :func:`facerhythm_core.tca_h5.read_tca_h5`):
+    joint keys flattened ('session/video'), the stacking axis picked out.
 
     Returns
     -------
     dict
         ``decompositions``: {name: {"points_x", "points_y", "frequency", "time" (array or
         {key: array}), "stack" (array or None), "stack_dim", "stack_names", "evr",
-        "evr_model", "rel_error", "errors", "times" {key: seconds}}}, plus
+        "evr_model", "rel_error", "errors", "times" {key: seconds}, "sweep"}}, plus
         ``frequencies`` and ``point_positions`` (array or {session: array}), ``sessions``.
     """
+    from facerhythm_core.tca_h5 import read_tca_h5
 
-    def flat(g, prefix=""):
-        out = {}
-        for k, v in g.items():
-            if isinstance(v, h5py.Group):
-                out.update(flat(v, f"{prefix}{k}/"))
-            else:
-                out[f"{prefix}{k}"] = v[()]
-        return out
-
+    raw = read_tca_h5(path, fitted=False)
     out = {"decompositions": {}}
-    with h5py.File(path, "r") as f:
-        if "decompositions" not in f:
-            raise FaceRhythmError(f"{path} has no 'decompositions' group; was it written by the TCA stage?")
-        names = (
-            [n.decode() if isinstance(n, bytes) else str(n) for n in f["decomposition_names"][()]]
-            if "decomposition_names" in f
-            else natural(list(f["decompositions"]))
-        )
-        for name in names:
-            g = f["decompositions"][name]
-            fac = g["factors"]
-            dims = [d.decode() if isinstance(d, bytes) else str(d) for d in g.attrs.get("dims", [])]
-            stack_dim = dims[0] if len(dims) == 4 else None
-            t = fac["time"]
-            d = {
-                "points_x": fac["points_x"][()],
-                "points_y": fac["points_y"][()],
-                "frequency": fac["frequency"][()],
-                "time": flat(t) if isinstance(t, h5py.Group) else t[()],
-                "stack_dim": stack_dim,
-                "stack": fac[stack_dim][()] if stack_dim and stack_dim in fac else None,
-                "stack_names": (
-                    [s.decode() if isinstance(s, bytes) else str(s) for s in g[f"{stack_dim}_names"][()]]
-                    if stack_dim and f"{stack_dim}_names" in g
-                    else None
-                ),
-                "evr": g["evr"][()],
-                "errors": g["errors"][()],
-                "evr_model": float(g["evr_model"][()]) if "evr_model" in g else None,
-                "rel_error": float(g.attrs["rel_error"]) if "rel_error" in g.attrs else None,
-                "times": flat(g["times"]) if "times" in g else {},
-                "sweep": (flat(f["rank_sweep"][name]) if "rank_sweep" in f and name in f["rank_sweep"] else None),
-            }
-            out["decompositions"][name] = d
-        out["frequencies"] = f["frequencies"][()] if "frequencies" in f else None
-        pp = f.get("point_positions")
-        out["point_positions"] = flat(pp) if isinstance(pp, h5py.Group) else (pp[()] if pp is not None else None)
-        out["sessions"] = (
-            [s.decode() if isinstance(s, bytes) else str(s) for s in f["sessions"][()]] if "sessions" in f else None
-        )
+    for name, d in raw.items():
+        if not (isinstance(d, dict) and "factors" in d):
+            continue
+        fac, attrs = d["factors"], d["attrs"]
+        dims = [x.decode() if isinstance(x, bytes) else str(x) for x in attrs.get("dims", [])]
+        stack_dim = dims[0] if len(dims) == 4 else None
+        t = fac["time"]
+        out["decompositions"][name] = {
+            "points_x": fac["points_x"],
+            "points_y": fac["points_y"],
+            "frequency": fac["frequency"],
+            "time": _flat(t) if isinstance(t, dict) else t,
+            "stack_dim": stack_dim,
+            "stack": fac.get(stack_dim) if stack_dim else None,
+            "stack_names": d["labels"].get(f"{stack_dim}_names") if stack_dim else None,
+            "evr": d["evr"],
+            "errors": d["errors"],
+            "evr_model": d["evr_model"],
+            "rel_error": float(attrs["rel_error"]) if "rel_error" in attrs else None,
+            "times": _flat(d["times"]),
+            "sweep": _flat(d["rank_sweep"]) if d["rank_sweep"] is not None else None,
+        }
+    out["frequencies"] = raw.get("frequencies")
+    pp = raw.get("point_positions")
+    out["point_positions"] = _flat(pp) if isinstance(pp, dict) else pp
+    out["sessions"] = raw.get("sessions")
+    return out
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """Nested dicts -> one dict keyed 'a/b'."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = v
     return out

@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .errors import ROIError
+from .keys import natural_key
 
 logger = logging.getLogger(__name__)
 
@@ -197,12 +198,6 @@ def rois_from_polygons(
     return ROISet(masks=masks, polygons=polys, example_image=example_image)
 
 
-def _natural_key(s: str):
-    import re
-
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
-
-
 def _dataset(f, name: str, path: Path) -> np.ndarray:
     """A dataset of the ROI file as a numeric array; ROIError naming file and dataset otherwise."""
     import h5py
@@ -242,7 +237,7 @@ def _read_masks(f, path: Path) -> dict:
             "(expected mask_images/mask_0, ... as bool (H, W) arrays)"
         )
     masks = {}
-    for k in sorted(group.keys(), key=_natural_key):
+    for k in sorted(group.keys(), key=natural_key):
         name = f"mask_images/{k}"
         m = _dataset(f, name, path)
         if m.ndim != 2:
@@ -267,7 +262,7 @@ def _read_polygons(f, path: Path, n_masks: int) -> dict:
             f"ROI file {path}: roi_points must be a group of (V, 2) polygons (roi_points/ROI_0, ...), not a dataset"
         )
     polys = {}
-    for k in sorted(group.keys(), key=_natural_key):
+    for k in sorted(group.keys(), key=natural_key):
         name = f"roi_points/{k}"
         v = _dataset(f, name, path)
         if v.ndim != 2 or v.shape[1] != 2:

@@ -100,28 +100,25 @@ def stop_when_orphaned(logger: logging.Logger, interval: float = ORPHAN_CHECK_S)
     threading.Thread(target=watch, name="stop-when-orphaned", daemon=True).start()
 
 
-def set_threads(n: int) -> None:
-    """Limit torch and OpenCV to the threads the rule was given."""
-    n = max(1, int(n))
-    try:
-        import torch
+def limit_threads(n: int, *, torch: bool = True) -> None:
+    """Limit OpenCV and torch to the ``n`` threads the rule was given.
 
-        torch.set_num_threads(n)
-    except ImportError:  # pragma: no cover
-        pass
+    ``torch=False`` (the figure stages) limits torch only if something already imported
+    it, so a script that does not need torch does not pay its import (~0.4 GB, ~1 s).
+    """
+    n = max(1, int(n))
     try:
         import cv2
 
         cv2.setNumThreads(n)
     except ImportError:  # pragma: no cover
         pass
+    if torch:
+        try:
+            import torch as _torch
 
-
-def limit_threads(n: int) -> None:
-    """Limit OpenCV (and torch, only if already imported: plots do not need it) to n threads."""
-    import cv2
-
-    n = max(1, int(n))
-    cv2.setNumThreads(n)
-    if "torch" in sys.modules:
+            _torch.set_num_threads(n)
+        except ImportError:  # pragma: no cover
+            pass
+    elif "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)

@@ -25,7 +25,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .errors import ConfigError, SpectrogramError
-from .vqt import FilterBank, make_vqt_filters, plan_vqt, time_axis
+from .keys import natural
+from .vqt import plan_vqt, time_axis
+from .vqt_filters import FilterBank, make_vqt_filters
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +283,7 @@ def _plan(bank, n_samples, p: SpectrogramParams, device, label):
 
 
 def _video_keys(group) -> list[str]:
-    return sorted(group.keys(), key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
+    return natural(group.keys())
 
 
 def compute_session_spectrograms(
@@ -609,7 +611,16 @@ def _two_pass(src, home, plan, p: SpectrogramParams, dst) -> np.ndarray:
 
 
 def read_spectrograms(path) -> dict:
-    """Load a spectrograms.h5 into memory: {'spectrograms': {key: array}, 'frequencies', ...}."""
+    """Load a spectrograms.h5 into memory: the one reader of the format.
+
+    Returns
+    -------
+    dict
+        ``{"spectrograms": {key: (2, N, F, T') float32}, "x_axis", "times", "mean_power",
+        "session_times", "gap_fraction"}`` (each ``{key: array}``, keys in natural order),
+        ``"frequencies"`` (F,) Hz, ``"filters"``, ``"wins"``, ``"point_positions"`` (N, 2),
+        each where the file has it, and ``"attrs"`` (the file's attributes).
+    """
     import h5py
 
     with h5py.File(path, "r") as f:
@@ -619,6 +630,7 @@ def read_spectrograms(path) -> dict:
             if name in f
         }
         for name in ("frequencies", "filters", "wins", "point_positions"):
-            out[name] = f[name][()]
+            if name in f:
+                out[name] = f[name][()]
         out["attrs"] = dict(f.attrs)
     return out

@@ -34,9 +34,9 @@ import numpy as np
 from .errors import ConfigError, ROIError, VideoError
 from .mesh import apply_mesh, apply_relaxation, build_mesh, grow_violations, mesh_offsets  # noqa: F401
 from .preprocess import FramePreprocessor, preprocess_frame  # noqa: F401
+from .background import run_ahead
 from .tracking_buffers import PIECE, FrameCache, RowStore
 from .tracking_params import TrackingParams
-from .video import run_ahead
 
 logger = logging.getLogger(__name__)
 

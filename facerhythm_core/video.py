@@ -9,14 +9,13 @@ colour channels, truncated to uint8.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
+from .background import run_ahead
 from .errors import VideoError
 
 logger = logging.getLogger(__name__)
@@ -29,7 +28,7 @@ class VideoInfo:
     ``num_frames`` is the number of frames that decode; ``fps`` the rate the video is
     analysed at (the container's average rate for a regular clock, the nominal rate
     of an irregular one that is resampled, the measured rate of user timestamps).
-    ``timing`` is a :class:`facerhythm_core.timing.VideoTiming` as a dict, ``clock``
+    ``timing`` is a :class:`facerhythm_core.timing_check.VideoTiming` as a dict, ``clock``
     what the session does with it (``"regular"``, ``"resample"`` or ``"ignore"``).
     """
 
@@ -165,7 +164,7 @@ def probe_video_timing(
         The user's per-frame times (seconds), replacing the container's; must hold
         exactly one time per decodable frame.
     policy : {"resample", "strict", "ignore"}
-        ``video.timing``; see :func:`facerhythm_core.timing.check_timing`.
+        ``video.timing``; see :func:`facerhythm_core.timing_check.check_timing`.
     allow_truncated : bool
         ``video.allow_truncated``: accept a cut-short copy with a warning.
 
@@ -181,7 +180,8 @@ def probe_video_timing(
         length; messages name the file and both numbers.
     """
     from .errors import ConfigError
-    from .timing import analyze_timestamps, check_timing, load_timestamp_file, read_container_timestamps
+    from .timing import load_timestamp_file, read_container_timestamps
+    from .timing_check import analyze_timestamps, check_timing
 
     log = log or logger
     info = probe_video(path)
@@ -288,7 +288,7 @@ def probe_session(
     else:
         probed = [probe_video_timing(p, f, timing, allow_truncated, log) for p, f in zip(paths, files)]
         infos = tuple(i for i, _ in probed)
-        from .timing import VideoTiming
+        from .timing_check import VideoTiming
 
         timings = [VideoTiming.from_dict(v.timing) for v in infos]
         offsets = session_offsets(timings, [t.source for t in timings])
@@ -500,58 +500,6 @@ def _decode_sequential(
         state["tail"] = (start, tail)
         parts.append(tail[: stop - start])
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-
-def run_ahead(gen: Iterator, maxsize: int = 1, name: str = "run-ahead") -> Iterator:
-    """Run a generator in a background thread, ``maxsize`` items ahead.
-
-    Errors raised in the thread are re-raised in the consumer; closing the returned
-    iterator early stops the thread and closes ``gen``.
-    """
-    q: queue.Queue = queue.Queue(maxsize=max(1, maxsize))
-    stop = threading.Event()
-    end = object()
-
-    def work():
-        try:
-            for item in gen:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(end)
-        except BaseException as exc:  # hand errors to the consumer
-            q.put(exc)
-        finally:
-            close = getattr(gen, "close", None)
-            if close is not None and stop.is_set():
-                try:
-                    close()
-                except Exception:  # pragma: no cover
-                    pass
-
-    t = threading.Thread(target=work, name=name, daemon=True)
-    t.start()
-    try:
-        while True:
-            item = q.get()
-            if item is end:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while t.is_alive():
-            try:
-                q.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        t.join()
 
 
 def iter_frame_chunks(

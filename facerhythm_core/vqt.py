@@ -1,98 +1,40 @@
-"""Variable-Q transform (VQT): filter bank and a memory-bounded transform.
+"""Variable-Q transform (VQT): a memory-bounded transform with a filter bank.
 
 Re-implements the spectral kernel of face-rhythm 0.3.3 (``vqt`` 0.1.3, see
-``docs/spectrogram.md``): log-spaced centre frequencies, Q spread log-linearly, one
-window length ``W`` for all filters, analytic (Hilbert) filters of unit L1 norm,
-convolution with 'valid' or 'same' cropping, then block averaging by
-``downsample_factor`` with the last partial block averaged over the samples it has
+``docs/spectrogram.md``). The filters (:mod:`facerhythm_core.vqt_filters`) are
+convolved with every row, the output is cropped ('valid' or 'same') and block averaged
+by ``downsample_factor`` with the last partial block averaged over the samples it has
 (``avg_pool1d(ceil_mode=True)``). Rows go through in blocks of output time, so memory
-does not grow with the signal length.
+does not grow with the signal length. This module plans a transform (:func:`plan_vqt`)
+and knows the output's geometry; the loops are in :mod:`facerhythm_core.vqt_engines`.
 
 Engines: 'fft' (overlap-save, the CPU default) and 'direct' (strided ``conv1d``) give the
 same numbers; 'baseband' (opt-in) evaluates each filter at a reduced rate from a cropped
 band of its spectrum, faster but approximate (stated tolerance in docs/spectrogram.md).
 
-Deliberate differences from the reference (each can be switched back for comparison):
-
-- ``carrier_fix=True``: the carrier runs at exactly ``f_k`` (the reference's is
-  ``f_k * W / (W - 1)``).
-- complex output is block-averaged as complex numbers (``complex_pooling="mean"``);
-  the reference averages magnitude and raw phase angle separately ("polar"), which
-  breaks at the +-pi wrap.
+Deliberate difference from the reference (can be switched back for comparison):
+complex output is block-averaged as complex numbers (``complex_pooling="mean"``); the
+reference averages magnitude and raw phase angle separately ("polar"), which breaks at
+the +-pi wrap.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import vqt_engines as engines
 from .errors import ConfigError, SpectrogramError
+from .vqt_filters import FilterBank
 
 logger = logging.getLogger(__name__)
 
 PADDINGS = ("valid", "same")
-SYMMETRIES = ("center", "left", "right")
 ENGINES = ("auto", "direct", "fft", "baseband")
 COMPLEX_POOLINGS = ("mean", "polar")
-
-
-# --------------------------------------------------------------------------- filters
-
-
-@dataclass(frozen=True)
-class FilterBank:
-    """A VQT filter bank.
-
-    Attributes
-    ----------
-    filters : ndarray, complex64, shape (F, W)
-        Analytic filters, each of unit L1 norm. Convolve (not correlate) with them.
-    freqs : ndarray, float32, shape (F,)
-        Centre frequencies in Hz.
-    wins : ndarray, float32, shape (F, W)
-        Window of each filter (before the carrier).
-    q : ndarray, float64, shape (F,)
-        Q of each filter (cycles inside the window's support).
-    fs : float
-        Sample rate in Hz the bank was designed for.
-    carrier_fix : bool
-        Whether the carrier runs at exactly ``freqs`` (True) or at the reference's
-        ``freqs * W / (W - 1)`` (False).
-    """
-
-    filters: np.ndarray
-    freqs: np.ndarray
-    wins: np.ndarray
-    q: np.ndarray
-    fs: float
-    carrier_fix: bool = True
-
-    @property
-    def win_size(self) -> int:
-        """Window length W in samples."""
-        return int(self.filters.shape[1])
-
-    @property
-    def n_freq_bins(self) -> int:
-        return int(self.filters.shape[0])
-
-
-def default_win_size(q_low_f: float, fs: float, f_min: float) -> int:
-    """The reference's window-length rule: ``ceil(q_low_f * fs / f_min)``, made odd, >= 3.
-
-    Examples
-    --------
-    >>> default_win_size(4.0, 120.0, 1.0)
-    481
-    """
-    w = int(np.ceil(q_low_f * (fs / f_min)))
-    if w % 2 != 1:
-        w += 1
-    return max(w, 3)
 
 
 def _next_fast_len(n: int, primes=(2, 3, 5)) -> int:
@@ -111,172 +53,6 @@ def _next_fast_len(n: int, primes=(2, 3, 5)) -> int:
         if r == 1:
             return m
         m += 1
-
-
-def _hilbert(x: np.ndarray) -> np.ndarray:
-    """Analytic signal along the last axis: ``scipy.signal.hilbert`` restated in numpy."""
-    n = x.shape[-1]
-    h = np.zeros(n)
-    h[0] = 1
-    if n % 2 == 0:
-        h[n // 2] = 1
-        h[1 : n // 2] = 2
-    else:
-        h[1 : (n + 1) // 2] = 2
-    return np.fft.ifft(np.fft.fft(x, axis=-1) * h, axis=-1)
-
-
-def _window_values(window_type, resolution: int, xw: np.ndarray) -> np.ndarray:
-    """The reference's window at positions ``xw`` (support [-0.5, 0.5], 0 outside).
-
-    The reference samples the mother window at ``resolution`` points and evaluates a
-    cubic spline through them. For 'hann' that spline equals ``0.5 + 0.5 cos(2 pi x)``
-    to ~1e-14 (the float32 windows come out identical), so it is evaluated directly:
-    this avoids importing scipy.signal and scipy.interpolate (~1 s) in the stage.
-    """
-    inside = (xw >= -0.5) & (xw <= 0.5)
-    if window_type == "hann":
-        return np.where(inside, 0.5 + 0.5 * np.cos(2 * np.pi * np.clip(xw, -0.5, 0.5)), 0.0)
-    import scipy.interpolate
-
-    mother = _mother_window(window_type, int(resolution))
-    x_mother = np.linspace(0, 1, len(mother), endpoint=True) - 0.5
-    # what scipy's interp1d(kind='cubic', fill_value=0, bounds_error=False) evaluates
-    spline = scipy.interpolate.make_interp_spline(x_mother, mother, k=3)
-    inside = (xw >= x_mother[0]) & (xw <= x_mother[-1])
-    return np.where(inside, spline(np.clip(xw, x_mother[0], x_mother[-1])), 0.0)
-
-
-def _mother_window(window_type, resolution: int) -> np.ndarray:
-    import scipy.signal
-
-    if window_type == "gaussian":
-        # the reference's gaussian: std 0.15 of the support, i.e. +-3.33 sigma
-        window_type = ("gaussian", resolution * 0.15)
-    try:
-        return scipy.signal.windows.get_window(window_type, resolution, fftbins=False)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(
-            f"spectrogram.window_type {window_type!r} is not a scipy.signal window "
-            f"({exc}); use e.g. 'hann', 'hamming', 'blackman' or 'gaussian'"
-        ) from exc
-
-
-def make_vqt_filters(
-    fs: float,
-    q_low_f: float = 4.0,
-    q_high_f: float = 10.0,
-    f_min: float = 1.0,
-    f_max: float = 60.0,
-    n_freq_bins: int = 36,
-    win_size: int | None = None,
-    window_type: str = "hann",
-    symmetry: str = "center",
-    taper_asymmetric: bool = True,
-    carrier_fix: bool = True,
-    mother_resolution: int = 10000,
-) -> FilterBank:
-    """Build the VQT filter bank (reference ``vqt.helpers.make_VQT_filters``).
-
-    Parameters
-    ----------
-    fs : float
-        Sample rate in Hz.
-    q_low_f, q_high_f : float
-        Q (cycles inside the window support) at ``f_min`` and at ``f_max``; spread
-        geometrically over the bins. Equal values give a constant-Q bank.
-    f_min, f_max : float
-        Lowest and highest centre frequency in Hz (both included, geometric spacing).
-        ``f_max`` above Nyquist (``fs / 2``) is an error; exactly at Nyquist gives a
-        warning, because that filter's analytic version is degenerate.
-    n_freq_bins : int
-        Number of filters F.
-    win_size : int or None
-        Filter length W in samples; None uses :func:`default_win_size`. Shorter
-        windows sit zero-padded in the middle of the W-sample frame.
-    window_type : str
-        A ``scipy.signal.get_window`` name; 'gaussian' means std = 0.15 of the support.
-    symmetry : {'center', 'left', 'right'}
-        'left'/'right' keep only that half of each window (causal-ish filters).
-    taper_asymmetric : bool
-        With a one-sided window, halve the centre sample.
-    carrier_fix : bool
-        True: carrier ``cos(2 pi f_k (n - (W-1)/2) / fs)``. False: the reference's
-        ``cos(linspace(-pi, pi, W) * f_k * W / fs)``, whose frequency is ``W/(W-1)`` too high.
-    mother_resolution : int
-        Samples of the mother window that each filter's window is interpolated from.
-
-    Returns
-    -------
-    FilterBank
-        ``filters`` (F, W) complex64 with unit L1 norm each, ``freqs`` (F,) float32 Hz,
-        ``wins`` (F, W) float32.
-    """
-    fs = float(fs)
-    if not fs > 0:
-        raise ConfigError(f"spectrogram sample rate must be > 0 Hz, got {fs}")
-    if not (0 < f_min < f_max):
-        raise ConfigError(f"spectrogram needs 0 < f_min < f_max, got f_min={f_min}, f_max={f_max}")
-    if q_low_f <= 0 or q_high_f <= 0:
-        raise ConfigError(f"spectrogram q_low_f and q_high_f must be > 0, got {q_low_f}, {q_high_f}")
-    if int(n_freq_bins) < 1:
-        raise ConfigError(f"spectrogram n_freq_bins must be >= 1, got {n_freq_bins}")
-    if symmetry not in SYMMETRIES:
-        raise ConfigError(f"spectrogram.symmetry must be one of {SYMMETRIES}, got {symmetry!r}")
-    nyq = fs / 2
-    if f_max > nyq * (1 + 1e-9):
-        raise ConfigError(
-            f"spectrogram f_max={f_max} Hz is above Nyquist ({nyq} Hz at fs={fs} Hz); "
-            f"lower f_max (e.g. to {0.9 * nyq:g}) or check the frame rate"
-        )
-    if f_max >= nyq * (1 - 1e-9):
-        warnings.warn(
-            f"spectrogram f_max={f_max} Hz sits on Nyquist (fs={fs} Hz): the top filter's "
-            "analytic signal is degenerate (strong negative-frequency leakage)",
-            stacklevel=2,
-        )
-    n_freq_bins = int(n_freq_bins)
-    if win_size is None:
-        win_size = default_win_size(q_low_f, fs, f_min)
-    win_size = int(win_size)
-    if win_size < 3:
-        raise ConfigError(f"spectrogram win_size must be >= 3, got {win_size}")
-    W = win_size
-
-    # float32 arithmetic as the reference, so that the truncated window scales agree
-    freqs = np.geomspace(f_min, f_max, n_freq_bins, endpoint=True, dtype=np.float32)
-    periods_samples = np.float32(fs) * (np.float32(1) / freqs)
-    qs = np.geomspace(q_low_f, q_high_f, n_freq_bins, endpoint=True, dtype=np.float32)
-    scales = np.clip(qs * periods_samples, 1, None)
-
-    grid = np.linspace(0, 1, W, endpoint=True) - 0.5
-    # the reference truncates the scales
-    xw = grid[None, :] * (W / scales.astype(int).astype(np.float64)[:, None])
-    wins = _window_values(window_type, int(mother_resolution), xw).astype(np.float32)
-
-    if symmetry != "center":
-        step = (np.arange(W) <= W // 2).astype(np.float32)
-        if symmetry == "right":
-            step = step[::-1]
-        wins = wins * step
-        if taper_asymmetric:
-            wins[:, W // 2] *= 0.5
-
-    if carrier_fix:
-        t = (np.arange(W) - (W - 1) / 2) / fs  # seconds from the centre
-        carrier = np.cos(2 * np.pi * freqs.astype(np.float64)[:, None] * t[None, :])
-    else:
-        theta = np.linspace(-np.pi, np.pi, W, dtype=np.float32).astype(np.float64)
-        carrier = np.cos(theta[None, :] * freqs.astype(np.float64)[:, None] * (W / fs))
-    real = carrier * wins.astype(np.float64)
-    analytic = _hilbert(real)
-    l1 = np.abs(analytic).sum(axis=1, keepdims=True)
-    if np.any(l1 == 0):
-        raise ConfigError("spectrogram filter bank has an all-zero filter; check window_type/symmetry")
-    filters = (analytic / l1).astype(np.complex64)
-    return FilterBank(
-        filters=filters, freqs=freqs, wins=wins, q=qs.astype(np.float64), fs=fs, carrier_fix=bool(carrier_fix)
-    )
 
 
 # --------------------------------------------------------------------------- geometry
@@ -382,205 +158,10 @@ class VQTPlan:
         if C == 0 or self.n_out == 0:
             return out
         if self.n_full > 0:
-            {"fft": self._fft, "baseband": self._baseband}.get(self.engine, self._direct)(xt, out)
+            {"fft": engines.overlap_save, "baseband": engines.baseband}.get(self.engine, engines.direct)(self, xt, out)
         if self.n_full < self.n_out:
-            out[:, :, self.n_full :] = self._tail(xt)
+            out[:, :, self.n_full :] = engines.tail(self, xt)
         return out
-
-    # -- direct engine ------------------------------------------------------------
-
-    def _conv(self, x, weight, p_first: int, stride: int, count: int):
-        """y[p] = sum_k h[k] x[p-k] for p = p_first + stride*i, i < count (x = 0 outside).
-
-        ``weight`` holds the flipped taps (conv1d correlates) as (2F, 1, L): real parts,
-        then imaginary parts. Returns (re, im), each (rows, F, count).
-        """
-        import torch
-
-        L = weight.shape[-1]
-        # conv1d output i reads x[p_first + stride*i - (L-1) ... p_first + stride*i]
-        lo = p_first - (L - 1)
-        hi = p_first + stride * (count - 1) + 1
-        seg = x[:, max(0, lo) : max(0, min(x.shape[1], hi))]
-        seg = torch.nn.functional.pad(seg, (max(0, -lo), max(0, hi - max(lo, x.shape[1]))))
-        seg = seg[:, : hi - lo]
-        y = torch.nn.functional.conv1d(seg[:, None, :], weight, stride=stride)
-        F = weight.shape[0] // 2
-        return y[:, :F, :count], y[:, F:, :count]
-
-    def _direct(self, xt, out):
-        import torch
-
-        ds, C, F = self.downsample_factor, xt.shape[0], self.bank.n_freq_bins
-        complex_mean = not self.take_abs and self.complex_pooling == "mean"
-        # full-rate samples held per ds-block: 1 for complex means (one strided sample of
-        # the boxcar-smoothed filter), ds otherwise
-        per_block = 2 * F * (1 if complex_mean else ds) * 4 * 2
-        blocks = max(1, int(self.max_batch_bytes // (per_block * C)))
-        rows = C
-        if blocks < 64:  # long rows: fewer rows, longer stretches
-            blocks = min(self.n_full, 64)
-            rows = max(1, int(self.max_batch_bytes // (per_block * blocks)))
-        for c0 in range(0, C, rows):
-            xb = xt[c0 : c0 + rows]
-            for m0 in range(0, self.n_full, blocks):
-                n = min(self.n_full, m0 + blocks) - m0
-                p0 = self.start + m0 * ds
-                if complex_mean:
-                    re, im = self._conv(xb, self.weight, p0 + ds - 1, ds, n)
-                    res = torch.complex(re, im)
-                else:
-                    re, im = self._conv(xb, self.weight, p0, 1, n * ds)
-                    if self.take_abs:
-                        res = torch.hypot(re, im).reshape(*re.shape[:2], n, ds).mean(-1)
-                    else:  # reference: magnitude and angle pooled apart
-                        z = torch.complex(re, im).reshape(*re.shape[:2], n, ds)
-                        res = torch.polar(z.abs().mean(-1), torch.angle(z).mean(-1))
-                out[c0 : c0 + rows, :, m0 : m0 + n] = res
-
-    def _tail(self, xt):
-        """The last, partial block: every sample it has, full kernels."""
-        import torch
-
-        p0 = self.start + self.n_full * self.downsample_factor
-        re, im = self._conv(xt, self.weight_tail, p0, 1, self.start + self.length - p0)
-        if self.take_abs:
-            return torch.hypot(re, im).mean(-1, keepdim=True)
-        z = torch.complex(re, im)
-        if self.complex_pooling == "mean":
-            return z.mean(-1, keepdim=True)
-        return torch.polar(z.abs().mean(-1, keepdim=True), torch.angle(z).mean(-1, keepdim=True))
-
-    # -- fft engine ---------------------------------------------------------------
-
-    def _fft(self, xt, out):
-        """Overlap-save FFT blocks; magnitude output only.
-
-        FFT block r holds the input from q = start + r*B*ds - ds - (W-1) on, so every
-        block's first kept output sits at offset W-1+ds; that shift is folded into the
-        filter spectra. Re y and Im y are real convolutions, so each costs one irfft
-        of the input block's rfft and the full complex spectrum is never formed.
-        """
-        import torch
-
-        W, ds, N, B = self.bank.win_size, self.downsample_factor, self.fft_size, self.fft_blocks
-        C, F = xt.shape[0], self.bank.n_freq_bins
-        n_blk = -(-self.n_full // B)
-        q0 = self.start - ds - (W - 1)
-        need = q0 + (n_blk - 1) * B * ds + N  # one past the last index read
-        padl = max(0, -q0)
-        xp = torch.nn.functional.pad(xt, (padl, max(0, need - xt.shape[1])))[:, q0 + padl : need + padl]
-        segs = xp.unfold(-1, N, B * ds)  # (C, n_blk, N), a view
-        # (row, block) pairs per step so the irfft output (pairs x 2F x N) fits the budget
-        pairs = max(1, int(self.max_batch_bytes // (2 * F * N * 4 * 3)))
-        rows, blks = max(1, pairs // n_blk), min(n_blk, pairs)
-        for c0 in range(0, C, rows):
-            for k0 in range(0, n_blk, blks):
-                seg = segs[c0 : c0 + rows, k0 : k0 + blks]
-                nr, nk = seg.shape[:2]
-                Xr = torch.fft.rfft(seg.reshape(nr * nk, N), n=N)
-                yy = torch.fft.irfft(Xr[:, None, :] * self.fft_coef, n=N, dim=-1)  # (b, 2F, N)
-                mag = torch.hypot(yy[:, :F, : B * ds], yy[:, F:, : B * ds])
-                r = torch.nn.functional.avg_pool1d(mag, ds, ds)  # (b, F, B)
-                r = r.reshape(nr, nk, F, B).permute(0, 2, 1, 3).reshape(nr, F, nk * B)
-                m0, m1 = k0 * B, min(self.n_full, (k0 + nk) * B)
-                out[c0 : c0 + nr, :, m0:m1] = r[..., : m1 - m0]
-
-    # -- baseband engine ----------------------------------------------------------
-
-    def _baseband(self, xt, out):
-        """Overlap-save blocks as 'fft', each filter evaluated at a reduced rate.
-
-        Filter k's spectrum is kept only on the M_k = N / D_k bins around f_k where
-        |H_k| exceeds ``band_eps`` of its peak; an M_k-point inverse FFT of that band
-        gives y_k, up to a unit-modulus factor, at every D_k-th sample (exact
-        decimation of the band-limited product, so |y_k| = |z_k|). The samples sit
-        at the centres of D_k-sample runs (a phase ramp in the coefficients), and the
-        block mean of |y| is the mean of the ds / D_k samples in each block
-        (midpoint rule).
-        """
-        import torch
-
-        W, ds, N, B = self.bank.win_size, self.downsample_factor, self.fft_size, self.fft_blocks
-        C, F = xt.shape[0], self.bank.n_freq_bins
-        n_blk = -(-self.n_full // B)
-        q0 = self.start - ds - (W - 1)
-        need = q0 + (n_blk - 1) * B * ds + N
-        padl = max(0, -q0)
-        xp = torch.nn.functional.pad(xt, (padl, max(0, need - xt.shape[1])))[:, q0 + padl : need + padl]
-        segs = xp.unfold(-1, N, B * ds)  # (C, n_blk, N), a view
-        band_len = sum(len(g[0]) * g[2].shape[1] for g in self.band_groups)
-        pairs = max(1, int(self.max_batch_bytes // ((N + 3 * band_len) * 8)))
-        rows, blks = max(1, pairs // n_blk), min(n_blk, pairs)
-        for c0 in range(0, C, rows):
-            for k0 in range(0, n_blk, blks):
-                seg = segs[c0 : c0 + rows, k0 : k0 + blks]
-                nr, nk = seg.shape[:2]
-                X = torch.fft.fft(seg.reshape(nr * nk, N), n=N)  # (b, N) complex
-                r = torch.empty((nr * nk, F, B), device=xt.device, dtype=torch.float32)
-                for ks, D, idx, coef in self.band_groups:
-                    band = X[:, None, :] if D == 1 else X[:, idx]  # D = 1: no gather
-                    z = torch.fft.ifft(band * coef, dim=-1)[..., : B * ds // D]
-                    a = torch.view_as_real(z).square().sum(-1).sqrt_()  # |z|, faster than abs
-                    r[:, ks] = a.reshape(nr * nk, len(ks), B, ds // D).mean(-1)
-                r = r.reshape(nr, nk, F, B).permute(0, 2, 1, 3).reshape(nr, F, nk * B)
-                m0, m1 = k0 * B, min(self.n_full, (k0 + nk) * B)
-                out[c0 : c0 + nr, :, m0:m1] = r[..., : m1 - m0]
-
-
-def _band_groups(h: np.ndarray, N: int, ds: int, j0: int, eps: float, oversample: float, device):
-    """Per decimation D (a divisor of ds): filters, (n, M) bin indices and coefficients.
-
-    Filter k keeps the shortest circular run of N-point DFT bins holding every bin with
-    |H_k| > eps * max |H_k|; D_k is the largest divisor of ds with N / D_k >= oversample
-    times that run. Coefficient m (bin b = a + m) is H_k[b] e^{2 pi i b (j0 + (D-1)/2) / N} / D:
-    the block offset, the shift to the centre of each D-sample run and the
-    decimation's scale.
-    """
-    import torch
-
-    H = np.fft.fft(h, n=N, axis=1)
-    A = np.abs(H)
-    divisors = [d for d in range(ds, 0, -1) if ds % d == 0 and N % d == 0]
-    plan = {}
-    for k in range(h.shape[0]):
-        on = np.nonzero(A[k] > eps * A[k].max())[0]
-        gaps = np.diff(np.concatenate([on, [on[0] + N]]))
-        g = int(np.argmax(gaps))
-        first = on[(g + 1) % len(on)]  # start of the run after the gap
-        width = N - int(gaps[g]) + 1
-        D = next((d for d in divisors if N // d >= oversample * width), 1)
-        M = N // D
-        a = int(first) - (M - width) // 2  # centre the run in the band
-        # signed start: the bins are then the band's true frequencies, which matters for
-        # the half-sample shift (D even) of the band-limited samples
-        a = (a + N // 2) % N - N // 2 if D > 1 else 0  # D = 1: all bins, in order
-        b = a + np.arange(M)
-        c = H[k, b % N] * np.exp(2j * np.pi * b * (j0 + (D - 1) / 2) / N) / D
-        plan.setdefault(D, []).append((k, b % N, c))
-    groups = []
-    for D in sorted(plan, reverse=True):
-        ks = [k for k, _, _ in plan[D]]
-        bins = np.stack([b for _, b, _ in plan[D]])
-        coefs = np.stack([c for _, _, c in plan[D]])
-        groups.append(
-            (
-                torch.as_tensor(ks, device=device),
-                D,
-                torch.as_tensor(bins, device=device),
-                torch.as_tensor(coefs.astype(np.complex64), device=device),
-            )
-        )
-    return tuple(groups)
-
-
-def _conv_weight(h: np.ndarray, device):
-    """(F, L) complex taps -> (2F, 1, L) float32 conv1d weight, flipped (conv1d correlates)."""
-    import torch
-
-    hf = h[:, ::-1]
-    w = np.concatenate([hf.real, hf.imag], axis=0)[:, None, :].astype(np.float32)
-    return torch.as_tensor(np.ascontiguousarray(w), device=device)
 
 
 def plan_vqt(
@@ -682,11 +263,11 @@ def plan_vqt(
         )
     start, length = _crop(S, W, padding)
     h = bank.filters.astype(np.complex128)
-    weight_tail = _conv_weight(h, device)
+    weight_tail = engines.conv_weight(h, device)
     weight = weight_tail
     if not take_abs and complex_pooling == "mean":
         # the mean of y over a block is one sample of y convolved with a boxcar
-        weight = _conv_weight(np.stack([np.convolve(hk, np.full(ds, 1.0 / ds)) for hk in h]), device)
+        weight = engines.conv_weight(np.stack([np.convolve(hk, np.full(ds, 1.0 / ds)) for hk in h]), device)
     fft_size = fft_blocks = 0
     fft_coef = None
     band_groups = ()
@@ -695,7 +276,7 @@ def plan_vqt(
         target = min(max(2048, 8 * (W + 3 * ds)), (length // ds) * ds + W + 2 * ds)
         fft_size = ds * _next_fast_len(-(-target // ds), (2, 3, 5, 7, 11))
         fft_blocks = (fft_size - W - 2 * ds) // ds
-        band_groups = _band_groups(h, fft_size, ds, W - 1 + ds, float(band_eps), float(band_oversample), device)
+        band_groups = engines.band_groups(h, fft_size, ds, W - 1 + ds, float(band_eps), float(band_oversample), device)
     if engine == "fft":
         # ~8x the window: short enough to stay in cache, long enough that the W-1
         # discarded samples per block cost little; no longer than a short signal needs
@@ -745,6 +326,7 @@ def vqt(
 
     Examples
     --------
+    >>> from facerhythm_core.vqt_filters import make_vqt_filters
     >>> bank = make_vqt_filters(fs=120.0, f_max=54.0)
     >>> x = np.sin(2 * np.pi * 5.0 * np.arange(2400) / 120.0)[None]
     >>> vqt(x, bank).shape

@@ -16,6 +16,9 @@ import numpy as np
 import pytest
 
 from facerhythm_core import alignment as al
+from facerhythm_core import reference_image as ri
+from facerhythm_core import registration as rg
+from facerhythm_core import warps as wp
 from facerhythm_core.demo import face_texture
 from facerhythm_core.errors import ConfigError, ROIError
 from facerhythm_core.rois import rois_from_polygons
@@ -35,7 +38,7 @@ def affine(deg=0.0, scale=1.0, shift=(0.0, 0.0), center=((W - 1) / 2, (H - 1) / 
 
 
 def moved(image, m):
-    """The image as a camera sees it after the content moved by m (independent of alignment.py)."""
+    """The image as a camera sees it after the content moved by m (independent of warps.py)."""
     return cv2.warpPerspective(
         image, m, (image.shape[1], image.shape[0]), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
     )
@@ -55,7 +58,7 @@ PROBE = np.array([[30.0, 25.0], [130.0, 95.0], [80.0, 60.0], [40.0, 100.0]])
 
 
 def max_point_error(reg, truth):
-    return np.abs(al.warp_points(PROBE, reg) - al.warp_points(PROBE, al.Registration(truth))).max()
+    return np.abs(wp.warp_points(PROBE, reg) - wp.warp_points(PROBE, wp.Registration(truth))).max()
 
 
 def angle_deg(m):
@@ -85,7 +88,7 @@ SCALE = affine(deg=2.0, scale=1.05, shift=(1.5, -1.0))
     ],
 )
 def test_known_transform_is_recovered(face, method, constraint, truth):
-    reg = al.register(face, moved(face, truth), method=method, constraint=constraint)
+    reg = rg.register(face, moved(face, truth), method=method, constraint=constraint)
     assert abs(reg.matrix[0, 2] - truth[0, 2]) < 0.5 and abs(reg.matrix[1, 2] - truth[1, 2]) < 0.5
     assert abs(angle_deg(reg.matrix) - angle_deg(truth)) < 0.5
     assert max_point_error(reg, truth) < 0.5
@@ -94,37 +97,37 @@ def test_known_transform_is_recovered(face, method, constraint, truth):
 
 def test_phase_correlation_subpixel_and_sign(face):
     truth = affine(shift=(-7.25, 4.5))
-    reg = al.register_phase_correlation(face, moved(face, truth))
+    reg = rg.register_phase_correlation(face, moved(face, truth))
     np.testing.assert_allclose(reg.matrix[:2, 2], [-7.25, 4.5], atol=0.3)
     np.testing.assert_allclose(reg.matrix[:2, :2], np.eye(2))
     # a band-pass keeps the answer
-    reg_bp = al.register_phase_correlation(face, moved(face, truth), bandpass=(1, 30))
+    reg_bp = rg.register_phase_correlation(face, moved(face, truth), bandpass=(1, 30))
     np.testing.assert_allclose(reg_bp.matrix[:2, 2], [-7.25, 4.5], atol=0.5)
 
 
 def test_translation_only_methods_cannot_fit_a_rotation(face):
     """The quality check sees what the constraint cannot represent."""
     mov = moved(face, affine(deg=6.0))
-    z_rigid = al.score_registration(face, mov, al.register(face, mov, "ecc", "euclidean"))
-    z_pc = al.score_registration(face, mov, al.register(face, mov, "phase_correlation"))
+    z_rigid = al.score_registration(face, mov, rg.register(face, mov, "ecc", "euclidean"))
+    z_pc = al.score_registration(face, mov, rg.register(face, mov, "phase_correlation"))
     assert z_rigid > z_pc
 
 
 def test_identity_and_bad_arguments(face):
-    reg = al.register(face, face, method="identity")
+    reg = rg.register(face, face, method="identity")
     np.testing.assert_array_equal(reg.matrix, np.eye(3))
     with pytest.raises(ConfigError, match="RoMa"):
-        al.register(face, face, method="RoMa")
+        rg.register(face, face, method="RoMa")
     with pytest.raises(ConfigError, match="constraint"):
-        al.register_ecc(face, face, constraint="similarity")
+        rg.register_ecc(face, face, constraint="similarity")
     with pytest.raises(ROIError, match="frame size"):
-        al.register(face, face[:, :-1])
+        rg.register(face, face[:, :-1])
 
 
 def test_ecc_retries_with_larger_filter_then_reports(face):
     noise = smooth_noise(11, sigma=0.7)
     with pytest.raises(ROIError, match="did not converge"):
-        al.register_ecc(face, noise, "homography", n_iter=50, max_retries=2)
+        rg.register_ecc(face, noise, "homography", n_iter=50, max_retries=2)
 
 
 def test_nonrigid_refinement_follows_a_smooth_deformation(face):
@@ -132,13 +135,13 @@ def test_nonrigid_refinement_follows_a_smooth_deformation(face):
     # content near the centre bulges by up to 3 px to the right
     bump = 3.0 * np.exp(-((xx - 80) ** 2 + (yy - 60) ** 2) / (2 * 20.0**2))
     mov = cv2.remap(face, xx - bump, yy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-    rigid = al.register(face, mov, "ecc", "translation")
-    refined = al.register(face, mov, "ecc", "translation", nonrigid=True, farneback_params={"winsize": 15, "levels": 3})
+    rigid = rg.register(face, mov, "ecc", "translation")
+    refined = rg.register(face, mov, "ecc", "translation", nonrigid=True, farneback_params={"winsize": 15, "levels": 3})
     assert refined.flow is not None and refined.flow.shape == (H, W, 2)
     p = np.array([[80.0, 60.0]])
     truth_x = 80.0 + 3.0  # the bump centre moves by the full 3 px
-    assert abs(al.warp_points(p, refined)[0, 0] - truth_x) < 0.75
-    assert abs(al.warp_points(p, refined)[0, 0] - truth_x) < abs(al.warp_points(p, rigid)[0, 0] - truth_x)
+    assert abs(wp.warp_points(p, refined)[0, 0] - truth_x) < 0.75
+    assert abs(wp.warp_points(p, refined)[0, 0] - truth_x) < abs(wp.warp_points(p, rigid)[0, 0] - truth_x)
     assert al.score_registration(face, mov, refined) > al.score_registration(face, mov, rigid)
 
 
@@ -163,17 +166,17 @@ def centroid_near(im, p, r=5):
 @pytest.mark.parametrize("with_flow", [False, True])
 def test_points_warp_consistently_with_images(with_flow):
     pts = np.array([[40.0, 35.0], [110.0, 40.0], [75.0, 85.0], [120.0, 90.0]])
-    reg = al.Registration(affine(deg=7.0, scale=1.03, shift=(4.3, -3.1)))
+    reg = wp.Registration(affine(deg=7.0, scale=1.03, shift=(4.3, -3.1)))
     if with_flow:
         yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
         flow = np.stack([1.5 * np.sin(xx / 25.0), 1.0 * np.cos(yy / 20.0)], axis=-1).astype(np.float32)
-        reg = al.Registration(reg.matrix, flow)
-    warped_im = al.warp_image(blob_image(pts), reg, border_value=0.0)
-    q = al.warp_points(pts, reg)
+        reg = wp.Registration(reg.matrix, flow)
+    warped_im = wp.warp_image(blob_image(pts), reg, border_value=0.0)
+    q = wp.warp_points(pts, reg)
     for qi in q:
         np.testing.assert_allclose(centroid_near(warped_im, qi), qi, atol=0.15)
     # inverse map of the forward-mapped points returns the template points
-    mx, my = al.inverse_map(reg, (H, W))
+    mx, my = wp.inverse_map(reg, (H, W))
     back = np.stack(
         [
             cv2.remap(m, q[:, :1].astype(np.float32), q[:, 1:].astype(np.float32), cv2.INTER_LINEAR)[:, 0]
@@ -188,8 +191,8 @@ def test_warp_rois_moves_masks_polygons_points_together():
     polys = {"a": [[40, 30], [100, 30], [100, 80], [40, 80]], "b": [[60, 50], [120, 50], [90, 100]]}
     rois = rois_from_polygons(polys, (H, W))
     rois.point_positions = np.array([[50.0, 40.0], [90.0, 70.0]], np.float32)
-    reg = al.Registration(affine(shift=(7.0, -5.0)))  # whole pixels: masks shift exactly
-    out = al.warp_rois(rois, reg, (H, W))
+    reg = wp.Registration(affine(shift=(7.0, -5.0)))  # whole pixels: masks shift exactly
+    out = wp.warp_rois(rois, reg, (H, W))
     for k in polys:
         # content moves by (+7, -5): out[y, x] = in[y + 5, x - 7]
         np.testing.assert_array_equal(out.masks[k][: H - 5, 7:], rois.masks[k][5:, :-7])
@@ -197,7 +200,7 @@ def test_warp_rois_moves_masks_polygons_points_together():
     np.testing.assert_allclose(out.point_positions, rois.point_positions + [7.0, -5.0], atol=1e-4)
     assert out.names == rois.names and out.example_image is None
     with pytest.raises(ROIError, match="outside"):
-        al.warp_rois(rois, al.Registration(affine(shift=(400.0, 0.0))), (H, W))
+        wp.warp_rois(rois, wp.Registration(affine(shift=(400.0, 0.0))), (H, W))
 
 
 # --------------------------------------------------------------------------- quality check
@@ -256,7 +259,7 @@ def test_reference_image_keeps_the_quiet_frames():
         if not 300 <= t < 600:
             f = f + 40 * np.sin(2 * np.pi * (xx / 16 + 6 * t / fs)) * (rng.random() + 0.5)
         frames[t] = np.clip(f + rng.normal(0, 1, f.shape), 0, 255).astype(np.uint8)
-    image, kept = al.reference_image_from_frames(frames, fs, ds_factor=4, ptile_keep=10, grid_size=4)
+    image, kept = ri.reference_image_from_frames(frames, fs, ds_factor=4, ptile_keep=10, grid_size=4)
     assert len(kept) >= 3 and kept.min() >= 300 and kept.max() < 600
     assert image.shape == (48, 64) and image.dtype == np.float32
     assert 0.0 <= image.min() and image.max() == pytest.approx(1.0)
@@ -267,15 +270,15 @@ def test_reference_image_keeps_the_quiet_frames():
 
 def test_downsample_and_clahe_contracts():
     f = np.random.default_rng(0).integers(0, 255, (3, 40, 60, 3), dtype=np.uint8)
-    d = al.downsample_frames(f, 4)
+    d = ri.downsample_frames(f, 4)
     assert d.shape == (3, 10, 15) and d.dtype == np.float32
     assert abs(d.mean() - f.mean()) < 2
     with pytest.raises(ConfigError, match="ds_factor"):
-        al.downsample_frames(f, 100)
-    c = al.clahe(np.linspace(0, 1, 400).reshape(20, 20) ** 3, 2.0, 2)
+        ri.downsample_frames(f, 100)
+    c = ri.clahe(np.linspace(0, 1, 400).reshape(20, 20) ** 3, 2.0, 2)
     assert c.dtype == np.float32 and c.max() == pytest.approx(1.0) and c.min() >= 0
     with pytest.raises(ROIError):
-        al.clahe(np.zeros((8, 8)))
+        ri.clahe(np.zeros((8, 8)))
 
 
 def test_reference_image_from_videos(tmp_path):
@@ -283,7 +286,7 @@ def test_reference_image_from_videos(tmp_path):
 
     p = tmp_path / "v.mp4"
     write_demo_video(p, n_frames=300, height=96, width=128)
-    image, info = al.reference_image_from_videos([p], 120.0, ds_factor=8, max_frames=260, grid_size=4)
+    image, info = ri.reference_image_from_videos([p], 120.0, ds_factor=8, max_frames=260, grid_size=4)
     assert image.shape == (96, 128)
     assert info["frames_scored"][str(p)] == 260
     assert 0 < len(info["frames_kept"][str(p)]) < 260

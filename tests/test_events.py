@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from facerhythm_core import events as ev
+from facerhythm_core import events_align, events_table
 from facerhythm_core.errors import EventsError
 
 
@@ -24,14 +25,14 @@ def write(path, text):
 
 def test_read_tsv_and_csv_keep_extra_columns_and_lines(tmp_path):
     tsv = write(tmp_path / "a.tsv", "# licks and cues\ntime\tlabel\ttrial\n1.5\tcue\t1\n\n2.25\tlick\t1\n3\tcue\t2\n")
-    e = ev.read_events(tsv)
+    e = events_table.read_events(tsv)
     assert e.time.tolist() == [1.5, 2.25, 3.0]
     assert e.label == ["cue", "lick", "cue"]
     assert e.labels == ["cue", "lick"]
     assert e.line.tolist() == [3, 5, 6]  # as an editor shows them
     assert e.extra == {"trial": ["1", "1", "2"]}
     csv = write(tmp_path / "b.csv", 'label,time,note\ncue,1.0,"a, quoted cell"\n')
-    e = ev.read_events(csv)
+    e = events_table.read_events(csv)
     assert e.time.tolist() == [1.0] and e.extra["note"] == ["a, quoted cell"]
 
 
@@ -39,7 +40,7 @@ def test_every_bad_row_is_named_by_file_line_and_column(tmp_path):
     p = write(
         tmp_path / "bad.tsv", "time\tlabel\n1.0\tcue\nabc\tcue\nnan\tcue\n2.0\t\n3.0\ta/b\n4.0\tcue\textra\ninf\tcue\n"
     )
-    problems = ev.check_events_file(p)
+    problems = events_table.check_events_file(p)
     text = "\n".join(problems)
     assert len(problems) == 6, text
     assert f"events file {p}, line 3, column `time`: 'abc' is not a number" in text
@@ -49,21 +50,21 @@ def test_every_bad_row_is_named_by_file_line_and_column(tmp_path):
     assert "line 7: 3 cell(s) but the header has 2 column(s)" in text
     assert "line 8, column `time`: 'inf' is not finite" in text
     with pytest.raises(EventsError, match="line 3"):
-        ev.read_events(p)
+        events_table.read_events(p)
 
 
 def test_missing_columns_and_events_outside_the_session(tmp_path):
     p = write(tmp_path / "cols.tsv", "Time\tlabel\n1\tcue\n")
-    (msg,) = ev.check_events_file(p)
+    (msg,) = events_table.check_events_file(p)
     assert "line 1: no `time` column" in msg and "'Time'" in msg
     p = write(tmp_path / "out.csv", "time,label\n-0.5,cue\n1.0,cue\n12.5,cue\n")
-    problems = ev.check_events_file(p, extent=(0.0, 10.0))
+    problems = events_table.check_events_file(p, extent=(0.0, 10.0))
     assert len(problems) == 2
     assert "line 2, column `time`: -0.5 s is outside the session (0.000-10.000 s" in problems[0]
     assert "line 4, column `time`: 12.5 s is outside" in problems[1]
-    assert ev.check_events_file(p, extent=(-1.0, 13.0)) == []
-    assert ev.check_events_file(tmp_path / "none.tsv")[0].endswith("not found")
-    assert "empty" in ev.check_events_file(write(tmp_path / "e.tsv", "# nothing\n"))[0]
+    assert events_table.check_events_file(p, extent=(-1.0, 13.0)) == []
+    assert events_table.check_events_file(tmp_path / "none.tsv")[0].endswith("not found")
+    assert "empty" in events_table.check_events_file(write(tmp_path / "e.tsv", "# nothing\n"))[0]
 
 
 def test_session_extent_matches_the_probed_session_clock(tmp_path):
@@ -73,21 +74,21 @@ def test_session_extent_matches_the_probed_session_clock(tmp_path):
     a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
     write_demo_video(a, n_frames=30, fps=30.0, height=48, width=64)
     write_demo_video(b, n_frames=20, fps=30.0, height=48, width=64, t0=1.0)
-    (lo, hi), step = ev.session_extent([str(a), str(b)], cache_dir=tmp_path / "cache")
+    (lo, hi), step = events_table.session_extent([str(a), str(b)], cache_dir=tmp_path / "cache")
     info = probe_session([str(a), str(b)], timing="resample")
     assert lo == pytest.approx(info.times[0][0]) and hi == pytest.approx(info.times[-1][-1])
     assert hi == pytest.approx(49 / 30) and step == pytest.approx(1 / 30)
     assert (tmp_path / "cache" / "video_extents.json").exists()
     # cached: the same answer without the videos' packets (a changed file is read again)
-    assert ev.session_extent([str(a), str(b)], cache_dir=tmp_path / "cache") == ((lo, hi), step)
+    assert events_table.session_extent([str(a), str(b)], cache_dir=tmp_path / "cache") == ((lo, hi), step)
     # user timestamps are the session clock as they are
     ta, tb = (
         write(tmp_path / "a.txt", "\n".join(str(100 + i / 30) for i in range(30))),
         write(tmp_path / "b.txt", "\n".join(str(200 + i / 30) for i in range(20))),
     )
-    (lo, hi), _ = ev.session_extent([str(a), str(b)], [str(ta), str(tb)])
+    (lo, hi), _ = events_table.session_extent([str(a), str(b)], [str(ta), str(tb)])
     assert (lo, hi) == (pytest.approx(100.0), pytest.approx(200 + 19 / 30))
-    assert ev.session_extent([str(tmp_path / "missing.mp4")]) is None
+    assert events_table.session_extent([str(tmp_path / "missing.mp4")]) is None
 
 
 # ----------------------------------------------------------------------------------
@@ -96,19 +97,19 @@ def test_session_extent_matches_the_probed_session_clock(tmp_path):
 
 
 def test_lag_axis():
-    lags = ev.lag_axis(0.25, 1.0, 2.0)
+    lags = events_align.lag_axis(0.25, 1.0, 2.0)
     assert lags[0] == -1.0 and lags[-1] == 2.0 and 0.0 in lags and len(lags) == 13
-    lags = ev.lag_axis(0.3, 1.0, 1.0)
+    lags = events_align.lag_axis(0.3, 1.0, 1.0)
     assert lags.min() >= -1.0 and lags.max() <= 1.0 and np.allclose(np.diff(lags), 0.3)
     with pytest.raises(EventsError):
-        ev.lag_axis(0.0, 1.0, 1.0)
+        events_align.lag_axis(0.0, 1.0, 1.0)
 
 
 def _stretch(name, t0, n, step, span, gap=None, offset=0.0):
     t = t0 + step * np.arange(n)
     # a ramp in column 0 and a sine in column 1: interpolation is checkable
     values = np.stack([t + offset, np.sin(t)], axis=1)
-    return ev.Stretch(name, t, values, gap, span)
+    return events_align.Stretch(name, t, values, gap, span)
 
 
 def test_align_cuts_windows_and_names_every_skipped_event():
@@ -117,9 +118,9 @@ def test_align_cuts_windows_and_names_every_skipped_event():
     gap = np.zeros(65)
     gap[20:24] = 0.5  # bins 31-31.75 s bridged
     s1 = _stretch("v1.mp4", 26.0, 65, step, (24.0, 42.0), gap=gap)  # bins 26-42 s
-    lags = ev.lag_axis(step, 1.0, 2.0)
+    lags = events_align.lag_axis(step, 1.0, 2.0)
     times = np.array([5.1, 1.0, 17.5, 22.0, 30.0, 35.0])
-    a = ev.align(times, [s0, s1], lags, recorded=[(0.0, 20.0), (24.0, 42.0)], max_gap_fraction=0.1)
+    a = events_align.align(times, [s0, s1], lags, recorded=[(0.0, 20.0), (24.0, 42.0)], max_gap_fraction=0.1)
     assert a.used.tolist() == [0, 5]
     assert a.traces.shape == (2, len(lags), 2) and a.traces.dtype == np.float32
     assert np.allclose(a.traces[0, :, 0], 5.1 + lags, atol=1e-5)  # linear: the ramp exactly
@@ -131,10 +132,10 @@ def test_align_cuts_windows_and_names_every_skipped_event():
     assert "unrecorded" in reasons[3]
     assert reasons[4].startswith("timing gap: up to 50%")
     # a stretch that does not cover an event's video leaves it to another analysis
-    b = ev.align(times, [s0], lags, recorded=[(0.0, 20.0), (24.0, 42.0)])
+    b = events_align.align(times, [s0], lags, recorded=[(0.0, 20.0), (24.0, 42.0)])
     assert b.used.tolist() == [0] and b.n_elsewhere == 2 and len(b.skipped) == 3
     # gaps allowed up to the threshold
-    c = ev.align(np.array([30.0]), [s1], lags, recorded=[(24.0, 42.0)], max_gap_fraction=0.5)
+    c = events_align.align(np.array([30.0]), [s1], lags, recorded=[(24.0, 42.0)], max_gap_fraction=0.5)
     assert c.used.tolist() == [0]
 
 
@@ -143,12 +144,12 @@ def test_mean_ci_is_the_student_t_interval():
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(7, 5, 3))
-    mean, lo, hi = ev.mean_ci(x, 0.9)
+    mean, lo, hi = events_align.mean_ci(x, 0.9)
     half = stats.t.ppf(0.95, 6) * x.std(axis=0, ddof=1) / np.sqrt(7)
     assert np.allclose(mean, x.mean(axis=0)) and np.allclose(hi - mean, half) and np.allclose(mean - lo, half)
-    m1, l1, h1 = ev.mean_ci(x[:1])
+    m1, l1, h1 = events_align.mean_ci(x[:1])
     assert np.allclose(m1, x[0]) and np.isnan(l1).all() and np.isnan(h1).all()
-    assert np.isnan(ev.mean_ci(x[:0])[0]).all()
+    assert np.isnan(events_align.mean_ci(x[:0])[0]).all()
 
 
 def test_roi_power_is_the_mean_over_points_and_axes_in_any_chunk():
@@ -157,10 +158,10 @@ def test_roi_power_is_the_mean_over_points_and_axes_in_any_chunk():
     member = {"a": np.arange(11) < 4, "b": np.arange(11) % 2 == 1}
     want = np.stack([spec[:, m].mean(axis=(0, 1)) for m in member.values()])  # (roi, F, T)
     for chunk in (None, 1, 3, 64):
-        got = ev.roi_power(spec, member, chunk=chunk)
+        got = events_align.roi_power(spec, member, chunk=chunk)
         assert got.shape == (6, 2, 4)
         assert np.allclose(got, want.transpose(2, 0, 1))
-    assert np.allclose(ev.roi_power(spec * 1j, member), want.transpose(2, 0, 1))  # magnitude
+    assert np.allclose(events_align.roi_power(spec * 1j, member), want.transpose(2, 0, 1))  # magnitude
 
 
 def test_stream_labels_name_videos_by_file(tmp_path):

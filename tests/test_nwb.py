@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 import pytest
 
-from facerhythm_core import nwb
+from facerhythm_core import nwb, nwb_clock, nwb_metadata, nwb_module
 from facerhythm_core.errors import NWBError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,13 +34,13 @@ CATCHES = (4.1, 7.0, 14.2)
 
 
 def test_start_time_needs_an_offset():
-    t = nwb.parse_start_time("2024-03-01T10:00:00+01:00", "x")
+    t = nwb_metadata.parse_start_time("2024-03-01T10:00:00+01:00", "x")
     assert t.utcoffset() == dt.timedelta(hours=1)
-    assert nwb.parse_start_time("2024-03-01T09:00:00Z", "x") == t
+    assert nwb_metadata.parse_start_time("2024-03-01T09:00:00Z", "x") == t
     with pytest.raises(NWBError, match="column line 3: '2024-03-01T10:00:00' has no UTC offset"):
-        nwb.parse_start_time("2024-03-01T10:00:00", "column line 3")
+        nwb_metadata.parse_start_time("2024-03-01T10:00:00", "column line 3")
     with pytest.raises(NWBError, match="not an ISO 8601"):
-        nwb.parse_start_time("March 1st", "x")
+        nwb_metadata.parse_start_time("March 1st", "x")
 
 
 def test_session_metadata_layers_config_session_and_table():
@@ -51,13 +51,13 @@ def test_session_metadata_layers_config_session_and_table():
         "subject": {"species": "Mus musculus", "sex": "U"},
         "sessions": {"s1": {"subject": {"subject_id": "m1", "sex": "F"}, "session_start_time": "2024-02-02T00:00:00Z"}},
     }
-    m = nwb.session_metadata(cfg, "s1")
+    m = nwb_metadata.session_metadata(cfg, "s1")
     assert m["lab"] == "L" and m["session_start_time"] == "2024-02-02T00:00:00Z"
     assert m["subject"] == {"species": "Mus musculus", "sex": "F", "subject_id": "m1"}
     assert "nwb.sessions.s1" in m["start_time_source"]
-    m = nwb.session_metadata(cfg, "s1", table_start="2024-03-03T00:00:00Z")
+    m = nwb_metadata.session_metadata(cfg, "s1", table_start="2024-03-03T00:00:00Z")
     assert m["session_start_time"] == "2024-03-03T00:00:00Z" and "sessions table" in m["start_time_source"]
-    m = nwb.session_metadata(cfg, "s2")
+    m = nwb_metadata.session_metadata(cfg, "s2")
     assert m["session_start_time"] == "2024-01-01T00:00:00Z" and m["subject"]["sex"] == "U"
     assert "enabled" not in m and "sessions" not in m
 
@@ -69,8 +69,8 @@ def test_check_export_names_sessions_without_a_start_time(tmp_path):
     b = Session("b", ("v.mp4",), "config:x", session_start_time="2024-01-01T10:00:00")
     c = Session("c", ("v.mp4",), "config:x", nwb=str(tmp_path / "nowhere.nwb"))
     d = Session("d", ("v.mp4",), "config:x", session_start_time="2024-01-01T10:00:00+00:00")
-    assert nwb.check_export([a, b, c, d], {"enabled": False}) == []
-    problems = nwb.check_export([a, b, c, d], {"enabled": True})
+    assert nwb_metadata.check_export([a, b, c, d], {"enabled": False}) == []
+    problems = nwb_metadata.check_export([a, b, c, d], {"enabled": True})
     assert len(problems) == 3
     assert problems[0].startswith("session 'a': NWB export (nwb.enabled) needs the session's start time")
     assert "session 'b'" in problems[1] and "has no UTC offset" in problems[1]
@@ -79,14 +79,14 @@ def test_check_export_names_sessions_without_a_start_time(tmp_path):
     with h5py.File(tmp_path / "plain.h5", "w") as f:
         f["x"] = 1
     e = Session("e", ("v.mp4",), "config:x", nwb=str(tmp_path / "plain.h5"))
-    assert "not an NWB file" in nwb.check_export([e], {"enabled": True})[0]
+    assert "not an NWB file" in nwb_metadata.check_export([e], {"enabled": True})[0]
 
 
 def test_band_limits_bracket_each_filter():
-    from facerhythm_core.vqt import make_vqt_filters
+    from facerhythm_core.vqt_filters import make_vqt_filters
 
     bank = make_vqt_filters(60.0, 4.0, 10.0, 1.0, 25.0, 10)
-    lim = nwb.band_limits(bank.filters, 60.0)
+    lim = nwb_module.band_limits(bank.filters, 60.0)
     f = bank.freqs.astype(float)
     assert np.all(lim[:, 0] < f) and np.all(lim[:, 1] > f)
     width = lim[:, 1] - lim[:, 0]
@@ -98,14 +98,14 @@ def test_band_limits_bracket_each_filter():
 
 def test_times_and_clock():
     t = 3.0 + np.arange(10) / 60.0
-    kw = nwb._times_kwargs(t)
+    kw = nwb_module._times_kwargs(t)
     assert kw == {"starting_time": 3.0, "rate": pytest.approx(60.0)}
     t2 = t.copy()
     t2[5:] += 1.0
-    assert np.array_equal(nwb._times_kwargs(t2)["timestamps"], t2)
-    c = nwb.Clock(np.array([0.0, 1.0, 2.0]), np.array([10.0, 12.0, 13.0]))
+    assert np.array_equal(nwb_module._times_kwargs(t2)["timestamps"], t2)
+    c = nwb_clock.Clock(np.array([0.0, 1.0, 2.0]), np.array([10.0, 12.0, 13.0]))
     assert np.allclose(c([0.5, 1.5, -1.0, 3.0]), [11.0, 12.5, 8.0, 14.0])
-    assert np.array_equal(nwb.Clock()([1.0, 2.0]), [1.0, 2.0])
+    assert np.array_equal(nwb_clock.Clock()([1.0, 2.0]), [1.0, 2.0])
 
 
 def _in_memory_file(series):
@@ -132,7 +132,7 @@ def test_acquisition_clock_from_image_series_frame_times():
         timestamps=theirs,
         unit="n.a.",
     )
-    c = nwb.acquisition_clock(_in_memory_file([both]), ["x/a.mp4", "x/b.mp4"], ours)
+    c = nwb_clock.acquisition_clock(_in_memory_file([both]), ["x/a.mp4", "x/b.mp4"], ours)
     assert np.allclose(c(np.concatenate(ours)), theirs)
     assert np.isclose(c(0.5), 65.2)  # between the videos: interpolated
     assert "cam" in c.source
@@ -150,12 +150,14 @@ def test_acquisition_clock_from_image_series_frame_times():
             num_samples=n,
         )
 
-    c = nwb.acquisition_clock(_in_memory_file([by_rate("a", 50.0, 5), by_rate("b", 80.0, 4)]), ["a.mp4", "b.mp4"], ours)
+    c = nwb_clock.acquisition_clock(
+        _in_memory_file([by_rate("a", 50.0, 5), by_rate("b", 80.0, 4)]), ["a.mp4", "b.mp4"], ours
+    )
     assert np.allclose(c(np.concatenate(ours)), theirs)
     # none: the session clock; some: an error; a wrong frame count: an error
-    assert nwb.acquisition_clock(_in_memory_file([]), ["a.mp4", "b.mp4"], ours).ours is None
+    assert nwb_clock.acquisition_clock(_in_memory_file([]), ["a.mp4", "b.mp4"], ours).ours is None
     with pytest.raises(NWBError, match=r"not for \['b.mp4'\]"):
-        nwb.acquisition_clock(_in_memory_file([by_rate("a", 50.0, 5)]), ["a.mp4", "b.mp4"], ours)
+        nwb_clock.acquisition_clock(_in_memory_file([by_rate("a", 50.0, 5)]), ["a.mp4", "b.mp4"], ours)
     short = ImageSeries(
         name="s",
         external_file=["a.mp4"],
@@ -165,7 +167,7 @@ def test_acquisition_clock_from_image_series_frame_times():
         unit="n.a.",
     )
     with pytest.raises(NWBError, match="has 3 frame time.* the video has 5 frames"):
-        nwb.acquisition_clock(_in_memory_file([short]), ["a.mp4"], ours[:1])
+        nwb_clock.acquisition_clock(_in_memory_file([short]), ["a.mp4"], ours[:1])
 
 
 # ----------------------------------------------------------------------------------
@@ -373,7 +375,7 @@ def test_export_rules_ran_alone_and_files_pass_nwbinspector(project):
 
 @pytest.mark.slow
 def test_new_file_reads_back_to_the_results(project):
-    from facerhythm_core.events import roi_power
+    from facerhythm_core.events_align import roi_power
     from facerhythm_core.plots import points_in_masks
     from facerhythm_core.rois import load_rois_h5
     from facerhythm_core.tca import read_tca_h5

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from facerhythm_core import plots
+from facerhythm_core.keys import start_offsets
 from facerhythm_core.overlay import COLOUR_BAD, COLOUR_OK, session_window, write_overlay_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,14 +171,12 @@ def write_tca(path: Path, specs: dict, times: dict, points: np.ndarray, joint: b
             f.create_dataset("sessions", data=list(specs), dtype=h5py.string_dtype())
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def make_project(root: Path) -> dict:
     """A work folder with two sessions' videos and every stage file the figures need.
 
     sessA: two videos tracked separately (keys 0, 1); sessB: one video. Joint group
     'both' = sessA + sessB.
     """
-    root = tmp_path_factory.mktemp("plots_project")
     res = root / "results"
     points = grid_points()
     sessions = {"sessA": [48, 40], "sessB": [56]}
@@ -223,6 +222,12 @@ def project(tmp_path_factory):
     (res / "joint" / "both").mkdir(parents=True)
     write_tca(res / "joint" / "both" / "tca.h5", all_specs, all_times, points, joint=True)
     return {"root": root, "sessions": sessions, "points": points}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """:func:`make_project` in a temporary folder."""
+    return make_project(tmp_path_factory.mktemp("plots_project"))
 
 
 # ----------------------------------------------------------------------------------
@@ -271,7 +276,7 @@ def test_session_window_splits_across_videos():
     assert session_window([10, 20, 5], 28, 100) == [(1, 18, 20), (2, 0, 5)]
     with pytest.raises(ValueError, match="outside the session"):
         session_window([10], 10, 5)
-    np.testing.assert_allclose(plots.segment_offsets([30, 60, 90], 30.0), [0, 1, 3])
+    np.testing.assert_allclose(start_offsets([30, 60, 90], 30.0), [0, 1, 3])
 
 
 def test_phase_colours_follow_angle_and_magnitude():

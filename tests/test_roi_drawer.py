@@ -22,19 +22,15 @@ from facerhythm_core.errors import ConfigError, ROIError, VideoError
 from facerhythm_core.io import read_provenance
 from facerhythm_core.roi_drawer import (
     STATIC_DIR,
-    Drawing,
     DrawerApp,
     build_app,
     _parser,
-    drawing_from_payload,
-    drawing_to_rois,
-    load_drawing,
     main,
     make_server,
     resolve_source,
-    save_drawing,
     ssh_hint,
 )
+from facerhythm_core.roi_drawing import Drawing, drawing_from_payload, drawing_to_rois, load_drawing, save_drawing
 from facerhythm_core.rois import ROISet, build_session_rois, load_rois_h5, make_points, polygon_mask, save_rois_h5
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import pytest
 import tensorly as tl
 import torch
 
-from facerhythm_core import tca
+from facerhythm_core import hals, tca, tca_fit, tca_metrics, tca_tensor
 from facerhythm_core.errors import TCAError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,14 +43,14 @@ def spectros(n_points=5, n_freq=4, lengths=(20, 30), seed=0, complex_=False):
 
 def test_planted_low_rank_tensor_is_recovered():
     x, fac = planted((25, 10, 60), rank=3, seed=1, noise=0.01)
-    fit = tca.fit_cp(x, rank=3, n_iter_max=300, init="random", tol=1e-7, random_state=0)
-    score, per, perm = tca.factor_match_score(fac, fit.factors)
+    fit = tca_fit.fit_cp(x, rank=3, n_iter_max=300, init="random", tol=1e-7, random_state=0)
+    score, per, perm = tca_metrics.factor_match_score(fac, fit.factors)
     assert score >= 0.95, (score, per)
     assert sorted(perm.tolist()) == [0, 1, 2]
     assert all((f >= 0).all() for f in fit.factors)
     # the tracked error (tensorly's expansion ||X||^2 + ||M||^2 - 2<X, M>, from float32
     # products) agrees with the exactly recomputed one up to float32 cancellation
-    var = tca.explained_variance(x, fit.weights, fit.factors)
+    var = tca_metrics.explained_variance(x, fit.weights, fit.factors)
     assert fit.errors[-1] == pytest.approx(var.rel_error, rel=2e-2)
     assert fit.errors[-1] < fit.errors[0]
 
@@ -62,7 +62,7 @@ def test_torch_engine_matches_tensorly_cp_nn_hals():
     with tl.backend_context("pytorch"):
         model = tl.decomposition.CP_NN_HALS(rank=4, n_iter_max=25, init="random", tol=1e-12, random_state=5)
         ref = model.fit_transform(t)
-    ours = tca.fit_cp(
+    ours = tca_fit.fit_cp(
         x, rank=4, n_iter_max=25, init="random", tol=1e-12, random_state=5, dtype="float64", engine="torch"
     )
     assert ours.engine == "torch"
@@ -70,7 +70,7 @@ def test_torch_engine_matches_tensorly_cp_nn_hals():
         np.testing.assert_allclose(b, a.numpy(), rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(ours.errors, [float(e) for e in model.errors_], rtol=1e-8)
     # and the same through our tensorly path
-    via_tl = tca.fit_cp(x, rank=4, n_iter_max=25, tol=1e-12, random_state=5, dtype="float64", engine="tensorly")
+    via_tl = tca_fit.fit_cp(x, rank=4, n_iter_max=25, tol=1e-12, random_state=5, dtype="float64", engine="tensorly")
     assert via_tl.engine == "tensorly"
     for a, b in zip(via_tl.factors, ours.factors):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
@@ -81,7 +81,7 @@ def test_svd_init_equivalence_and_stop_rule():
     with tl.backend_context("pytorch"):
         model = tl.decomposition.CP_NN_HALS(rank=2, n_iter_max=500, init="svd", tol=1e-6)
         ref = model.fit_transform(torch.as_tensor(x))
-    ours = tca.fit_cp(x, rank=2, n_iter_max=500, init="svd", tol=1e-6, dtype="float64")
+    ours = tca_fit.fit_cp(x, rank=2, n_iter_max=500, init="svd", tol=1e-6, dtype="float64")
     # tol stops both at the same iteration, long before n_iter_max
     assert len(ours.errors) == len(model.errors_) < 500
     for a, b in zip(ref.factors, ours.factors):
@@ -94,7 +94,7 @@ def test_backend_does_not_leak(engine, backend):
     for outer in ("numpy", "pytorch"):
         with tl.backend_context(outer):
             before = tl.get_backend()
-            tca.fit_cp(x, rank=2, n_iter_max=3, engine=engine, backend=backend)
+            tca_fit.fit_cp(x, rank=2, n_iter_max=3, engine=engine, backend=backend)
             assert tl.get_backend() == before == outer
 
 
@@ -103,10 +103,10 @@ def test_backend_does_not_leak(engine, backend):
 )
 def test_other_methods_run_through_tensorly(method, extra):
     x, _ = planted((8, 6, 20), rank=2, seed=2)
-    fit = tca.fit_cp(x, method=method, rank=2, n_iter_max=20, method_params=extra)
+    fit = tca_fit.fit_cp(x, method=method, rank=2, n_iter_max=20, method_params=extra)
     assert fit.engine == "tensorly"
     assert [f.shape for f in fit.factors] == [(8, 2), (6, 2), (20, 2)]
-    var = tca.explained_variance(x, fit.weights, fit.factors)
+    var = tca_metrics.explained_variance(x, fit.weights, fit.factors)
     assert var.evr_model > 0.5
 
 
@@ -116,7 +116,7 @@ def test_random_init_is_tensorlys_without_tensorly(dtype):
 
     x = torch.rand((7, 5, 9), dtype=dtype)
     for seed in (0, 3, 12345):
-        ours = tca._initial_factors(x, 4, "random", "truncated_svd", seed)
+        ours = hals.initial_factors(x, 4, "random", "truncated_svd", seed)
         with tl.backend_context("pytorch"):
             ref = initialize_cp(x, 4, init="random", non_negative=True, random_state=seed, normalize_factors=False)
         for a, b in zip(ours, ref.factors):
@@ -134,7 +134,7 @@ def test_nnls_kernels_agree():
         UtM = rng.random((6, n)) * 4
         V0 = rng.random((6, n))
         loop = torch.as_tensor(V0.copy())
-        tca._hals_nnls(torch.as_tensor(UtM), torch.as_tensor(UtU), loop, kernel="numpy")
+        hals.hals_nnls(torch.as_tensor(UtM), torch.as_tensor(UtU), loop, kernel="numpy")
         # the torch loop (the GPU path), forced by calling it on the CPU copy
         ref = torch.as_tensor(V0.copy())
         diag = torch.as_tensor(UtU).diagonal().tolist()
@@ -152,32 +152,32 @@ def test_nnls_kernels_agree():
         np.testing.assert_allclose(loop.numpy(), ref.numpy(), rtol=1e-10, atol=1e-12)
         if hals_kernels.HAVE_NUMBA:
             nb = torch.as_tensor(V0.copy())
-            tca._hals_nnls(torch.as_tensor(UtM), torch.as_tensor(UtU), nb, kernel="numba")
+            hals.hals_nnls(torch.as_tensor(UtM), torch.as_tensor(UtU), nb, kernel="numba")
             np.testing.assert_allclose(nb.numpy(), ref.numpy(), rtol=1e-10, atol=1e-12)
             # float32 factors: the two CPU kernels round the same float64 sums
             v32 = torch.as_tensor(V0.astype(np.float32))
             a, b = v32.clone(), v32.clone()
             u32, m32 = torch.as_tensor(UtU.astype(np.float32)), torch.as_tensor(UtM.astype(np.float32))
-            tca._hals_nnls(m32, u32, a, kernel="numpy")
-            tca._hals_nnls(m32, u32, b, kernel="numba")
+            hals.hals_nnls(m32, u32, a, kernel="numpy")
+            hals.hals_nnls(m32, u32, b, kernel="numba")
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
 
 
 def test_rel_tol_stops_when_the_error_stops_improving():
     x, _ = planted((20, 8, 50), rank=3, seed=6, noise=0.3)
-    full = tca.fit_cp(x, rank=3, n_iter_max=300, tol=0, rel_tol=1e-30, random_state=0)
+    full = tca_fit.fit_cp(x, rank=3, n_iter_max=300, tol=0, rel_tol=1e-30, random_state=0)
     rt = 1e-4
-    fit = tca.fit_cp(x, rank=3, n_iter_max=300, tol=0, rel_tol=rt, random_state=0)
+    fit = tca_fit.fit_cp(x, rank=3, n_iter_max=300, tol=0, rel_tol=rt, random_state=0)
     e = full.errors
     want = next(i for i in range(1, len(e)) if e[i - 1] - e[i] < rt * e[i - 1])
     assert len(fit.errors) == want + 1 < 300
     np.testing.assert_array_equal(fit.errors, e[: want + 1])
     # the same run, only stopped: the factors are those of that iteration
-    again = tca.fit_cp(x, rank=3, n_iter_max=want + 1, tol=0, rel_tol=0, random_state=0)
+    again = tca_fit.fit_cp(x, rank=3, n_iter_max=want + 1, tol=0, rel_tol=0, random_state=0)
     for a, b in zip(fit.factors, again.factors):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(TCAError, match="rel_tol"):
-        tca.fit_cp(x, rank=3, rel_tol=-1)
+        tca_fit.fit_cp(x, rank=3, rel_tol=-1)
 
 
 def test_small_fits_run_on_one_thread_and_restore_the_count():
@@ -185,17 +185,17 @@ def test_small_fits_run_on_one_thread_and_restore_the_count():
     torch.set_num_threads(2)
     try:
         seen = []
-        orig = tca.hals_cp_torch
+        orig = tca_fit.hals_cp_torch
 
         def spy(*a, **k):
             seen.append(torch.get_num_threads())
             return orig(*a, **k)
 
-        tca.hals_cp_torch = spy
+        tca_fit.hals_cp_torch = spy
         try:
-            tca.fit_cp(np.random.default_rng(0).random((6, 5, 8)), rank=2, n_iter_max=3)
+            tca_fit.fit_cp(np.random.default_rng(0).random((6, 5, 8)), rank=2, n_iter_max=3)
         finally:
-            tca.hals_cp_torch = orig
+            tca_fit.hals_cp_torch = orig
         assert seen == [1]
         assert torch.get_num_threads() == 2
     finally:
@@ -205,17 +205,17 @@ def test_small_fits_run_on_one_thread_and_restore_the_count():
 def test_fit_errors_are_clear():
     x = np.ones((4, 4, 4))
     with pytest.raises(TCAError, match="n_samples"):
-        tca.fit_cp(x, method="RandomizedCP", rank=2)
+        tca_fit.fit_cp(x, method="RandomizedCP", rank=2)
     with pytest.raises(TCAError, match="torch HALS engine does not support"):
-        tca.fit_cp(x, rank=2, engine="torch", method_params={"normalize_factors": True})
+        tca_fit.fit_cp(x, rank=2, engine="torch", method_params={"normalize_factors": True})
     bad = x.copy()
     bad[0, 0, 0] = np.nan
     with pytest.raises(TCAError, match="NaN"):
-        tca.fit_cp(bad, rank=2)
+        tca_fit.fit_cp(bad, rank=2)
     with pytest.raises(TCAError, match="method"):
-        tca.fit_cp(x, method="PARAFAC2")
+        tca_fit.fit_cp(x, method="PARAFAC2")
     # unsupported CP_NN_HALS parameters fall back to tensorly under engine auto
-    fit = tca.fit_cp(
+    fit = tca_fit.fit_cp(
         np.random.default_rng(0).random((4, 5, 6)), rank=2, n_iter_max=5, method_params={"normalize_factors": True}
     )
     assert fit.engine == "tensorly"
@@ -240,15 +240,15 @@ def test_evr_matches_definition_orders_descending_and_leaves_data_alone():
     x, _ = planted((15, 8, 30), rank=4, seed=7, noise=0.1)
     x32 = x.astype(np.float32)
     keep = x32.copy()
-    fit = tca.fit_cp(x32, rank=4, n_iter_max=100, random_state=1)
-    var = tca.explained_variance(x32, fit.weights, fit.factors)
+    fit = tca_fit.fit_cp(x32, rank=4, n_iter_max=100, random_state=1)
+    var = tca_metrics.explained_variance(x32, fit.weights, fit.factors)
     np.testing.assert_array_equal(x32, keep)  # reference bug 12: data centred in place
     np.testing.assert_allclose(var.evr, reference_evr(x32.astype(float), fit.factors), rtol=1e-6, atol=1e-9)
     recon = np.einsum("ir,jr,kr->ijk", *fit.factors)
     resid = x32 - recon
     assert var.evr_model == pytest.approx(1 - resid.var() / x32.var(), rel=1e-6)
     assert var.rel_error == pytest.approx(np.linalg.norm(resid) / np.linalg.norm(x32), rel=1e-6)
-    ordered, evr, order = tca.order_by_evr(fit, var.evr)
+    ordered, evr, order = tca_metrics.order_by_evr(fit, var.evr)
     assert np.all(np.diff(evr) <= 0)
     assert sorted(order.tolist()) == [0, 1, 2, 3]
     np.testing.assert_array_equal(ordered.factors[1], fit.factors[1][:, order])
@@ -257,7 +257,7 @@ def test_evr_matches_definition_orders_descending_and_leaves_data_alone():
     assert evr[0] <= var.evr_model + 1e-9
     # weights are per component and cannot change a squared correlation
     w = np.array([2.0, 0.5, 3.0, 1.0])
-    scaled = tca.explained_variance(x32, w, [f / w ** (1 / 3) for f in fit.factors])
+    scaled = tca_metrics.explained_variance(x32, w, [f / w ** (1 / 3) for f in fit.factors])
     np.testing.assert_allclose(scaled.evr, var.evr, rtol=1e-6)
     assert scaled.evr_model == pytest.approx(var.evr_model, rel=1e-6)
 
@@ -267,29 +267,29 @@ def test_evr_matches_definition_orders_descending_and_leaves_data_alone():
 
 def test_rearrange_modes_give_documented_shapes():
     data = spectros(n_points=5, n_freq=4, lengths=(20, 30))
-    sep = tca.rearrange_data(data, videos="separate")
+    sep = tca_tensor.rearrange_data(data, videos="separate")
     assert {k: v.shape for k, v in sep.tensors.items()} == {"0": (10, 4, 20), "1": (10, 4, 30)}
     # (xy points): x rows first, then y rows
     np.testing.assert_array_equal(sep.tensors["1"][:5], data["1"][0])
     np.testing.assert_array_equal(sep.tensors["1"][5:], data["1"][1])
-    cat = tca.rearrange_data(data, videos="concatenate")
+    cat = tca_tensor.rearrange_data(data, videos="concatenate")
     assert cat.tensors["all"].shape == (10, 4, 50)
     np.testing.assert_array_equal(cat.tensors["all"][..., 20:], sep.tensors["1"])
     with pytest.raises(TCAError, match="equal time lengths"):
-        tca.rearrange_data(data, videos="stack")
-    st = tca.rearrange_data(data, videos="stack", windows={"0": (0, 19), "1": (5, 24)})
+        tca_tensor.rearrange_data(data, videos="stack")
+    st = tca_tensor.rearrange_data(data, videos="stack", windows={"0": (0, 19), "1": (5, 24)})
     assert st.tensors["all"].shape == (2, 10, 4, 20)
     assert st.layouts["all"].dims == ("video", "(xy points)", "frequency", "time")
     np.testing.assert_array_equal(st.tensors["all"][1, :5], data["1"][0][..., 5:25])
     with pytest.raises(TCAError, match="outside"):
-        tca.rearrange_data(data, windows={"0": (0, 20)})
+        tca_tensor.rearrange_data(data, windows={"0": (0, 20)})
     with pytest.raises(TCAError, match="complex"):
-        tca.rearrange_data(spectros(complex_=True))
+        tca_tensor.rearrange_data(spectros(complex_=True))
 
 
 def test_complex_unfold_interleaves_and_is_undone():
     data = spectros(lengths=(6, 4), complex_=True)
-    re = tca.rearrange_data(data, videos="concatenate", complex_unfold=True)
+    re = tca_tensor.rearrange_data(data, videos="concatenate", complex_unfold=True)
     t = re.tensors["all"]
     assert t.shape == (10, 4, 20)
     a = data["0"].reshape(10, 4, 6)
@@ -298,7 +298,7 @@ def test_complex_unfold_interleaves_and_is_undone():
     # a "factor" made of time rows comes back complex per video
     rows = t[3, 2][:, None].astype(np.float32)
     facs = [np.ones((10, 1)), np.ones((4, 1)), rows]
-    out = tca.unrearrange_factors(facs, re.layouts["all"])
+    out = tca_tensor.unrearrange_factors(facs, re.layouts["all"])
     np.testing.assert_allclose(out["time"]["1"][:, 0], data["1"].reshape(10, 4, 4)[3, 2])
     assert out["time"]["0"].shape == (6, 1)
 
@@ -334,19 +334,19 @@ def test_normalize_uses_epsilon_and_never_modifies_input():
     x[1, 2] = 3.0  # a constant fibre: the reference gives inf/NaN here
     keep = x.copy()
     dims = ("(xy points)", "frequency", "time")
-    y, info = tca.normalize_tensor(x, dims, std_divide=True, dim="time", epsilon=1e-6)
+    y, info = tca_tensor.normalize_tensor(x, dims, std_divide=True, dim="time", epsilon=1e-6)
     np.testing.assert_array_equal(x, keep)
     assert np.isfinite(y).all() and y.dtype == np.float32
     assert info["n_constant_fibres"] == 1
     std = y.std(axis=2, ddof=1)
     std[1, 2] = 1
     np.testing.assert_allclose(std, 1, rtol=1e-4)
-    z, _ = tca.normalize_tensor(x, dims, mean_subtract=True, std_divide=True, dim="frequency")
+    z, _ = tca_tensor.normalize_tensor(x, dims, mean_subtract=True, std_divide=True, dim="frequency")
     np.testing.assert_allclose(z.mean(axis=1), 0, atol=1e-5)
-    same, _ = tca.normalize_tensor(x, dims)
+    same, _ = tca_tensor.normalize_tensor(x, dims)
     assert same is x
     with pytest.raises(TCAError, match="not an axis"):
-        tca.normalize_tensor(x, dims, std_divide=True, dim="session")
+        tca_tensor.normalize_tensor(x, dims, std_divide=True, dim="session")
 
 
 def _normalize_whole(x, ax, mean_subtract, std_divide, epsilon):
@@ -370,14 +370,14 @@ def test_normalize_blockwise_and_in_place_give_the_same_bytes(dtype):
             for ms, sd in ((True, False), (False, True), (True, True)):
                 want = _normalize_whole(x, ax, ms, sd, 1e-8)
                 for block in (1, 300, 64 << 20):  # one index per block ... whole tensor
-                    y, _ = tca.normalize_tensor(x, dims, ms, sd, dim, 1e-8, block_bytes=block)
+                    y, _ = tca_tensor.normalize_tensor(x, dims, ms, sd, dim, 1e-8, block_bytes=block)
                     np.testing.assert_array_equal(y, want)
                     z = x.copy()
-                    y2, _ = tca.normalize_tensor(z, dims, ms, sd, dim, 1e-8, out=z, block_bytes=block)
+                    y2, _ = tca_tensor.normalize_tensor(z, dims, ms, sd, dim, 1e-8, out=z, block_bytes=block)
                     assert y2 is z
                     np.testing.assert_array_equal(z, want)
     with pytest.raises(TCAError, match="out must be"):
-        tca.normalize_tensor(x, dims, std_divide=True, out=np.empty(3, dtype))
+        tca_tensor.normalize_tensor(x, dims, std_divide=True, out=np.empty(3, dtype))
 
 
 def test_decompose_overwrites_its_input_only_when_allowed():
@@ -449,13 +449,13 @@ def test_factor_match_score_is_one_for_a_permuted_copy_only():
     perm = [2, 0, 1]
     # rescaling the axes without changing the model (2 * 0.5 * 1) keeps the score at 1
     scaled = [f[:, perm] * c for f, c in zip(fac, (2.0, 0.5, 1.0))]
-    score, _, p = tca.factor_match_score(fac, scaled)
+    score, _, p = tca_metrics.factor_match_score(fac, scaled)
     assert score == pytest.approx(1.0)
     assert [perm[i] for i in p] == [0, 1, 2]
     # a model scaled as a whole is penalized through the component norms
-    assert tca.factor_match_score(fac, [f * 2 for f in fac])[0] < 0.2
+    assert tca_metrics.factor_match_score(fac, [f * 2 for f in fac])[0] < 0.2
     other = [rng.random((n, 3)) for n in (5, 6, 7)]
-    assert tca.factor_match_score(fac, other)[0] < 0.9
+    assert tca_metrics.factor_match_score(fac, other)[0] < 0.9
 
 
 def write_spectrograms(path, data, n_freq):
@@ -508,7 +508,7 @@ def test_tca_stage_writes_documented_file(tmp_path):
     info.write_text(json.dumps({"videos": [{"path": "v/day1.mp4"}, {"path": "v/day2.mp4"}]}))
     run_script("tca", tmp_path, str(spec), {"tca": CFG, "session": "s1"}, out, videos_info=str(info))
     back = tca.read_tca_h5(out)
-    assert set(back) == {"0", "1", "frequencies"}
+    assert set(back) == {"0", "1", "frequencies", "point_positions"}
     assert back["1"]["factors"]["time"].shape == (12, 2)
     assert [back[k]["attrs"]["label"] for k in ("0", "1")] == ["day1.mp4", "day2.mp4"]  # by file
     with h5py.File(out, "r") as f:
@@ -548,7 +548,7 @@ def test_tca_joint_stage_splits_time_per_session(tmp_path):
 
 def test_rank_larger_than_an_axis_is_a_clear_error():
     from facerhythm_core.errors import TCAError
-    from facerhythm_core.tca import fit_cp
+    from facerhythm_core.tca_fit import fit_cp
 
     x = np.random.default_rng(0).random((20, 6, 4)).astype(np.float32)
     with pytest.raises(TCAError, match=r"rank 5 is larger than axis 2 of the tensor \(20, 6, 4\)"):

@@ -19,14 +19,13 @@ from facerhythm_core.config import Session, check_timestamp_files
 from facerhythm_core.errors import ConfigError, VideoError
 from facerhythm_core.timing import (
     UniformGrid,
-    analyze_timestamps,
     bin_gap_fraction,
-    check_timing,
     load_timestamp_file,
     read_container_timestamps,
     session_offsets,
     stream_clocks,
 )
+from facerhythm_core.timing_check import analyze_timestamps, check_timing
 from facerhythm_core.video import iter_frame_chunks, probe_session
 
 

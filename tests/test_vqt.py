@@ -15,7 +15,8 @@ import torch
 
 from facerhythm_core.device import select_device
 from facerhythm_core.errors import ConfigError, SpectrogramError
-from facerhythm_core.vqt import default_win_size, make_vqt_filters, output_length, plan_vqt, time_axis, vqt
+from facerhythm_core.vqt import output_length, plan_vqt, time_axis, vqt
+from facerhythm_core.vqt_filters import default_win_size, make_vqt_filters
 
 
 def slow_reference_vqt(x, filters, ds, padding="valid", take_abs=True, pooling="mean"):
@@ -329,7 +330,8 @@ def test_numpy_hilbert_and_fast_len_match_scipy():
     import scipy.fft
     import scipy.signal
 
-    from facerhythm_core.vqt import _hilbert, _next_fast_len
+    from facerhythm_core.vqt import _next_fast_len
+    from facerhythm_core.vqt_filters import _hilbert
 
     x = np.random.default_rng(0).standard_normal((3, 101))
     for n in (101, 100):

@@ -136,7 +136,7 @@ def test_demo_videos_are_distinct_and_events_match_the_demo(demo_run):
     import hashlib
 
     from facerhythm_core.demo import DEMO_EVENTS, DEMO_VIDEOS
-    from facerhythm_core.events import read_events
+    from facerhythm_core.events_table import read_events
 
     wd, _ = demo_run
     digests = {hashlib.sha256((wd / "resources" / "demo" / f"{v}.mp4").read_bytes()).hexdigest() for v in DEMO_VIDEOS}

@@ -16,8 +16,8 @@ from facerhythm_core.demo import DEMO_VIDEOS
 from facerhythm_core.errors import ConfigError
 from facerhythm_core.failures import ROOT_CAUSE, Failure, error_in_log
 from facerhythm_core.io import atomic_output
-from facerhythm_core.events import check_events_file, session_extent
-from facerhythm_core.nwb import check_export, session_metadata
+from facerhythm_core.events_table import check_events_file, session_extent
+from facerhythm_core.nwb_metadata import check_export, session_metadata
 
 
 def _load_schema(name):

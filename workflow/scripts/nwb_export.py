@@ -2,25 +2,14 @@
 
 from facerhythm_core.runtime import setup_logging
 
-from facerhythm_core.io import atomic_output
-from facerhythm_core.nwb import FAILING, export_session_nwb, inspect_nwb
+from facerhythm_core import stages
 
-log = setup_logging(snakemake)
-session = snakemake.wildcards.session
+setup_logging(snakemake)
 keys = ("tracking", "spectrograms", "tca", "rois", "videos_info", "timestamps", "events", "acquisition")
-paths = {k: snakemake.input.get(k) for k in keys}
-with atomic_output(snakemake.output[0]) as tmp:
-    summary = export_session_nwb(
-        paths,
-        tmp,
-        dict(snakemake.params.meta),
-        session=session,
-        compression=bool(snakemake.params.compression),
-        log=log,
-    )
-    log.info("session %s: %s", session, summary)
-    for m in inspect_nwb(tmp):
-        (log.warning if m["importance"] in FAILING else log.info)(
-            "nwbinspector %s %s at %s (%s): %s", m["importance"], m["check"], m["location"], m["object"], m["message"]
-        )
-log.info("wrote %s", snakemake.output[0])
+stages.nwb_export(
+    {k: snakemake.input.get(k) for k in keys},
+    snakemake.output[0],
+    session=snakemake.wildcards.session,
+    meta=snakemake.params.meta,
+    compression=snakemake.params.compression,
+)

@@ -1,11 +1,11 @@
 """A session's reference image for ROI transfer: mean of its quietest frames, CLAHE."""
 
-from facerhythm_core.runtime import set_threads, setup_logging
+from facerhythm_core.runtime import limit_threads, setup_logging
 
 from facerhythm_core import stages
 
 setup_logging(snakemake)
-set_threads(snakemake.threads)
+limit_threads(snakemake.threads)
 stages.reference_image(
     snakemake.input.videos,
     snakemake.input.videos_info,

@@ -1,11 +1,11 @@
 """Variable-Q spectrograms of a session's tracked points (tracking.h5 -> spectrograms.h5)."""
 
-from facerhythm_core.runtime import set_threads, setup_logging
+from facerhythm_core.runtime import limit_threads, setup_logging
 
 from facerhythm_core import stages
 
 setup_logging(snakemake)
-set_threads(snakemake.threads)
+limit_threads(snakemake.threads)
 stages.spectrogram(
     snakemake.input.tracking,
     snakemake.output[0],

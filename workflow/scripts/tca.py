@@ -1,11 +1,11 @@
 """TCA of one session: results/{session}/spectrograms.h5 -> results/{session}/tca.h5."""
 
-from facerhythm_core.runtime import set_threads, setup_logging
+from facerhythm_core.runtime import limit_threads, setup_logging
 
 from facerhythm_core import stages
 
 setup_logging(snakemake)
-set_threads(snakemake.threads)
+limit_threads(snakemake.threads)
 stages.tca(
     snakemake.input.spectrograms,
     snakemake.output[0],

@@ -1,11 +1,11 @@
 """Joint TCA of a group of sessions -> results/joint/{group}/tca.h5 (see stages.tca_joint)."""
 
-from facerhythm_core.runtime import set_threads, setup_logging
+from facerhythm_core.runtime import limit_threads, setup_logging
 
 from facerhythm_core import stages
 
 setup_logging(snakemake)
-set_threads(snakemake.threads)
+limit_threads(snakemake.threads)
 stages.tca_joint(
     snakemake.input.spectrograms,
     snakemake.output[0],

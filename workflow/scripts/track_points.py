@@ -1,11 +1,11 @@
 """Track a session's seed points through its videos -> results/{session}/tracking.h5."""
 
-from facerhythm_core.runtime import set_threads, setup_logging
+from facerhythm_core.runtime import limit_threads, setup_logging
 
 from facerhythm_core import stages
 
 setup_logging(snakemake)
-set_threads(snakemake.threads)
+limit_threads(snakemake.threads)
 stages.track_points(
     snakemake.input.rois,
     snakemake.input.videos_info,

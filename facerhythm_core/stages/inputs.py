@@ -1,40 +1,18 @@
-"""The stage API: one function per workflow rule, from input paths to finished outputs.
-
-Each function takes paths and a parameter mapping (the config section the rule passes),
-does the whole stage (reading, the science, provenance, and writing every output
-under a temporary name renamed on success, :func:`facerhythm_core.io.atomic_output`) and
-returns a small summary. The workflow's scripts only unpack ``snakemake.*`` and call
-one of these; benchmarks and notebooks call them directly.
-
-Progress goes to the ``facerhythm.<stage>`` loggers.
-"""
+"""Stages that turn a session's videos into its inputs: the demo videos, the probe
+(``videos.json``, ``timestamps.h5``), the reference image and the ROIs (``rois.h5``,
+example frame, ROI-transfer QC figure)."""
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import logging
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from .io import atomic_output, write_provenance
-
-
-def _now() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc)
-
-
-def _log(stage: str) -> logging.Logger:
-    return logging.getLogger(f"facerhythm.{stage}")
-
-
-def read_videos_json(path: str | Path) -> dict:
-    """``videos.json`` as written by :func:`probe_videos`."""
-    with open(path) as fh:
-        return json.load(fh)
-
+from ..io import atomic_output, write_provenance
+from ..results import read_videos_info
+from ._common import _log
 
 # --------------------------------------------------------------------------- demo
 
@@ -42,7 +20,7 @@ def read_videos_json(path: str | Path) -> dict:
 def demo_video(name: str, video_out: str | Path, truth_out: str | Path) -> dict:
     """Render one bundled demo video (:data:`facerhythm_core.demo.DEMO_VIDEOS`) and its
     ground truth JSON."""
-    from .demo import DEMO_VIDEOS, write_demo_video
+    from ..demo import DEMO_VIDEOS, write_demo_video
 
     with atomic_output(video_out) as tmp:
         truth = write_demo_video(tmp, **DEMO_VIDEOS[name])
@@ -83,11 +61,11 @@ def probe_videos(
     -------
     facerhythm_core.video.SessionVideos
     """
-    from .config import check_vqt_window
-    from .errors import ConfigError
-    from .timing import write_timestamps_h5
-    from .freeze import load_frames_freeze
-    from .video import probe_session
+    from ..config import check_vqt_window
+    from ..errors import ConfigError
+    from ..timing import write_timestamps_h5
+    from ..freeze import load_frames_freeze
+    from ..video import probe_session
 
     log = _log("probe_videos")
     vcfg = params["video"]
@@ -174,11 +152,11 @@ def reference_image(
     """A session's reference image for ROI transfer (mean of its quietest frames, CLAHE),
     saved as a float32 ``.npy``. ``params``: the config sections ``alignment`` and
     ``video``."""
-    from .alignment import reference_image_from_videos
+    from ..reference_image import reference_image_from_videos
 
     log = _log("reference_image")
     cfg = params["alignment"]
-    info = read_videos_json(videos_info)
+    info = read_videos_info(videos_info)
     log.info(
         "reference image of %s from %s at %.4f Hz (ds_factor %d, keep %.3g %% quietest, max_frames %s)",
         session,
@@ -223,9 +201,9 @@ def rois(
     ``params``: ``source`` (the sessions table's ``rois`` cell), ``polygons`` (for
     ``config:NAME``) and ``rois`` (the config section).
     """
-    from .rois import build_session_rois
+    from ..rois import build_session_rois
 
-    info = read_videos_json(videos_info)
+    info = read_videos_info(videos_info)
     cfg = params["rois"]
     roi_set, tracking_mask = build_session_rois(
         source=params["source"],
@@ -282,13 +260,13 @@ def rois_from_template(
         The alignment fails its quality check (``alignment.on_failure: error``), the
         reference image does not fit the videos, or the warped mask is empty.
     """
-    from . import alignment as al
-    from .errors import ROIError
-    from .rois import load_rois_h5, resolve_tracking_mask
-    from .video import read_frame
+    from .. import alignment as al
+    from ..errors import ROIError
+    from ..rois import load_rois_h5, resolve_tracking_mask
+    from ..video import read_frame
 
     log = _log("rois_from_template")
-    info = read_videos_json(videos_info)
+    info = read_videos_info(videos_info)
     frame_shape = (info["height"], info["width"])
     cfg, acfg, template = params["rois"], params["alignment"], params["template"]
     others = dict(others or {})
@@ -403,7 +381,7 @@ def _write_rois(
 ) -> None:
     import h5py
 
-    from .rois import save_example_png, save_rois_h5
+    from ..rois import save_example_png, save_rois_h5
 
     _log("rois").info(
         "%d ROI(s) %s; %d seed points; tracking mask %d px",
@@ -433,301 +411,3 @@ def _write_rois(
             write_provenance(f, "rois", params=params, inputs=[str(p) for p in inputs], extra=extra)
     with atomic_output(example_out) as tmp:
         save_example_png(tmp, roi_set, tracking_mask)
-
-
-# --------------------------------------------------------------------------- tracking
-
-
-def track_points(
-    rois: str | Path,
-    videos_info: str | Path,
-    timestamps: str | Path,
-    videos: Sequence[str],
-    output: str | Path,
-    *,
-    session: str,
-    params: Mapping,
-    frames_freeze: str | Path | None = None,
-):
-    """Track a session's seed points through its videos into ``tracking.h5``.
-
-    ``params``: ``tracking`` (the config section, with the session's ``contiguous``)
-    and ``video``. Positions are written to the file block by block as tracking goes.
-
-    Returns
-    -------
-    facerhythm_core.tracking.SessionTracking
-    """
-    import h5py
-
-    from .errors import VideoError
-    from .timing import read_timestamps_h5, stream_clocks
-    from .tracking_params import TrackingParams
-    from .tracking_session import load_frames_freeze, track_session, write_tracking_h5
-
-    log = _log("track_points")
-    started = _now()
-    cfg, vcfg = dict(params["tracking"]), dict(params["video"])
-    tparams = TrackingParams.from_config(cfg)
-    info = read_videos_json(videos_info)
-    videos = [str(p) for p in videos]
-    by_path = {str(Path(v["path"]).resolve()): int(v["num_frames"]) for v in info["videos"]}
-    try:
-        num_frames = [by_path[str(Path(p).resolve())] for p in videos]
-    except KeyError as exc:
-        raise VideoError(f"{exc} is not listed in {videos_info}; rerun the probe step") from None
-    with h5py.File(rois, "r") as f:
-        points = f["point_positions"][()].astype(np.float32)
-        mask = f["tracking_mask"][()].astype(bool) if "tracking_mask" in f else None
-    frozen = load_frames_freeze(frames_freeze, sum(num_frames)) if frames_freeze else None
-    contiguous = bool(cfg.get("contiguous") or False)
-    log.info(
-        "session %s: %d video(s), %d frames, %d points, contiguous=%s, frames_freeze=%s",
-        session,
-        len(videos),
-        sum(num_frames),
-        len(points),
-        contiguous,
-        "none" if frozen is None else f"{int(frozen.sum())} frames",
-    )
-    log.info("parameters: %s", tparams.to_dict())
-    with atomic_output(output) as tmp, h5py.File(tmp, "w") as f:
-
-        def out_factory(key, shape):
-            # ~1 MB chunks; positions are written block by block while tracking runs
-            rows = int(max(1, min(shape[0], (1 << 20) // (8 * shape[1]))))
-            return f.create_dataset(f"points_tracked/{key}", shape=shape, dtype="f4", chunks=(rows, shape[1], 2))
-
-        result = track_session(
-            videos,
-            points,
-            mask,
-            tparams,
-            num_frames=num_frames,
-            contiguous=contiguous,
-            idx_start=cfg.get("idx_start", 0),
-            frames_freeze=frozen,
-            chunk_size=vcfg.get("chunk_size", 128),
-            prefetch=vcfg.get("prefetch", 2),
-            decode_device=vcfg.get("decode_device", "cpu"),
-            device=cfg.get("device", "cpu"),
-            out_factory=out_factory,
-        )
-        clocks = stream_clocks(read_timestamps_h5(timestamps), contiguous, info.get("timing_policy", "resample"))
-        write_tracking_h5(f, result, frame_rate=float(info["frame_rate"]), clocks=clocks)
-        stats = {
-            k: {
-                "n_rewinds": r.n_rewinds,
-                "rewinds_capped": r.rewinds_capped,
-                "frames_processed": r.n_frames_processed,
-                "seconds": round(r.seconds, 3),
-                "violation_fraction": r.violation_fraction,
-            }
-            for k, r in result.results.items()
-        }
-        inputs = [rois, videos_info, timestamps, *videos] + ([frames_freeze] if frames_freeze else [])
-        write_provenance(
-            f,
-            "track_points",
-            params={"tracking": cfg, "resolved": tparams.to_dict(), "video": vcfg},
-            inputs=[str(p) for p in inputs],
-            extra={
-                "streams": stats,
-                "probe_warnings": info.get("warnings", []),
-                "clocks": {k: c["clock"] for k, c in clocks.items()},
-            },
-            started=started,
-        )
-    for k, s in stats.items():
-        log.info("stream %s: %s", k, s)
-    log.info("wrote %s", output)
-    return result
-
-
-# --------------------------------------------------------------------------- spectrograms
-
-
-def spectrogram(tracking: str | Path, output: str | Path, *, session: str, params: Mapping) -> dict:
-    """Variable-Q spectrograms of a session's tracked points (``tracking.h5`` ->
-    ``spectrograms.h5``). ``params``: the config's ``spectrogram`` section."""
-    from .spectrogram import SpectrogramParams, compute_session_spectrograms
-
-    log = _log("spectrogram")
-    p = SpectrogramParams.from_mapping(dict(params))
-    log.info("session %s: spectrograms from %s with %s", session, tracking, p)
-    with atomic_output(output) as tmp:
-        summary = compute_session_spectrograms(tracking, tmp, p, session=session, log=log)
-    log.info("session %s: done in %.2f s -> %s", session, summary["seconds"], output)
-    return summary
-
-
-# --------------------------------------------------------------------------- TCA
-
-
-def _check_tca_time_bins(spectrograms: str | Path, spec, session: str, cfg: Mapping) -> None:
-    """Each spectrogram's time bins against what the TCA needs, in frames of the videos."""
-    import h5py
-
-    from .config import check_tca_time_bins
-    from .io import read_provenance
-
-    with h5py.File(spectrograms, "r") as f:
-        prov = read_provenance(f) if "provenance" in f else {}
-    params = prov.get("params", {})
-    videos = prov.get("extra", {}).get("summary", {}).get("videos", {})
-    if not (
-        {"win_size_used", "downsample_factor", "padding"} <= set(params)
-        and all("num_frames" in videos.get(k, {}) for k in spec.spectrograms)
-    ):
-        return  # not written by our spectrogram stage; the fit checks the shapes itself
-    streams = [(f"spectrogram {k}", videos[k]["num_frames"], a.shape[-1]) for k, a in spec.spectrograms.items()]
-    check_tca_time_bins(
-        session, streams, cfg, (params["win_size_used"], params["downsample_factor"], params["padding"])
-    )
-
-
-def tca(
-    spectrograms: str | Path,
-    output: str | Path,
-    *,
-    session: str,
-    params: Mapping,
-    videos_info: str | Path | None = None,
-):
-    """TCA of one session (``spectrograms.h5`` -> ``tca.h5``). ``params``: the config's
-    ``tca`` section; with ``videos_info`` (``videos.json``) each decomposition is labelled
-    by the video file it stands for.
-
-    Returns
-    -------
-    facerhythm_core.tca.TCAResult
-    """
-    import h5py
-
-    from . import tca as tca_
-    from .device import select_device
-
-    log = _log("tca")
-    started = _now()
-    cfg = dict(params)
-    spec = tca_.load_spectrograms(spectrograms)
-    log.info(
-        "session %s: %d spectrogram(s) %s",
-        session,
-        len(spec.spectrograms),
-        {k: v.shape for k, v in spec.spectrograms.items()},
-    )
-    _check_tca_time_bins(spectrograms, spec, session, cfg)
-    # the spectrograms were loaded for this only: normalize them in place (memory)
-    result = tca_.decompose(
-        spec.spectrograms,
-        videos=cfg["videos"],
-        windows=cfg.get("windows"),
-        overwrite_input=True,
-        **tca_.options_from_config(cfg, select_device(cfg["device"])),
-    )
-    with atomic_output(output) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["session"] = session
-        tca_.write_tca_h5(
-            f,
-            result,
-            frequencies=spec.frequencies,
-            times=spec.times,
-            point_positions=spec.point_positions,
-            time_axes={"session_times": spec.session_times, "gap_fraction": spec.gap_fraction},
-        )
-        if videos_info is not None:
-            from .streams import label_tca_h5
-
-            log.info(
-                "decompositions by video file: %s",
-                label_tca_h5(f, [v["path"] for v in read_videos_json(videos_info)["videos"]]),
-            )
-        write_provenance(
-            f,
-            "tca",
-            params=cfg,
-            inputs=[str(spectrograms)],
-            extra={"session": session, "engines": {k: d.fit.engine for k, d in result.decompositions.items()}},
-            started=started,
-        )
-    log.info("wrote %s", output)
-    return result
-
-
-def tca_joint(
-    spectrograms: Sequence[str | Path], output: str | Path, *, group: str, sessions: Sequence[str], params: Mapping
-):
-    """Joint TCA of a group of sessions (one ``spectrograms.h5`` each) -> ``tca.h5``.
-
-    Every (session, video) element is concatenated along time (``tca.videos`` other
-    than ``stack``), or each session's videos are joined and the sessions stacked on a
-    leading ``session`` axis (``tca.videos: stack``). Sessions must share one point set
-    and one spectrogram configuration.
-    """
-    import h5py
-
-    from . import tca as tca_
-    from .device import select_device
-    from .errors import TCAError
-
-    log = _log("tca_joint")
-    started = _now()
-    cfg, sessions, paths = dict(params), list(sessions), [str(p) for p in spectrograms]
-    if len(paths) != len(sessions):
-        raise TCAError(f"joint group {group!r}: {len(sessions)} sessions but {len(paths)} spectrogram files")
-    specs = {sid: tca_.load_spectrograms(p) for sid, p in zip(sessions, paths)}
-    freqs = [s.frequencies for s in specs.values()]
-    if any(f.shape != freqs[0].shape or not np.allclose(f, freqs[0]) for f in freqs[1:]):
-        raise TCAError(
-            f"joint group {group!r}: sessions have different spectrogram frequencies; "
-            "use one spectrogram configuration (fs, f_min, f_max, n_freq_bins) for all"
-        )
-    mode = "stack" if cfg["videos"] == "stack" else "concatenate"
-    log.info(
-        "joint group %s (%s): sessions %s",
-        group,
-        mode,
-        {sid: {k: v.shape for k, v in s.spectrograms.items()} for sid, s in specs.items()},
-    )
-    result = tca_.decompose_joint(
-        {sid: s.spectrograms for sid, s in specs.items()},
-        mode=mode,
-        **tca_.options_from_config(cfg, select_device(cfg["device"])),
-    )
-
-    def joint_axis(axis_of):
-        """An axis of every element (``session/video``), or per session when stacked."""
-        if mode == "stack":  # one time axis per session: its videos' axes, joined
-            return {
-                sid: np.concatenate([axis_of(s)[k] for k in s.spectrograms])
-                for sid, s in specs.items()
-                if all(k in axis_of(s) for k in s.spectrograms)
-            }
-        return {f"{sid}/{k}": t for sid, s in specs.items() for k, t in axis_of(s).items()}
-
-    with atomic_output(output) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["group"] = group
-        f.attrs["joint_mode"] = mode
-        f.create_dataset("sessions", data=sessions, dtype=h5py.string_dtype())
-        tca_.write_tca_h5(
-            f,
-            result,
-            frequencies=freqs[0],
-            times=joint_axis(lambda s: s.times),
-            point_positions={sid: s.point_positions for sid, s in specs.items()},
-            time_axes={
-                "session_times": joint_axis(lambda s: s.session_times),
-                "gap_fraction": joint_axis(lambda s: s.gap_fraction),
-            },
-        )
-        write_provenance(
-            f,
-            "tca_joint",
-            params=cfg,
-            inputs=paths,
-            extra={"group": group, "sessions": sessions, "mode": mode, **result.extra},
-            started=started,
-        )
-    log.info("wrote %s", output)
-    return result

@@ -1,0 +1,273 @@
+"""Non-negative CP by HALS in torch: tensorly's ``non_negative_parafac_hals`` without
+its per-mode unfolding copies.
+
+:func:`hals_cp_torch` runs the outer iterations (two GEMM passes over the tensor per
+iteration), :func:`hals_nnls` the inner row-wise NNLS sweeps (numpy, numba-compiled
+in :mod:`.hals_kernels`, or torch on a GPU), and :func:`initial_factors` draws
+tensorly's non-negative initial factors. :func:`.tca_fit.fit_cp` chooses this engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from .errors import TCAError
+
+logger = logging.getLogger(__name__)
+
+
+def khatri_rao(mats):
+    """Column-wise Kronecker product; the first matrix's row index varies slowest."""
+    out = mats[0]
+    for m in mats[1:]:
+        out = (out[:, None, :] * m[None, :, :]).reshape(-1, out.shape[1])
+    return out
+
+
+_NNLS_KERNEL: list = []
+#: tensors at least this large use the numba NNLS kernel (see hals_nnls)
+_NUMBA_MIN_ELEMENTS = 1 << 24
+
+
+def _nnls_kernel():
+    """The compiled NNLS sweeps (:mod:`.hals_kernels`), or None without numba."""
+    if not _NNLS_KERNEL:
+        from . import hals_kernels
+
+        _NNLS_KERNEL.append(hals_kernels.hals_nnls)
+    return _NNLS_KERNEL[0]
+
+
+def _hals_nnls_numpy(UtM, UtU, V, n_iter_max: int = 5, tol: float = 1e-8):
+    """:func:`hals_nnls` on numpy arrays, in float64 (V, float32 or float64, is updated
+    in place at the end): a few numpy calls per row instead of torch's ~6 dispatches,
+    each several times dearer than numpy's on small rows."""
+    U = UtU.astype(np.float64)
+    M = UtM.astype(np.float64)
+    W = V.astype(np.float64)
+    buf = np.empty_like(W)
+    diag = U.diagonal().copy()
+    rows = [k for k in range(diag.shape[0]) if diag[k]]  # tensorly skips zero diagonals
+    err0 = 0.0
+    for it in range(n_iter_max):
+        err = 0.0
+        for k in rows:
+            new = (M[k] - U[k] @ W) / diag[k]
+            new += W[k]
+            np.maximum(new, 0.0, out=new)
+            np.subtract(W, new, out=buf)  # tensorly's change measure: new vs every row
+            err += float(np.vdot(buf, buf))
+            W[k] = new
+        if it == 0:
+            err0 = err
+        if err < tol * err0:
+            break
+    V[...] = W
+    return V
+
+
+def hals_nnls(UtM, UtU, V, n_iter_max: int = 5, tol: float = 1e-8, kernel: str = "numpy"):
+    """tensorly's ``hals_nnls`` (0.10.0, exact=False, no sparsity): in place on V (R, n).
+
+    Row-wise Gauss-Seidel sweeps ``V[k] = max(0, V[k] + (UtM[k] - UtU[k] @ V) / UtU[k, k])``;
+    stops after ``n_iter_max`` sweeps or once a sweep's change is below ``tol`` times the
+    first sweep's change, measured exactly as tensorly measures it.
+
+    On the CPU the sweeps run in float64 (tensorly: in the tensor's dtype), with numpy
+    (``kernel="numpy"``, no set-up cost, for small factors) or numba-compiled
+    (``kernel="numba"``, ~1 s to import and load once per process, 10x faster on long
+    factors such as an hour's time axis); elsewhere (GPU) with torch.
+    """
+    if V.device.type == "cpu":
+        if kernel == "numba" and _nnls_kernel() is not None:
+            _nnls_kernel()(UtM.contiguous().numpy(), UtU.contiguous().numpy(), V.numpy(), int(n_iter_max), float(tol))
+        else:
+            _hals_nnls_numpy(UtM.numpy(), UtU.numpy(), V.numpy(), n_iter_max, tol)
+        return V
+    diag = UtU.diagonal().tolist()
+    err0 = None
+    for it in range(n_iter_max):
+        err = 0.0
+        for k, d in enumerate(diag):
+            if d:  # tensorly skips rows whose Gram diagonal is zero
+                new = ((UtM[k] - UtU[k] @ V + d * V[k]) / d).clamp_(min=0)
+                # tensorly computes norm(V - newV) with newV broadcast over every row of
+                # V, not just row k; kept as is because its early stop depends on it
+                err = err + (V - new).square().sum()
+                V[k] = new
+        err = float(err)
+        if it == 0:
+            err0 = err
+        if err < tol * err0:
+            break
+    return V
+
+
+def hals_cp_torch(
+    tensor,
+    factors,
+    n_iter_max: int = 100,
+    tol: float = 1e-7,
+    cvg_criterion: str = "abs_rec_error",
+    n_inner: int = 5,
+    log_every: int = 0,
+    rel_tol: float = 0.0,
+    nnls: str = "auto",
+):
+    """Non-negative CP by HALS: tensorly's ``non_negative_parafac_hals`` in torch.
+
+    Same update order (modes 0..N-1), same Hadamard-of-Gram pseudo-inverse, same inner
+    NNLS (5 row-wise sweeps with tensorly's early stop), same error formula and stopping
+    rule. Faster because the tensor is never unfolded or copied: it is viewed as
+    X (P, K), P = prod of all axes but the last, and each iteration makes two GEMM passes:
+    ``Y = X @ C`` serves every mode but the last (their MTTKRPs are small contractions
+    of Y with the other factors, since C does not change while they update) and
+    ``KR^T @ X`` is the last mode's MTTKRP.
+
+    Parameters
+    ----------
+    tensor : torch.Tensor, shape (I_0, ..., I_{N-1}), float
+        Put the longest axis (time) last for speed. Any device.
+    factors : list of torch.Tensor, shapes (I_n, R)
+        Non-negative initial factors (e.g. from tensorly's ``initialize_cp``); copied.
+    n_iter_max, tol, cvg_criterion
+        As in tensorly: stop when the change of the relative error is below ``tol``
+        (``"abs_rec_error"``: absolute change; ``"rec_error"``: decrease). ``tol=0``
+        and ``rel_tol=0`` skip the error computation.
+    rel_tol : float
+        Also stop once an iteration lowers the error by less than ``rel_tol`` times the
+        previous error, e_{k-1} - e_k < rel_tol * e_{k-1} (0 = off; see docs/tca.md).
+    nnls : {"auto", "numpy", "numba"}
+        CPU kernel of the inner sweeps (see :func:`.tca_fit.fit_cp`).
+    n_inner : int
+        Inner HALS sweeps per mode (tensorly 0.10.0 uses 5).
+    log_every : int
+        Log the error every this many iterations (0 = never).
+
+    Returns
+    -------
+    factors : list of torch.Tensor
+    errors : list of float
+        Relative reconstruction error per iteration (float64 scalars; tensorly keeps
+        them in the tensor's dtype).
+    """
+    import torch
+
+    if cvg_criterion not in ("abs_rec_error", "rec_error"):
+        raise TCAError(f"unknown cvg_criterion {cvg_criterion!r}")
+    shape = tuple(tensor.shape)
+    N = len(shape)
+    if N < 2:
+        raise TCAError(f"CP needs a tensor with >= 2 axes, got shape {shape}")
+    R = factors[0].shape[1]
+    X = tensor.contiguous()
+    Xm = X.reshape(-1, shape[-1])
+    factors = [f.to(dtype=X.dtype, device=X.device).clone() for f in factors]
+    grams = [f.T @ f for f in factors]
+    # ||X||^2 in float64, a few rows at a time (no float64 copy of the whole tensor)
+    step = max(1, (1 << 23) // max(1, shape[-1]))
+    norm2 = sum(float(Xm[i : i + step].double().square().sum()) for i in range(0, Xm.shape[0], step))
+    norm = math.sqrt(norm2)
+    letters = "abcdefghijklmnopqstuvwxyz"[: N - 1]
+    errors: list[float] = []
+    # numba's one-off import pays for itself only on large tensors (long factors)
+    kernel = nnls if nnls != "auto" else ("numba" if X.numel() >= _NUMBA_MIN_ELEMENTS else "numpy")
+
+    def mttkrp_from_y(Y, n):
+        if N == 3:  # two broadcast products: cheaper than einsum's dispatch
+            return (Y * factors[1][None]).sum(1) if n == 0 else (Y * factors[0][:, None]).sum(0)
+        ops, subs = [Y], [letters + "r"]
+        for m in range(N - 1):
+            if m != n:
+                ops.append(factors[m])
+                subs.append(letters[m] + "r")
+        return torch.einsum(",".join(subs) + "->" + letters[n] + "r", *ops)
+
+    for it in range(n_iter_max):
+        # modes 0..N-2 all use the current last factor, so one pass gives them all;
+        # (C^T X^T)^T is the same product as X C, several times faster for R << K
+        Y = (factors[-1].T @ Xm.T).T.reshape(*shape[:-1], R)
+        for n in range(N - 1):
+            mttkrp = mttkrp_from_y(Y, n)
+            V = factors[n].T.contiguous()
+            hals_nnls(mttkrp.T, _hadamard_except(grams, n), V, n_iter_max=n_inner, kernel=kernel)
+            factors[n] = V.T
+            grams[n] = V @ V.T
+        # last mode: MTTKRP = X^T KR(factors[:-1]), computed as KR^T @ X (R, K)
+        UtM = khatri_rao(factors[:-1]).T @ Xm
+        V = factors[-1].T.contiguous()
+        hals_nnls(UtM, _hadamard_except(grams, N - 1), V, n_iter_max=n_inner, kernel=kernel)
+        factors[-1] = V.T
+        grams[-1] = V @ V.T
+        if tol or rel_tol:
+            err = _relative_error(grams, UtM, V, norm2, norm)
+            errors.append(err)
+            if log_every and (it % log_every == 0):
+                logger.info("HALS iteration %d: relative error %.6g", it, err)
+            if it >= 1 and _converged(errors, tol, rel_tol, cvg_criterion):
+                logger.info("HALS converged after %d iterations (error %.6g)", it, err)
+                break
+    return factors, errors
+
+
+def _hadamard_except(grams: list, n: int):
+    """Elementwise product of every Gram (R, R) but mode ``n``'s: the NNLS's U^T U."""
+    import torch
+
+    g0 = grams[0]
+    out = torch.ones(g0.shape, dtype=g0.dtype, device=g0.device)
+    for m, g in enumerate(grams):
+        if m != n:
+            out = out * g
+    return out
+
+
+def _relative_error(grams, UtM, V, norm2: float, norm: float) -> float:
+    """||X - X_hat|| / ||X|| after an iteration, in float64, without forming X_hat.
+
+    ||X_hat||^2 is the sum of the Hadamard product of the factors' Grams (R, R);
+    <X, X_hat> is that of the last mode's MTTKRP ``UtM`` (R, K) and factor ``V`` (R, K).
+    """
+    import torch
+
+    R = V.shape[0]
+    g = torch.ones((R, R), dtype=torch.float64, device=V.device)
+    for gm in grams:
+        g = g * gm.double()
+    model2 = float(g.sum())
+    iprod = float((UtM.double() * V.double()).sum())
+    return math.sqrt(abs(norm2 + model2 - 2 * iprod)) / norm
+
+
+def _converged(errors: list, tol: float, rel_tol: float, cvg_criterion: str) -> bool:
+    """tensorly's stopping test on the last two errors, or the relative one (``rel_tol``)."""
+    dec = errors[-2] - errors[-1]
+    stop = abs(dec) < tol if cvg_criterion == "abs_rec_error" else dec < tol
+    return stop or dec < rel_tol * errors[-2]
+
+
+def initial_factors(X, rank: int, init: str, svd: str, random_state) -> list:
+    """tensorly's ``initialize_cp(X, rank, init, svd, non_negative=True,
+    random_state=random_state, normalize_factors=False)`` factors.
+
+    ``init="random"`` is done here without importing tensorly (about 1 s of import per
+    process): tensorly draws ``RandomState(seed).random_sample((I_n, rank))`` per axis in
+    order, casts it to the tensor's dtype and takes absolute values; the same
+    numbers come out (tested). Other inits go through tensorly.
+    """
+    import torch
+
+    if init == "random" and (random_state is None or isinstance(random_state, int)):
+        rng = np.random.mtrand._rand if random_state is None else np.random.RandomState(random_state)
+        return [torch.tensor(rng.random_sample((int(s), rank)), dtype=X.dtype, device=X.device).abs() for s in X.shape]
+    import tensorly as tl
+    from tensorly.decomposition._cp import initialize_cp
+
+    with tl.backend_context("pytorch", local_threadsafe=True):
+        init_cp = initialize_cp(
+            X, rank, init=init, svd=svd, non_negative=True, random_state=random_state, normalize_factors=False
+        )
+    return list(init_cp.factors)
