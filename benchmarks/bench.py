@@ -231,7 +231,9 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/out; smoke: benchmarks/out/smoke)")
     ap.add_argument("--smoke", action="store_true", help="8 s synthetic + the short real clip, 1 rep, no scaling")
     ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--cases", default="synthetic,real", help="comma list: synthetic, real")
+    ap.add_argument(
+        "--cases", default="synthetic,real", help="comma list: synthetic, real, face (2 x 1000 frames at 784x582)"
+    )
     ap.add_argument("--duration", type=float, default=None, help="synthetic length in s (default 60; smoke 8)")
     ap.add_argument(
         "--scaling", default=None, help="synthetic lengths (s) for ours' scaling run, e.g. 15,60,240; '' = none"
@@ -270,7 +272,7 @@ def main(argv=None):
         stages=stages,
         machine=machine_info(),
     )
-    want = set(a.cases.split(",")) & {"synthetic", "real"}
+    want = set(a.cases.split(",")) & {"synthetic", "real", "face"}
     # a scaling-only run adds to an existing report: keep the main run's run_info.json
     info_name = "run_info.json" if want else "run_info_scaling.json"
     (out / info_name).write_text(json.dumps(run_info, indent=2))
@@ -285,6 +287,9 @@ def main(argv=None):
             vids = [v for v in vids if "lightning" in v.name][:1] or vids[:1]
         for v in vids:
             cases.append(prepare_case(out, "real", video=v, threads=a.threads))
+    if "face" in want:
+        log("preparing the face-sized case (2 x 1000 frames, 784x582, 120 fps)")
+        cases.append(prepare_case(out, "face", threads=a.threads))
     for c in cases:
         run_limits(out, c)
 

@@ -74,7 +74,7 @@ TCA_DEFAULTS = dict(
 class Case:
     name: str
     videos: list[str]
-    kind: str  # "synthetic" | "real"
+    kind: str  # "synthetic" | "real" | "face"
     fps: float
     num_frames: int
     height: int
@@ -171,6 +171,69 @@ def synthetic_case(
     return case
 
 
+FACE_SIZE = (582, 784)  # (H, W) of face-rhythm's demo videos
+
+
+def face_spec(seed: int, n_frames: int = 1000, fps: float = 120.0):
+    """The synthetic face at face-rhythm's demo size: 784x582, 120 fps, 1000 frames.
+
+    The 640x480 face, its regions and texture scaled by 784 / 640 = 1.225, so the mask
+    covers the same third of the frame (about 157 000 px, between the demo's two ROI
+    masks of 60 000 and 112 000 px and their union); ``seed`` changes the texture and
+    noise, so the two videos of the session are not copies.
+    """
+    import dataclasses
+
+    import synthetic
+
+    H, W = FACE_SIZE
+    g = W / 640.0
+    base = synthetic.SyntheticSpec()
+    regions = tuple(
+        dataclasses.replace(r, center=(r.center[0] * g, r.center[1] * g), sigma=r.sigma * g) for r in base.regions
+    )
+    return dataclasses.replace(
+        base,
+        duration_s=n_frames / fps,
+        fps=fps,
+        height=H,
+        width=W,
+        seed=seed,
+        face_center=(base.face_center[0] * g, base.face_center[1] * g),
+        face_axes=(base.face_axes[0] * g, base.face_axes[1] * g),
+        regions=regions,
+    )
+
+
+def face_case(out_dir: Path, n_videos: int = 2, n_frames: int = 1000, spacing: int = 20, threads: int = 0) -> Case:
+    """Issue 19's case (b): a face-sized session, ``n_videos`` x 1000 frames at 784x582,
+    120 fps, 353 points (spacing 20 px), tracked per video (not contiguous)."""
+    import synthetic
+
+    specs = [face_spec(seed, n_frames) for seed in range(n_videos)]
+    name = f"face{n_videos}_784x582"
+    cdir = out_dir / name
+    cdir.mkdir(parents=True, exist_ok=True)
+    videos = []
+    for spec in specs:
+        video = out_dir / "videos" / f"face784_seed{spec.seed}_{n_frames}.mp4"
+        sidecar = video.with_suffix(".json")
+        if not (video.exists() and sidecar.exists() and sidecar.read_text() == spec.to_json()):
+            synthetic.write_video(spec, video)
+        videos.append(str(video))
+    mask = synthetic.face_mask(specs[0])
+    points = synthetic.seed_points(specs[0], spacing=spacing)
+    inputs = cdir / "inputs.h5"
+    if not inputs.exists():
+        write_inputs(inputs, mask, points, _example_rgb(videos[0]), spacing)
+    s0 = specs[0]
+    case = Case(
+        name, videos, "face", s0.fps, n_frames * n_videos, s0.height, s0.width, make_params(s0.fps, n_frames, threads)
+    )
+    case.params["videos"] = videos
+    return case
+
+
 def real_case(out_dir: Path, video: Path, target_points: int = 350, margin: float = 0.06, threads: int = 0) -> Case:
     from facerhythm_core.video import probe_video
 
@@ -223,7 +286,7 @@ if __name__ == "__main__":
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(REPO))
     ap = argparse.ArgumentParser()
-    ap.add_argument("kind", choices=["synthetic", "real"])
+    ap.add_argument("kind", choices=["synthetic", "real", "face"])
     ap.add_argument("--out", required=True)
     ap.add_argument("--duration", type=float, default=60.0)
     ap.add_argument("--name", default=None)
@@ -233,6 +296,8 @@ if __name__ == "__main__":
     out = Path(a.out)
     if a.kind == "synthetic":
         c = synthetic_case(out, duration_s=a.duration, name=a.name, threads=a.threads)
+    elif a.kind == "face":
+        c = face_case(out, threads=a.threads)
     else:
         c = real_case(out, Path(a.video), threads=a.threads)
     write_params(c, out)

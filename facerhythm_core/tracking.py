@@ -25,9 +25,8 @@ with :func:`facerhythm_core.video.iter_frame_chunks`. The mesh is in
 from __future__ import annotations
 
 import logging
-import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping
 
 import numpy as np
@@ -36,6 +35,8 @@ from .errors import ConfigError, ROIError, VideoError
 from .mesh import apply_mesh, apply_relaxation, build_mesh, grow_violations, mesh_offsets  # noqa: F401
 from .preprocess import FramePreprocessor, preprocess_frame  # noqa: F401
 from .background import run_ahead
+from .tracking_buffers import PIECE, FrameCache, RowStore
+from .tracking_params import TrackingParams
 
 logger = logging.getLogger(__name__)
 
@@ -46,191 +47,6 @@ __all__ = [
     "track_stream",
     "violations_to_coo",
 ]
-
-
-# --------------------------------------------------------------------------- parameters
-
-
-@dataclass(frozen=True)
-class TrackingParams:
-    """Parameters of the tracker. Defaults are the reference pipeline defaults (§3.1).
-
-    Attributes
-    ----------
-    mesh_rigidity : float
-        rho, strength of the k-NN mesh force (per frame, dimensionless).
-    mesh_n_neighbors : int
-        k, size of each point's neighbour set, the point itself included.
-    relaxation : float
-        lambda in [0, 1], fraction of the way back to the home position per frame.
-    win_size : (int, int)
-        LK window (width, height) in pixels.
-    max_level : int
-        LK pyramid levels above the base image.
-    criteria : (int, int, float)
-        OpenCV termination criteria (type flags, max iterations, epsilon in pixels).
-    clahe_clip_limit : float or None
-        CLAHE clip limit; None turns CLAHE off.
-    clahe_tile_grid_size : (int, int)
-        CLAHE tile *count* (along x, along y), as OpenCV's ``tileGridSize``.
-    threshold_displacement : float
-        Distance from home (pixels) beyond which a point violates.
-    frames_halted_before, frames_halted_after : int
-        B and A: frames before / after a violation during which flagged points are held;
-        a violation rewinds tracking by B frames.
-    max_rewinds : int or None
-        Rewinds allowed per stream; past it violations still hold points but no longer
-        rewind. None = unbounded (the reference; can loop for a long time).
-    relaxation_during_freeze_frames : bool
-        On ``frames_freeze`` frames, still apply mesh and relaxation (True) or copy the
-        previous positions unchanged (False).
-    crop : bool
-        Process only the tracking mask's bounding box plus a margin (faster; identical
-        up to float rounding, see ``docs/tracking.md``). False = full frames, exactly as
-        the reference.
-    legacy_rewind : bool
-        Reproduce the reference's rewind bug (the replay starts from the stale
-        positions of the rewind frame instead of the frame before). For comparisons only.
-    progress_every : int
-        Log a progress line every this many processed frames.
-    """
-
-    mesh_rigidity: float = 0.025
-    mesh_n_neighbors: int = 8
-    relaxation: float = 0.0015
-    win_size: tuple[int, int] = (20, 20)
-    max_level: int = 2
-    criteria: tuple[int, int, float] = (3, 2, 0.03)
-    clahe_clip_limit: float | None = 40.0
-    clahe_tile_grid_size: tuple[int, int] = (150, 150)
-    threshold_displacement: float = 150.0
-    frames_halted_before: int = 10
-    frames_halted_after: int = 10
-    max_rewinds: int | None = 1000
-    relaxation_during_freeze_frames: bool = True
-    crop: bool = True
-    legacy_rewind: bool = False
-    progress_every: int = 500
-
-    def __post_init__(self):
-        def bad(key, why):
-            raise ConfigError(f"tracking.{key}: {why}")
-
-        if not (self.mesh_rigidity >= 0 and math.isfinite(self.mesh_rigidity)):
-            bad("mesh_rigidity", f"must be a finite number >= 0, got {self.mesh_rigidity!r}")
-        if int(self.mesh_n_neighbors) < 1:
-            bad("mesh_n_neighbors", f"must be >= 1 (the point itself counts), got {self.mesh_n_neighbors!r}")
-        if not 0 <= self.relaxation <= 1:
-            bad("relaxation", f"must lie in [0, 1], got {self.relaxation!r}")
-        if len(self.win_size) != 2 or min(self.win_size) < 3:
-            bad("win_size", f"must be two integers >= 3 (width, height), got {self.win_size!r}")
-        if int(self.max_level) < 0:
-            bad("max_level", f"must be >= 0, got {self.max_level!r}")
-        if (
-            len(self.criteria) != 3
-            or int(self.criteria[0]) not in (1, 2, 3)
-            or int(self.criteria[1]) < 1
-            or not float(self.criteria[2]) >= 0
-        ):
-            bad(
-                "criteria",
-                "must be [type, max_iter, eps] with type 1 (COUNT), 2 (EPS) or 3 "
-                f"(both), max_iter >= 1 and eps >= 0; got {self.criteria!r}",
-            )
-        if self.clahe_clip_limit is not None:
-            if not self.clahe_clip_limit > 0:
-                bad(
-                    "clahe.clip_limit",
-                    f"must be > 0 (use clahe: null to turn CLAHE off), got {self.clahe_clip_limit!r}",
-                )
-            if len(self.clahe_tile_grid_size) != 2 or min(self.clahe_tile_grid_size) < 1:
-                bad("clahe.tile_grid_size", f"must be two integers >= 1, got {self.clahe_tile_grid_size!r}")
-        if not self.threshold_displacement > 0:
-            bad("threshold_displacement", f"must be > 0 pixels, got {self.threshold_displacement!r}")
-        if int(self.frames_halted_before) < 0 or int(self.frames_halted_after) < 0:
-            bad("frames_halted_before/after", "must be >= 0")
-        if self.max_rewinds is not None and int(self.max_rewinds) < 0:
-            bad("max_rewinds", f"must be >= 0 or null, got {self.max_rewinds!r}")
-        if int(self.progress_every) < 1:
-            bad("progress_every", f"must be >= 1, got {self.progress_every!r}")
-        # normalise types so that equality and provenance are stable
-        object.__setattr__(self, "win_size", (int(self.win_size[0]), int(self.win_size[1])))
-        object.__setattr__(self, "criteria", (int(self.criteria[0]), int(self.criteria[1]), float(self.criteria[2])))
-        object.__setattr__(
-            self, "clahe_tile_grid_size", (int(self.clahe_tile_grid_size[0]), int(self.clahe_tile_grid_size[1]))
-        )
-        for k in ("mesh_n_neighbors", "max_level", "frames_halted_before", "frames_halted_after", "progress_every"):
-            object.__setattr__(self, k, int(getattr(self, k)))
-
-    @classmethod
-    def from_config(cls, cfg: Mapping) -> "TrackingParams":
-        """Build from the config's ``tracking`` section (schema names).
-
-        Unknown keys that belong to the workflow (``device``, ``contiguous``,
-        ``idx_start``) are ignored here; anything else unknown is an error.
-        """
-        cfg = dict(cfg)
-        known_elsewhere = {"device", "contiguous", "idx_start"}
-        kw: dict = {}
-        clahe_given = "clahe" in cfg
-        clahe = cfg.pop("clahe", None)
-        if clahe_given:
-            if clahe is None:
-                kw["clahe_clip_limit"] = None
-            else:
-                extra = set(clahe) - {"clip_limit", "tile_grid_size"}
-                if extra:
-                    raise ConfigError(
-                        f"tracking.clahe: unknown keys {sorted(extra)}; allowed: clip_limit, tile_grid_size"
-                    )
-                kw["clahe_clip_limit"] = float(clahe.get("clip_limit", 40.0))
-                kw["clahe_tile_grid_size"] = tuple(clahe.get("tile_grid_size", (150, 150)))
-        fields = set(cls.__dataclass_fields__)
-        for k, v in cfg.items():
-            if k in known_elsewhere:
-                continue
-            if k not in fields:
-                raise ConfigError(f"tracking.{k}: unknown parameter. Known: {sorted(fields | known_elsewhere)}")
-            kw[k] = tuple(v) if isinstance(v, list) else v
-        return cls(**kw)
-
-    @classmethod
-    def reference_pipeline(cls, **overrides) -> "TrackingParams":
-        """Exactly the reference pipeline's settings (§3.1), for trajectory comparisons.
-
-        Full frames (no crop), unbounded rewinds and the reference's stale-rewind
-        behaviour. Neighbour ties still break deterministically (pass the reference's
-        ``neighbors`` to :func:`track_stream` to reproduce its mesh exactly).
-        """
-        return replace(cls(crop=False, max_rewinds=None, legacy_rewind=True), **overrides)
-
-    @classmethod
-    def reference_class_defaults(cls, **overrides) -> "TrackingParams":
-        """The reference ``PointTracker`` constructor's own defaults (§3.2)."""
-        return replace(
-            cls(
-                mesh_rigidity=0.005,
-                mesh_n_neighbors=10,
-                relaxation=0.5,
-                win_size=(15, 15),
-                max_level=2,
-                criteria=(3, 10, 0.03),
-                threshold_displacement=25.0,
-                frames_halted_before=30,
-                frames_halted_after=30,
-                crop=False,
-                max_rewinds=None,
-                legacy_rewind=True,
-            ),
-            **overrides,
-        )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @property
-    def lk_criteria(self) -> tuple[int, int, float]:
-        return self.criteria
 
 
 # --------------------------------------------------------------------------- LK backends
@@ -363,92 +179,215 @@ def violations_to_coo(violations: Mapping[int, np.ndarray], shape: tuple[int, in
     return {"row": row, "col": col, "data": np.ones(len(row), dtype=bool), "shape": np.asarray(shape, dtype=np.int64)}
 
 
-# --------------------------------------------------------------------------- streaming helpers
-
-_PIECE = 32  # frames per preprocessed piece
-
-
-class _FrameCache:
-    """Preprocessed frames by index, pulled chunk by chunk; keeps ``lookback`` frames
-    behind the newest for rewinds (no re-decoding)."""
-
-    def __init__(self, chunks: Iterator[tuple[int, np.ndarray]], first: int, lookback: int):
-        self._it = chunks
-        self._chunks: list[tuple[int, np.ndarray]] = []
-        self._next = first  # index the next chunk must start at
-        self.lookback = lookback
-
-    def oldest(self) -> int:
-        return self._chunks[0][0] if self._chunks else self._next
-
-    def get(self, i: int) -> np.ndarray:
-        while i >= self._next:
-            try:
-                s, arr = next(self._it)
-            except StopIteration:
-                raise VideoError(
-                    f"the frame stream ended at frame {self._next} but frame {i} "
-                    "was expected; the video is shorter than its reported length"
-                ) from None
-            if s != self._next:
-                raise VideoError(f"frame chunks are not contiguous: expected a chunk at {self._next}, got {s}")
-            self._chunks.append((s, arr))
-            self._next = s + len(arr)
-            keep_from = i - self.lookback
-            while self._chunks and self._chunks[0][0] + len(self._chunks[0][1]) <= keep_from:
-                self._chunks.pop(0)
-        for s, arr in reversed(self._chunks):
-            if s <= i < s + len(arr):
-                return arr[i - s]
-        raise VideoError(f"frame {i} is no longer buffered (oldest kept: {self.oldest()})")
-
-
-class _RowStore:
-    """Rows of the (T, N, 2) trajectory: recent rows in memory, older ones flushed to ``out``."""
-
-    def __init__(self, out, start: int, n_points: int, block: int = 1024):
-        self.out = out
-        self.direct = isinstance(out, np.ndarray)
-        if not self.direct:
-            self.buf = np.empty((block, n_points, 2), dtype=np.float32)
-            self.base = start  # frame index of buf[0]
-            self.filled = start  # rows [base, filled) are valid in buf
-
-    def set(self, t: int, row: np.ndarray):
-        if self.direct:
-            self.out[t] = row
-            return
-        if t - self.base >= len(self.buf):
-            raise AssertionError("flush() must be called before the buffer overflows")
-        self.buf[t - self.base] = row
-        self.filled = max(self.filled, t + 1)
-
-    def get(self, t: int) -> np.ndarray:
-        if self.direct:
-            return np.array(self.out[t])
-        if t < self.base:
-            return np.asarray(self.out[t], dtype=np.float32)
-        return self.buf[t - self.base].copy()
-
-    def flush(self, t: int, keep_from: int):
-        """Make room before writing row ``t``: rows < keep_from will not change again."""
-        if self.direct or t - self.base < len(self.buf):
-            return
-        n = min(keep_from, self.filled) - self.base
-        if n <= 0:
-            raise AssertionError("row buffer too small for the rewind window")
-        self.out[self.base : self.base + n] = self.buf[:n]
-        rest = self.filled - self.base - n
-        self.buf[:rest] = self.buf[n : n + rest]
-        self.base += n
-
-    def finish(self):
-        if not self.direct and self.filled > self.base:
-            self.out[self.base : self.filled] = self.buf[: self.filled - self.base]
-            self.base = self.filled
-
-
 # --------------------------------------------------------------------------- the tracker
+
+
+class _StreamTracker:
+    """The frame loop of one stream: LK, forces, violation rows, rewinds and progress.
+
+    Positions are float32 (N, 2) (x, y) in frame pixels; frames come from ``cache``
+    already preprocessed, in the crop's coordinates (``offset`` (2,) = its origin).
+    """
+
+    def __init__(self, params, home, neighbors, d0, lk, offset, cache, store, frames_freeze, start, T, label):
+        self.params = params
+        self.home, self.neighbors, self.d0 = home, neighbors, d0
+        self.lk, self.offset = lk, offset
+        self.cache, self.store = cache, store
+        self.frames_freeze = frames_freeze
+        self.start, self.T, self.label = start, T, label
+        self.rho, self.lam = np.float32(params.mesh_rigidity), np.float32(params.relaxation)
+        self.theta2 = float(params.threshold_displacement) ** 2
+        self.violations: dict[int, np.ndarray] = {}
+        self.no_viol = np.zeros(len(home), dtype=bool)
+        self.vmask = self.no_viol  # rows of points held in place on the next frame
+        self.n_rewinds = 0
+        self.capped = False
+        self.processed = 0
+        self.f_prev = self.p_prev = None
+
+    def run(self) -> None:
+        """Track frames ``start`` .. ``T - 1``, replaying after every allowed rewind."""
+        B = self.params.frames_halted_before
+        t = self.start
+        self.f_prev = self.cache.get(t)
+        self.p_prev = self.home.copy()
+        self._log_t, self._log_n = time.perf_counter(), 0
+        while t < self.T:
+            f_t = self.cache.get(t)
+            q = self._move(t, f_t)
+            self.store.flush(t, keep_from=min(self.cache.oldest(), t - B - 1))
+            self.store.set(t, q)
+            self.processed += 1
+            flagged = self._flag(t, q)
+            if flagged is not None:
+                if self._may_rewind():
+                    t = self._rewind(t, flagged)
+                    continue
+                self._note_cap(t)
+            self.f_prev, self.p_prev = f_t, q
+            t += 1
+            self._log_progress(t)
+        self.store.finish()
+
+    def _move(self, t: int, f_t: np.ndarray) -> np.ndarray:
+        """Positions on frame t: LK from the previous frame (or none on a frozen frame),
+        flagged points held, then the mesh and relaxation forces."""
+        freeze = self.frames_freeze is not None and self.frames_freeze[t]
+        if freeze and not self.params.relaxation_during_freeze_frames:
+            return self.p_prev.copy()
+        if freeze:
+            q = self.p_prev.copy()
+        elif self.offset is not None:
+            q = self.lk(self.f_prev, f_t, self.p_prev - self.offset) + self.offset
+        else:
+            q = self.lk(self.f_prev, f_t, self.p_prev)
+        if self.vmask is not self.no_viol:
+            q[self.vmask] = self.p_prev[self.vmask]
+        if self.rho != 0:
+            q = apply_mesh(q, self.neighbors, self.d0, self.rho)
+        if self.lam != 0:
+            q = apply_relaxation(q, self.home, self.lam)
+        return q
+
+    def _flag(self, t: int, q: np.ndarray) -> np.ndarray | None:
+        """Flag points beyond the threshold (grown through the mesh) on frames t - B .. t + A - 1.
+
+        Returns the flags (N,) bool when any point is flagged, else None; sets the
+        points to hold on the next frame.
+        """
+        d = q - self.home
+        flagged = (d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]) > self.theta2
+        event = bool(flagged.any())
+        if event:
+            grown = grow_violations(flagged, self.neighbors)
+            B, A = self.params.frames_halted_before, self.params.frames_halted_after
+            for r in range(max(t - B, self.start), min(t + A, self.T)):  # never before the start
+                row = self.violations.get(r)
+                if row is None:
+                    self.violations[r] = grown.copy()
+                else:
+                    row |= grown
+        vmask = self.violations.get(t, self.no_viol)
+        self.vmask = vmask if vmask.any() else self.no_viol
+        return flagged if event else None
+
+    def _may_rewind(self) -> bool:
+        return self.params.max_rewinds is None or self.n_rewinds < self.params.max_rewinds
+
+    def _rewind(self, t: int, flagged: np.ndarray) -> int:
+        """Go back B frames from t (no further than the buffered frames allow); returns
+        the frame to track next and sets the frame and positions to track it from."""
+        self.n_rewinds += 1
+        start, cache = self.start, self.cache
+        t_new = max(t - self.params.frames_halted_before, start)
+        if max(t_new - 1, start) < cache.oldest():
+            # only after cascading rewinds: the frames before are no longer buffered
+            t_new = cache.oldest() + 1
+            logger.warning("%s: rewind limited to frame %d (older frames are no longer buffered)", self.label, t_new)
+        if self.params.legacy_rewind:
+            self.p_prev = self.store.get(t_new)
+            self.f_prev = cache.get(max(t_new - 1, start))
+        elif t_new > start:
+            self.p_prev = self.store.get(t_new - 1)
+            self.f_prev = cache.get(t_new - 1)
+        else:
+            self.p_prev = self.home.copy()
+            self.f_prev = cache.get(start)
+        logger.debug("%s: violation at frame %d (%d points); rewind to %d", self.label, t, int(flagged.sum()), t_new)
+        return t_new
+
+    def _note_cap(self, t: int) -> None:
+        if not self.capped:
+            self.capped = True
+            logger.warning(
+                "%s: max_rewinds=%s reached at frame %d; further violations hold points without rewinding",
+                self.label,
+                self.params.max_rewinds,
+                t,
+            )
+
+    def _log_progress(self, t: int) -> None:
+        if self.processed - self._log_n < self.params.progress_every:
+            return
+        now = time.perf_counter()
+        fps = (self.processed - self._log_n) / max(now - self._log_t, 1e-9)
+        eta = (self.T - t) / fps if fps > 0 else float("inf")
+        logger.info(
+            "%s: frame %d/%d, %.1f frames/s, ETA %.0f s, %d rewinds", self.label, t, self.T, fps, eta, self.n_rewinds
+        )
+        self._log_t, self._log_n = now, self.processed
+
+
+def _check_stream(point_positions, n_frames, start, frames_freeze, label):
+    """Validated home (N, 2) float32, T, start and frames_freeze ((T,) bool or None)."""
+    home = np.asarray(point_positions, dtype=np.float32)
+    if home.ndim != 2 or home.shape[1] != 2 or len(home) == 0:
+        raise ROIError(f"point_positions must be a non-empty (N, 2) array, got shape {home.shape}")
+    T, start = int(n_frames), int(start)
+    if T < 1:
+        raise VideoError(f"{label}: a stream needs at least one frame")
+    if not 0 <= start < T:
+        raise ConfigError(
+            f"tracking.idx_start={start} is outside {label} (frames 0..{T - 1}); choose a start inside the video"
+        )
+    if frames_freeze is not None:
+        frames_freeze = np.asarray(frames_freeze, dtype=bool)
+        if frames_freeze.shape != (T,):
+            raise ConfigError(f"frames_freeze for {label} has shape {frames_freeze.shape}, expected ({T},)")
+        if not frames_freeze.any():
+            frames_freeze = None
+    return home, T, start, frames_freeze
+
+
+def _stream_mesh(home, neighbors, n_neighbors):
+    """Neighbour sets (N, k) int64 and initial mesh offsets d0 (N, 2) float32."""
+    if neighbors is None:
+        return build_mesh(home, n_neighbors)
+    N = len(home)
+    neighbors = np.asarray(neighbors, dtype=np.int64)
+    if neighbors.ndim != 2 or len(neighbors) != N or neighbors.min() < 0 or neighbors.max() >= N:
+        raise ConfigError(f"neighbors must be (N={N}, k) indices into the points, got {neighbors.shape}")
+    return neighbors, mesh_offsets(home, neighbors)
+
+
+def _with_mask(chunks, mask, label):
+    """The chunk iterator and the mask; None = the whole frame, sized from the first chunk."""
+    it = iter(chunks)
+    if mask is not None:
+        return it, mask
+    first = next(it, None)
+    if first is None:
+        raise VideoError(f"{label}: no frames")
+
+    def again():
+        yield first
+        yield from it
+
+    return again(), np.ones(first[1].shape[1:3], dtype=bool)
+
+
+def _preprocessed(chunks, prep: FramePreprocessor, start: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Preprocessed pieces of at most PIECE frames from frame ``start`` on."""
+    for s, fr in chunks:
+        if s + len(fr) <= start:
+            continue
+        if s < start:
+            fr, s = fr[start - s :], start
+        for a in range(0, len(fr), PIECE):
+            yield s + a, prep.process_chunk(fr[a : a + PIECE])
+
+
+def _output_rows(out, home, T, start):
+    """The (T, N, 2) output (new float32 when None), rows before ``start`` = home."""
+    N = len(home)
+    if out is None:
+        out = np.empty((T, N, 2), dtype=np.float32)
+    if start > 0:  # fix: rows before the start are the home positions, not zeros
+        for s in range(0, start, 4096):
+            e = min(s + 4096, start)
+            out[s:e] = np.broadcast_to(home, (e - s, N, 2))
+    return out
 
 
 def track_stream(
@@ -503,39 +442,9 @@ def track_stream(
     TrackingResult
     """
     params = params or TrackingParams()
-    home = np.asarray(point_positions, dtype=np.float32)
-    if home.ndim != 2 or home.shape[1] != 2 or len(home) == 0:
-        raise ROIError(f"point_positions must be a non-empty (N, 2) array, got shape {home.shape}")
-    N = len(home)
-    T = int(n_frames)
-    start = int(start)
-    if T < 1:
-        raise VideoError(f"{label}: a stream needs at least one frame")
-    if not 0 <= start < T:
-        raise ConfigError(
-            f"tracking.idx_start={start} is outside {label} (frames 0..{T - 1}); choose a start inside the video"
-        )
-    if frames_freeze is not None:
-        frames_freeze = np.asarray(frames_freeze, dtype=bool)
-        if frames_freeze.shape != (T,):
-            raise ConfigError(f"frames_freeze for {label} has shape {frames_freeze.shape}, expected ({T},)")
-        if not frames_freeze.any():
-            frames_freeze = None
-    if neighbors is None:
-        neighbors, d0 = build_mesh(home, params.mesh_n_neighbors)
-    else:
-        neighbors = np.asarray(neighbors, dtype=np.int64)
-        if neighbors.ndim != 2 or len(neighbors) != N or neighbors.min() < 0 or neighbors.max() >= N:
-            raise ConfigError(f"neighbors must be (N={N}, k) indices into the points, got {neighbors.shape}")
-        d0 = mesh_offsets(home, neighbors)
-
-    it = iter(chunks)
-    pending = None
-    if mask is None:  # whole frame: learn the size from the first chunk
-        pending = next(it, None)
-        if pending is None:
-            raise VideoError(f"{label}: no frames")
-        mask = np.ones(pending[1].shape[1:3], dtype=bool)
+    home, T, start, frames_freeze = _check_stream(point_positions, n_frames, start, frames_freeze, label)
+    neighbors, d0 = _stream_mesh(home, neighbors, params.mesh_n_neighbors)
+    it, mask = _with_mask(chunks, mask, label)
     prep = FramePreprocessor(
         mask,
         params.clahe_clip_limit,
@@ -544,136 +453,34 @@ def track_stream(
         win_size=params.win_size,
         max_level=params.max_level,
     )
-    ox, oy = prep.offset
-    offset = np.array([ox, oy], dtype=np.float32)
     H, W = prep.frame_shape
     if np.any(home[:, 0] < 0) or np.any(home[:, 1] < 0) or np.any(home[:, 0] > W - 1) or np.any(home[:, 1] > H - 1):
         raise ROIError(f"{label}: seed points lie outside the {W}x{H} frame; ROIs and video do not match")
-    logger.info("%s: %d points, %d frames from %d, %s", label, N, T, start, prep)
+    logger.info("%s: %d points, %d frames from %d, %s", label, len(home), T, start, prep)
 
-    def source():
-        if pending is not None:
-            yield pending
-        yield from it
-
-    def prepped():
-        for s, fr in source():
-            e = s + len(fr)
-            if e <= start:
-                continue
-            if s < start:
-                fr, s = fr[start - s :], start
-            # small pieces keep the rewind buffer (and its memory) small
-            for a in range(0, len(fr), _PIECE):
-                yield s + a, prep.process_chunk(fr[a : a + _PIECE])
-
-    frames_iter = run_ahead(prepped(), maxsize=1, name="track-preprocess") if preprocess_ahead else prepped()
-    B, A = params.frames_halted_before, params.frames_halted_after
-    cache = _FrameCache(frames_iter, first=start, lookback=B + 2)
-
+    frames_iter = _preprocessed(it, prep, start)
+    if preprocess_ahead:
+        frames_iter = run_ahead(frames_iter, maxsize=1, name="track-preprocess")
+    B = params.frames_halted_before
     backend = select_tracking_backend(device) if device != "cpu" else "cpu"
-    lk = _CudaLK(params) if backend == "cuda" else _CpuLK(params)
-
-    if out is None:
-        out = np.empty((T, N, 2), dtype=np.float32)
-    if start > 0:  # fix: rows before the start are the home positions, not zeros
-        for s in range(0, start, 4096):
-            e = min(s + 4096, start)
-            out[s:e] = np.broadcast_to(home, (e - s, N, 2))
-    store = _RowStore(out, start, N, block=max(1024, 2 * (B + 2 + _PIECE)))
-
-    rho, lam = np.float32(params.mesh_rigidity), np.float32(params.relaxation)
-    theta2 = float(params.threshold_displacement) ** 2
-    relax_on_freeze = params.relaxation_during_freeze_frames
-    max_rewinds = params.max_rewinds
-    violations: dict[int, np.ndarray] = {}
-    no_viol = np.zeros(N, dtype=bool)
-    vmask = no_viol
-
-    def step_forces(q):
-        if rho != 0:
-            q = apply_mesh(q, neighbors, d0, rho)
-        if lam != 0:
-            q = apply_relaxation(q, home, lam)
-        return q
-
-    t = start
-    f_prev = cache.get(start)
-    p_prev = home.copy()
-    n_rewinds = 0
-    capped = False
-    processed = 0
+    out = _output_rows(out, home, T, start)
+    tracker = _StreamTracker(
+        params,
+        home,
+        neighbors,
+        d0,
+        lk=_CudaLK(params) if backend == "cuda" else _CpuLK(params),
+        offset=np.array(prep.offset, dtype=np.float32) if prep.cropped else None,
+        cache=FrameCache(frames_iter, first=start, lookback=B + 2),
+        store=RowStore(out, start, len(home), block=max(1024, 2 * (B + 2 + PIECE))),
+        frames_freeze=frames_freeze,
+        start=start,
+        T=T,
+        label=label,
+    )
     t0 = time.perf_counter()
-    last_log_t, last_log_n = t0, 0
     try:
-        while t < T:
-            f_t = cache.get(t)
-            freeze = frames_freeze is not None and frames_freeze[t]
-            if freeze and not relax_on_freeze:
-                q = p_prev.copy()
-            else:
-                if freeze:
-                    q = p_prev.copy()
-                else:
-                    q = lk(f_prev, f_t, p_prev - offset) + offset if prep.cropped else lk(f_prev, f_t, p_prev)
-                if vmask is not no_viol:
-                    q[vmask] = p_prev[vmask]
-                q = step_forces(q)
-            store.flush(t, keep_from=min(cache.oldest(), t - B - 1))
-            store.set(t, q)
-            processed += 1
-
-            d = q - home
-            flagged = (d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]) > theta2
-            event = bool(flagged.any())
-            if event:
-                grown = grow_violations(flagged, neighbors)
-                for r in range(max(t - B, start), min(t + A, T)):  # never before the start
-                    row = violations.get(r)
-                    if row is None:
-                        violations[r] = grown.copy()
-                    else:
-                        row |= grown
-            vmask = violations.get(t, no_viol)
-            if not vmask.any():
-                vmask = no_viol
-
-            if event and (max_rewinds is None or n_rewinds < max_rewinds):
-                n_rewinds += 1
-                t_new = max(t - B, start)
-                if max(t_new - 1, start) < cache.oldest():
-                    # only after cascading rewinds: the frames before are no longer buffered
-                    t_new = cache.oldest() + 1
-                    logger.warning("%s: rewind limited to frame %d (older frames are no longer buffered)", label, t_new)
-                if params.legacy_rewind:
-                    p_prev = store.get(t_new)
-                    f_prev = cache.get(max(t_new - 1, start))
-                elif t_new > start:
-                    p_prev = store.get(t_new - 1)
-                    f_prev = cache.get(t_new - 1)
-                else:
-                    p_prev = home.copy()
-                    f_prev = cache.get(start)
-                logger.debug("%s: violation at frame %d (%d points); rewind to %d", label, t, int(flagged.sum()), t_new)
-                t = t_new
-                continue
-            if event and not capped:
-                capped = True
-                logger.warning(
-                    "%s: max_rewinds=%s reached at frame %d; further violations hold points without rewinding",
-                    label,
-                    max_rewinds,
-                    t,
-                )
-            f_prev, p_prev = f_t, q
-            t += 1
-            if processed - last_log_n >= params.progress_every:
-                now = time.perf_counter()
-                fps = (processed - last_log_n) / max(now - last_log_t, 1e-9)
-                eta = (T - t) / fps if fps > 0 else float("inf")
-                logger.info("%s: frame %d/%d, %.1f frames/s, ETA %.0f s, %d rewinds", label, t, T, fps, eta, n_rewinds)
-                last_log_t, last_log_n = now, processed
-        store.finish()
+        tracker.run()
     finally:
         close = getattr(frames_iter, "close", None)
         if close is not None:
@@ -681,24 +488,24 @@ def track_stream(
     seconds = time.perf_counter() - t0
     res = TrackingResult(
         points=out,
-        violations=violations,
+        violations=tracker.violations,
         n_frames=T,
-        n_points=N,
+        n_points=len(home),
         start=start,
-        n_rewinds=n_rewinds,
-        n_frames_processed=processed,
+        n_rewinds=tracker.n_rewinds,
+        n_frames_processed=tracker.processed,
         seconds=seconds,
-        rewinds_capped=capped,
+        rewinds_capped=tracker.capped,
     )
     logger.info(
         "%s: done, %d frames (%d processed incl. replays) in %.1f s (%.1f frames/s), "
         "%d rewinds, violation fraction %.4f",
         label,
         T - start,
-        processed,
+        res.n_frames_processed,
         seconds,
-        processed / max(seconds, 1e-9),
-        n_rewinds,
+        res.n_frames_processed / max(seconds, 1e-9),
+        res.n_rewinds,
         res.violation_fraction,
     )
     return res

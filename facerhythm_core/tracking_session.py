@@ -12,7 +12,8 @@ import numpy as np
 from .errors import ConfigError, VideoError
 from .freeze import load_frames_freeze  # noqa: F401 (part of this module's API)
 from .mesh import build_mesh, mesh_offsets
-from .tracking import TrackingParams, track_stream
+from .tracking import track_stream
+from .tracking_params import TrackingParams
 
 
 @dataclass
@@ -75,6 +76,32 @@ def _resolve_starts(idx_start, num_frames: Sequence[int], contiguous: bool) -> l
     return starts
 
 
+def _check_freeze(frames_freeze, num_frames: Sequence[int]) -> np.ndarray | None:
+    """frames_freeze as bool (sum(num_frames),), or None."""
+    if frames_freeze is None:
+        return None
+    total = sum(num_frames)
+    frames_freeze = np.asarray(frames_freeze, dtype=bool)
+    if frames_freeze.shape != (total,):
+        raise ConfigError(
+            f"frames_freeze has {frames_freeze.size} entries but the session has "
+            f"{total} frames ({' + '.join(map(str, num_frames))}); give one value per frame"
+        )
+    return frames_freeze
+
+
+def _read_rgb(path: str, first: int, n: int, rkw: dict):
+    """RGB chunks of frames [first, n) of one video: on the CPU PyAV's in-order decode
+    (the same frames, less CPU beside the tracker's threads, :mod:`facerhythm_core.rgb_reader`), else
+    torchcodec on the decode device."""
+    from .rgb_reader import iter_rgb_chunks
+    from .video import iter_frame_chunks
+
+    if rkw["device"] == "cpu":
+        return iter_rgb_chunks(path, rkw["chunk_size"], start=first, n_frames=n, prefetch=rkw["prefetch"])
+    return iter_frame_chunks(path, start=first, n_frames=n, **rkw)
+
+
 def track_session(
     video_paths: Sequence[str | Path],
     point_positions: np.ndarray,
@@ -115,7 +142,8 @@ def track_session(
     frames_freeze : ndarray, bool, (sum(num_frames),), optional
         Global over the session; sliced per video when not contiguous.
     chunk_size, prefetch, decode_device
-        Reader settings (:func:`facerhythm_core.video.iter_frame_chunks`).
+        Reader settings (:func:`facerhythm_core.video.iter_frame_chunks`; on the CPU the
+        frames come from :func:`facerhythm_core.rgb_reader.iter_rgb_chunks`).
     device : {"cpu", "auto", "cuda"}
         LK/CLAHE backend.
     neighbors : ndarray, (N, k), optional
@@ -128,7 +156,7 @@ def track_session(
     -------
     SessionTracking
     """
-    from .video import iter_frame_chunks, probe_video
+    from .video import probe_video
 
     params = params or TrackingParams()
     paths = [str(p) for p in video_paths]
@@ -140,13 +168,7 @@ def track_session(
     if len(num_frames) != len(paths):
         raise VideoError(f"{len(paths)} videos but {len(num_frames)} frame counts")
     total = sum(num_frames)
-    if frames_freeze is not None:
-        frames_freeze = np.asarray(frames_freeze, dtype=bool)
-        if frames_freeze.shape != (total,):
-            raise ConfigError(
-                f"frames_freeze has {frames_freeze.size} entries but the session has "
-                f"{total} frames ({' + '.join(map(str, num_frames))}); give one value per frame"
-            )
+    frames_freeze = _check_freeze(frames_freeze, num_frames)
     home = np.asarray(point_positions, dtype=np.float32)
     if neighbors is None:
         neighbors, d0 = build_mesh(home, params.mesh_n_neighbors)
@@ -177,7 +199,7 @@ def track_session(
             off = 0
             for p, n in zip(paths, num_frames):
                 if off + n > start:
-                    for s, fr in iter_frame_chunks(p, start=max(0, start - off), n_frames=n, **rkw):
+                    for s, fr in _read_rgb(p, max(0, start - off), n, rkw):
                         yield off + s, fr
                 off += n
 
@@ -199,7 +221,7 @@ def track_session(
         for i, (p, n, s) in enumerate(zip(paths, num_frames, starts)):
             ff = None if frames_freeze is None else frames_freeze[off : off + n]
             results[str(i)] = track_stream(
-                iter_frame_chunks(p, start=s, n_frames=n, **rkw),
+                _read_rgb(p, s, n, rkw),
                 home,
                 mask,
                 params,

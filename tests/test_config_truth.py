@@ -13,7 +13,7 @@ import yaml
 from facerhythm_core import tca
 from facerhythm_core.config import validate_config
 from facerhythm_core.spectrogram import SpectrogramParams
-from facerhythm_core.tracking import TrackingParams
+from facerhythm_core.tracking_params import TrackingParams
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())

@@ -183,7 +183,7 @@ def _analyse(res: Path, videos: list[Path]) -> None:
     from facerhythm_core.rois import make_points, rois_from_polygons, save_rois_h5
     from facerhythm_core.spectrogram import compute_session_spectrograms
     from facerhythm_core.timing import read_timestamps_h5, stream_clocks, write_timestamps_h5
-    from facerhythm_core.tracking import TrackingParams
+    from facerhythm_core.tracking_params import TrackingParams
     from facerhythm_core.tracking_session import track_session, write_tracking_h5
     from facerhythm_core.video import probe_session
 

@@ -262,7 +262,7 @@ def _track_and_spectrogram(video, tmp_path, timing, fs=None, spec_cfg=None):
     from facerhythm_core.rois import make_points, polygon_mask
     from facerhythm_core.spectrogram import compute_session_spectrograms
     from facerhythm_core.timing import read_timestamps_h5, write_timestamps_h5
-    from facerhythm_core.tracking import TrackingParams
+    from facerhythm_core.tracking_params import TrackingParams
     from facerhythm_core.tracking_session import track_session, write_tracking_h5
 
     info = probe_session([video], timing=timing)

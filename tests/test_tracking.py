@@ -9,7 +9,8 @@ from scipy import ndimage
 from facerhythm_core.errors import ConfigError
 from facerhythm_core.mesh import apply_mesh, apply_relaxation, build_mesh, grow_violations, mesh_offsets
 from facerhythm_core.preprocess import FramePreprocessor, preprocess_frame
-from facerhythm_core.tracking import TrackingParams, track_stream, violations_to_coo
+from facerhythm_core.tracking import track_stream, violations_to_coo
+from facerhythm_core.tracking_params import TrackingParams
 from facerhythm_core.tracking_session import load_frames_freeze, track_session, write_tracking_h5
 
 FAST = dict(clahe_clip_limit=None, progress_every=10_000)
@@ -457,3 +458,41 @@ def test_real_video_runs_without_nan(real_videos):
     assert pts.shape == (T, len(P), 2) and np.isfinite(pts).all()
     assert 0.0 <= r.violation_fraction <= 1.0
     assert np.abs(pts - P).max() > 0.1  # something moved
+
+
+def _chunks_equal(a, b):
+    return [s for s, _ in a] == [s for s, _ in b] and all(np.array_equal(x, y) for (_, x), (_, y) in zip(a, b))
+
+
+@pytest.mark.parametrize(
+    "pix_fmt,ext", [("yuv420p", "mp4"), ("yuv444p", "mp4"), ("yuv420p10le", "mp4"), ("yuv420p", "avi")]
+)
+def test_rgb_reader_gives_the_torchcodec_readers_chunks(tmp_path, ffmpeg_cli, pix_fmt, ext):
+    """PyAV's sequential decode: the same pixels and chunk cuts as iter_frame_chunks,
+    also where it hands over to torchcodec (10-bit: another conversion; AVI with
+    B-frames: no presentation timestamps to check frames against)."""
+    import subprocess
+
+    from facerhythm_core.rgb_reader import iter_rgb_chunks
+    from facerhythm_core.video import iter_frame_chunks
+
+    path = tmp_path / f"v.{ext}"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=98x62:rate=30", "-frames:v", "45"]
+        + ["-c:v", "libx264", "-bf", "2", "-pix_fmt", pix_fmt, str(path)],
+        check=True,
+    )
+    for start, n in ((0, 45), (7, 45), (3, 40)):
+        ours = list(iter_rgb_chunks(path, 16, start=start, n_frames=n))
+        ref = list(iter_frame_chunks(path, 16, gray=False, start=start, n_frames=n, decode_threads=1))
+        assert _chunks_equal(ours, ref), (pix_fmt, ext, start, n)
+
+
+def test_rgb_reader_on_real_videos(real_videos):
+    from facerhythm_core.rgb_reader import iter_rgb_chunks
+    from facerhythm_core.video import iter_frame_chunks
+
+    for path in real_videos.values():
+        ours = list(iter_rgb_chunks(path, 32, start=5, n_frames=300))
+        ref = list(iter_frame_chunks(path, 32, gray=False, start=5, n_frames=300, decode_threads=1))
+        assert _chunks_equal(ours, ref), path

@@ -40,7 +40,7 @@ def track_points(
 
     from ..errors import VideoError
     from ..timing import read_timestamps_h5, stream_clocks
-    from ..tracking import TrackingParams
+    from ..tracking_params import TrackingParams
     from ..tracking_session import load_frames_freeze, track_session, write_tracking_h5
 
     log = _log("track_points")
