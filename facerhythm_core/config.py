@@ -549,25 +549,8 @@ def check_timestamp_files(session: Session, cache_dir: str | Path | None = None)
 
 
 def _decodable_frames(video: str | Path, cache_dir: str | Path | None) -> int:
-    import json
-    import os
-
+    from .io import cached_per_file
     from .timing import read_container_timestamps
 
-    st = os.stat(video)
-    key = f"{Path(video).resolve()}|{st.st_size}|{st.st_mtime_ns}"
     cache = Path(cache_dir) / "frame_counts.json" if cache_dir else None
-    known: dict = {}
-    if cache is not None and cache.exists():
-        try:
-            known = json.loads(cache.read_text())
-        except ValueError:
-            known = {}
-    if key not in known:
-        known[key] = len(read_container_timestamps(video).times)
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
-            tmp.write_text(json.dumps(known))
-            os.replace(tmp, cache)
-    return int(known[key])
+    return int(cached_per_file(video, cache, lambda: len(read_container_timestamps(video).times)))

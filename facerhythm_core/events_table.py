@@ -10,9 +10,7 @@ session's time span to check the events against before the videos are probed.
 from __future__ import annotations
 
 import csv
-import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import EventsError
+from .io import cached_per_file
 
 #: columns every events file needs
 REQUIRED_COLUMNS = ("time", "label")
@@ -205,6 +204,14 @@ def check_events_file(path: str | Path, extent: tuple[float, float] | None = Non
 # --------------------------------------------------------------------------- session extent
 
 
+def _extent(video: str, timestamp_file: str | None) -> list[float]:
+    """``[first time, last time, median interval]`` (s) of one video, read in full."""
+    from .timing import load_timestamp_file, read_container_timestamps
+
+    t = load_timestamp_file(timestamp_file) if timestamp_file is not None else read_container_timestamps(video).times
+    return [float(t[0]), float(t[-1]), float(np.median(np.diff(t))) if len(t) > 1 else 0.0]
+
+
 def session_extent(
     videos: Sequence[str], timestamp_files: Sequence[str] | None = None, cache_dir: str | Path | None = None
 ) -> tuple[tuple[float, float], float] | None:
@@ -216,36 +223,17 @@ def session_extent(
     modification time. Returns ``((start, end), median_interval)``, or None when a video
     or timestamp file does not exist yet (e.g. the demo's, made by a rule).
     """
-    from .timing import load_timestamp_file, read_container_timestamps, session_offsets
+    from .timing import session_offsets
 
     files = list(timestamp_files) if timestamp_files else [None] * len(videos)
     if not all(Path(v).is_file() for v in videos) or not all(f is None or Path(f).is_file() for f in files):
         return None
     cache = Path(cache_dir) / "video_extents.json" if cache_dir else None
-    known: dict = {}
-    if cache is not None and cache.exists():
-        try:
-            known = json.loads(cache.read_text())
-        except ValueError:
-            known = {}
-    timings, sources, changed = [], [], False
+    timings, sources = [], []
     for v, f in zip(videos, files):
-        src = f if f is not None else v
-        st = os.stat(src)
-        key = f"{Path(src).resolve()}|{st.st_size}|{st.st_mtime_ns}"
-        if key not in known:
-            t = load_timestamp_file(f) if f is not None else read_container_timestamps(v).times
-            med = float(np.median(np.diff(t))) if len(t) > 1 else 0.0
-            known[key] = [float(t[0]), float(t[-1]), med]
-            changed = True
-        start, end, med = known[key]
+        start, end, med = cached_per_file(f if f is not None else v, cache, lambda v=v, f=f: _extent(v, f))
         timings.append(SimpleNamespace(start=start, end=end, median_interval=med))
         sources.append("file" if f is not None else "packets")
-    if cache is not None and changed:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(known))
-        os.replace(tmp, cache)
     offsets = session_offsets(timings, sources)
     starts = [t.start + o for t, o in zip(timings, offsets)]
     ends = [t.end + o for t, o in zip(timings, offsets)]

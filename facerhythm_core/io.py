@@ -160,3 +160,33 @@ def read_provenance(h5) -> dict:
             v = json.loads(v)
         out[k] = v
     return out
+
+
+def cached_per_file(path: str | os.PathLike, cache: str | os.PathLike | None, compute) -> Any:
+    """``compute()`` for ``path``, remembered in the JSON file ``cache`` by size and mtime.
+
+    Used where the workflow's planning code (run at every ``snakemake`` start, dry runs
+    included) needs a number read from a large file: the first run pays for it, later runs
+    read it back while the file is unchanged. ``compute`` must return JSON-serialisable
+    data. An unreadable cache is ignored and rewritten; writes are atomic (a temporary name
+    renamed), so concurrent Snakemake starts never see a half-written cache. ``cache=None``
+    computes every time.
+    """
+    st = os.stat(path)
+    key = f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    if cache is None:
+        return compute()
+    cache = Path(cache)
+    known: dict = {}
+    if cache.exists():
+        try:
+            known = json.loads(cache.read_text())
+        except ValueError:
+            known = {}
+    if key not in known:
+        known[key] = compute()
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, cache)
+    return known[key]

@@ -1,5 +1,7 @@
 """Atomic outputs and provenance records."""
 
+import json
+
 import h5py
 import pytest
 
@@ -54,3 +56,26 @@ def test_atomic_output_removes_temps_of_killed_writers(tmp_path):
         tmp.write_text("whole")
     assert not stale.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5"]
+
+
+def test_cached_per_file_computes_once_per_file_version(tmp_path):
+    from facerhythm_core.io import cached_per_file
+
+    src, cache = tmp_path / "video.bin", tmp_path / "cache" / "counts.json"
+    src.write_bytes(b"x" * 10)
+    calls = []
+
+    def count():
+        calls.append(1)
+        return src.stat().st_size
+
+    assert cached_per_file(src, cache, count) == 10
+    assert cached_per_file(src, cache, count) == 10
+    assert len(calls) == 1, "an unchanged file is read back from the cache"
+    src.write_bytes(b"x" * 25)  # a new size is a new key
+    assert cached_per_file(src, cache, count) == 25 and len(calls) == 2
+    cache.write_text("{not json")  # a damaged cache is recomputed and rewritten, not an error
+    assert cached_per_file(src, cache, count) == 25 and len(calls) == 3
+    assert json.loads(cache.read_text())  # rewritten whole
+    assert not list(cache.parent.glob(".*")), "no temporary left behind"
+    assert cached_per_file(src, None, count) == 25 and len(calls) == 4
