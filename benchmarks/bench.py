@@ -226,7 +226,8 @@ def machine_info() -> dict:
     return info
 
 
-def main(argv=None):
+def _parser() -> argparse.ArgumentParser:
+    """Command line of the benchmark driver."""
     ap = argparse.ArgumentParser(description="ours vs face-rhythm 0.3.3 benchmark")
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/out; smoke: benchmarks/out/smoke)")
     ap.add_argument("--smoke", action="store_true", help="8 s synthetic + the short real clip, 1 rep, no scaling")
@@ -245,7 +246,54 @@ def main(argv=None):
     ap.add_argument("--no-report", action="store_true")
     ap.add_argument("--md", default=None, help="report to write (default BENCHMARKS.md; smoke: OUT/BENCHMARKS.md)")
     ap.add_argument("--stage-timeout", type=float, default=1800.0, help="kill a stage after this many s")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def _prepare_cases(out: Path, want: set[str], duration: float, smoke: bool, threads: int) -> list:
+    """Build the wanted cases' inputs: synthetic, the real videos (smoke: one short clip), face-sized."""
+    cases = []
+    if "synthetic" in want:
+        log(f"preparing synthetic case ({duration:g} s)")
+        cases.append(prepare_case(out, "synthetic", duration=duration, threads=threads))
+    if "real" in want:
+        vids = sorted(cases_mod.REAL_VIDEOS.glob("*.mp4"))
+        if smoke:
+            vids = [v for v in vids if "lightning" in v.name][:1] or vids[:1]
+        for v in vids:
+            cases.append(prepare_case(out, "real", video=v, threads=threads))
+    if "face" in want:
+        log("preparing the face-sized case (2 x 1000 frames, 784x582, 120 fps)")
+        cases.append(prepare_case(out, "face", threads=threads))
+    return cases
+
+
+def _run_repetitions(out: Path, cases: list, reps: int, impls: list[str], stages: list[str]) -> None:
+    """Every stage of every case, per repetition: each implementation in turn, then ours on its own input."""
+    for rep in range(reps):
+        log(f"repetition {rep + 1}/{reps}")
+        for c in cases:
+            for stage in stages:
+                for impl in impls:
+                    run_stage(out, c, impl, stage, "iso", rep)
+                if "ours" in impls and stage in ("spectrogram", "tca"):
+                    # ours on its own upstream output, for end to end
+                    run_stage(out, c, "ours", stage, "chain", rep)
+            if rep == 0 and "reference" in impls and "tca" in stages:
+                # seed-to-seed spread of the reference's own TCA: the yardstick for factor match
+                run_stage(out, c, "reference", "tca", "seed1", rep, seed_override=1)
+
+
+def _run_scaling(out: Path, scaling: str, stages: list[str], threads: int) -> None:
+    """Ours alone, once, on synthetic cases of each length (s) in the comma list ``scaling``."""
+    for dur in [float(s) for s in scaling.split(",") if s]:
+        c = prepare_case(out, "synthetic", duration=dur, name=f"scaling_{int(dur)}s", threads=threads)
+        log(f"scaling {c.name}")
+        for stage in stages:
+            run_stage(out, c, "ours", stage, "chain" if stage != "track" else "iso", 0)
+
+
+def main(argv=None):
+    a = _parser().parse_args(argv)
     global STAGE_TIMEOUT_S
     STAGE_TIMEOUT_S = a.stage_timeout
 
@@ -277,41 +325,12 @@ def main(argv=None):
     info_name = "run_info.json" if want else "run_info_scaling.json"
     (out / info_name).write_text(json.dumps(run_info, indent=2))
 
-    cases = []
-    if "synthetic" in want:
-        log(f"preparing synthetic case ({duration:g} s)")
-        cases.append(prepare_case(out, "synthetic", duration=duration, threads=a.threads))
-    if "real" in want:
-        vids = sorted(cases_mod.REAL_VIDEOS.glob("*.mp4"))
-        if a.smoke:
-            vids = [v for v in vids if "lightning" in v.name][:1] or vids[:1]
-        for v in vids:
-            cases.append(prepare_case(out, "real", video=v, threads=a.threads))
-    if "face" in want:
-        log("preparing the face-sized case (2 x 1000 frames, 784x582, 120 fps)")
-        cases.append(prepare_case(out, "face", threads=a.threads))
+    cases = _prepare_cases(out, want, duration, a.smoke, a.threads)
     for c in cases:
         run_limits(out, c)
-
-    for rep in range(reps):
-        log(f"repetition {rep + 1}/{reps}")
-        for c in cases:
-            for stage in stages:
-                for impl in impls:
-                    run_stage(out, c, impl, stage, "iso", rep)
-                if "ours" in impls and stage in ("spectrogram", "tca"):
-                    # ours on its own upstream output, for end to end
-                    run_stage(out, c, "ours", stage, "chain", rep)
-            if rep == 0 and "reference" in impls and "tca" in stages:
-                # seed-to-seed spread of the reference's own TCA: the yardstick for factor match
-                run_stage(out, c, "reference", "tca", "seed1", rep, seed_override=1)
-
+    _run_repetitions(out, cases, reps, impls, stages)
     if scaling:
-        for dur in [float(s) for s in scaling.split(",") if s]:
-            c = prepare_case(out, "synthetic", duration=dur, name=f"scaling_{int(dur)}s", threads=a.threads)
-            log(f"scaling {c.name}")
-            for stage in stages:
-                run_stage(out, c, "ours", stage, "chain" if stage != "track" else "iso", 0)
+        _run_scaling(out, scaling, stages, a.threads)
 
     if not a.no_report:
         subprocess.run([str(OURS_PY), str(HERE / "compare.py"), "--out", str(out), "--md", a.md], check=False)

@@ -261,7 +261,8 @@ def summarize(out: Path) -> str:
     return "\n".join(lines)
 
 
-def main():
+def _parser() -> argparse.ArgumentParser:
+    """Command line of the sessions benchmark."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(HERE / "out" / "sessions"))
     ap.add_argument("--cases", default="trials40,face2")
@@ -277,7 +278,125 @@ def main():
     ap.add_argument(
         "--ref-one-thread", action="store_true", help="also time the reference's TCA pinned to one torch thread"
     )
-    a = ap.parse_args()
+    return ap
+
+
+def _run_hour_big(out: Path, name: str) -> None:
+    """``hour_big``: our TCA (3 iterations) on a 7.9 GB synthetic spectrogram, peak RSS against its size."""
+    cdir = out / name
+    cdir.mkdir(exist_ok=True)
+    spec = cdir / "spectrograms.h5"
+    if not spec.exists():
+        log("writing the 7.9 GB synthetic spectrogram")
+        write_big_spectrograms(spec)
+    p = cases_mod.make_params(120.0, 432000)
+    p["tca"]["n_iter_max"] = 3
+    (cdir / "params.json").write_text(json.dumps(p, indent=1))
+    r = run(out, cdir, "ours", "tca", 0, spec)
+    size = 2 * 1276 * 36 * 21600 * 4 / 2**20
+    (cdir / "note_tca.txt").write_text(
+        f"synthetic (2, 1276, 36, 21600) float32 input, {size:.0f} MB tensor; "
+        f"n_iter_max 3; peak RSS {r['peak_rss_mb'] / size:.2f}x the tensor"
+    )
+
+
+def _run_hour_tca(out: Path, name: str, hour_iters: int) -> None:
+    """``hour_tca``: the 1-hour, 405-point, 90 fps tensor (810, 36, 16200) as a synthetic
+    spectrogram: ours to convergence, the reference for 10 iterations."""
+    cdir = out / name
+    cdir.mkdir(exist_ok=True)
+    spec = cdir / "spectrograms.h5"
+    if not spec.exists():
+        log("writing the 1.9 GB synthetic spectrogram")
+        write_big_spectrograms(spec, n_points=405, n_time=16200)
+    p = cases_mod.make_params(90.0, 324000)
+    p["tca"]["n_iter_max"] = hour_iters
+    (cdir / "params.json").write_text(json.dumps(p, indent=1))
+    p["tca"]["n_iter_max"] = min(10, hour_iters)
+    (cdir / "params_ref10.json").write_text(json.dumps(p, indent=1))
+    size = 2 * 405 * 36 * 16200 * 4 / 2**20
+    r = run(out, cdir, "ours", "tca", 0, spec)
+    r2 = run(out, cdir, "reference", "tca", 0, spec, params=cdir / "params_ref10.json")
+    (cdir / "note_tca.txt").write_text(
+        f"synthetic (2, 405, 36, 16200) float32 input, {size:.0f} MB tensor; ours "
+        f"{r.get('n_iter_run')} iterations, peak RSS {r['peak_rss_mb'] / size:.2f}x "
+        f"the tensor; the reference ran {min(10, hour_iters)} iterations only "
+        f"(time not comparable), "
+        f"peak RSS {r2['peak_rss_mb'] / size:.2f}x"
+    )
+
+
+def _run_trials_tca(out: Path, cdir: Path, rep: int, ref_one_thread: bool) -> None:
+    """TCA of a trial case, both on the reference's spectrograms; optionally the reference on one thread too."""
+    for impl in ("reference", "ours"):
+        run(out, cdir, impl, "tca", rep, cdir / "reference_spectrograms.h5")
+    if ref_one_thread:
+        # the reference pinned to one torch thread: how much of the
+        # ratio comes from its 2 threads contending on a busy machine
+        p = json.loads((cdir / "params.json").read_text())
+        p["threads"] = 1
+        (cdir / "params_1t.json").write_text(json.dumps(p, indent=1))
+        run(
+            out,
+            cdir,
+            "reference_1thread",
+            "tca",
+            rep,
+            cdir / "reference_spectrograms.h5",
+            params=cdir / "params_1t.json",
+        )
+
+
+def _run_hour_session_tca(out: Path, cdir: Path, rep: int) -> None:
+    """TCA of the hour case on our spectrograms; the reference's limited to 10 iterations."""
+    p = json.loads((cdir / "params.json").read_text())
+    p["tca"]["n_iter_max"] = 10
+    (cdir / "params_ref10.json").write_text(json.dumps(p, indent=1))
+    spec = cdir / "ours_spectrograms.h5"
+    run(out, cdir, "ours", "tca", rep, spec)
+    run(out, cdir, "reference", "tca", rep, spec, params=cdir / "params_ref10.json")
+
+
+def _write_hour_tca_note(out: Path, cdir: Path) -> None:
+    """Note on the hour case's TCA: our peak RSS against the tensor's size."""
+    import h5py
+
+    with h5py.File(cdir / "ours_spectrograms.h5", "r") as f:
+        shape = f["spectrograms/0"].shape
+    size = int(np.prod(shape)) * 4 / 2**20
+    peaks = [json.loads(ln) for ln in (out / "results.jsonl").read_text().splitlines()]
+    peak = max(r["peak_rss_mb"] for r in peaks if r["case"] == "hour" and r["stage"] == "tca" and r["impl"] == "ours")
+    (cdir / "note_tca.txt").write_text(
+        f"tensor {shape} float32 = {size:.0f} MB; our peak RSS {peak / size:.2f}x "
+        "the tensor; reference run with n_iter_max 10 (ours stops by rel_tol), so "
+        "its time is not comparable, only its peak RSS"
+    )
+
+
+def _run_session_case(out: Path, name: str, stages: list[str], reps: int, ref_one_thread: bool) -> None:
+    """A session case from :data:`CASES` (``trials40``, ``face2``, ``hour``): its stages per repetition, then
+    the exact TCA errors (trial cases) or the TCA memory note (``hour``)."""
+    cdir = prepare(out, name)
+    hour = name == "hour"
+    for rep in range(reps):
+        log(f"{name} repetition {rep + 1}/{reps}")
+        if "spectrogram" in stages:
+            for impl in ("ours",) if hour else ("reference", "ours"):
+                run(out, cdir, impl, "spectrogram", rep, cdir / "tracking.h5")
+        if "tca" in stages:
+            if hour:
+                _run_hour_session_tca(out, cdir, rep)
+            else:
+                _run_trials_tca(out, cdir, rep, ref_one_thread)
+    if "tca" in stages and not hour:
+        e = tca_errors(cdir / "reference_spectrograms.h5", cdir / "reference_tca.h5", cdir / "ours_tca.h5")
+        (cdir / "errors_tca.json").write_text(json.dumps(e))
+    if hour and "tca" in stages:
+        _write_hour_tca_note(out, cdir)
+
+
+def main():
+    a = _parser().parse_args()
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if not a.report_only:
@@ -289,101 +408,11 @@ def main():
         stages = a.stages.split(",")
         for name in a.cases.split(","):
             if name == "hour_big":
-                cdir = out / name
-                cdir.mkdir(exist_ok=True)
-                spec = cdir / "spectrograms.h5"
-                if not spec.exists():
-                    log("writing the 7.9 GB synthetic spectrogram")
-                    write_big_spectrograms(spec)
-                p = cases_mod.make_params(120.0, 432000)
-                p["tca"]["n_iter_max"] = 3
-                (cdir / "params.json").write_text(json.dumps(p, indent=1))
-                r = run(out, cdir, "ours", "tca", 0, spec)
-                size = 2 * 1276 * 36 * 21600 * 4 / 2**20
-                (cdir / "note_tca.txt").write_text(
-                    f"synthetic (2, 1276, 36, 21600) float32 input, {size:.0f} MB tensor; "
-                    f"n_iter_max 3; peak RSS {r['peak_rss_mb'] / size:.2f}x the tensor"
-                )
-                continue
-            if name == "hour_tca":
-                # the 1-hour, 405-point, 90 fps tensor (810, 36, 16200) as a synthetic
-                # spectrogram: ours to convergence, the reference for 10 iterations
-                cdir = out / name
-                cdir.mkdir(exist_ok=True)
-                spec = cdir / "spectrograms.h5"
-                if not spec.exists():
-                    log("writing the 1.9 GB synthetic spectrogram")
-                    write_big_spectrograms(spec, n_points=405, n_time=16200)
-                p = cases_mod.make_params(90.0, 324000)
-                p["tca"]["n_iter_max"] = a.hour_iters
-                (cdir / "params.json").write_text(json.dumps(p, indent=1))
-                p["tca"]["n_iter_max"] = min(10, a.hour_iters)
-                (cdir / "params_ref10.json").write_text(json.dumps(p, indent=1))
-                size = 2 * 405 * 36 * 16200 * 4 / 2**20
-                r = run(out, cdir, "ours", "tca", 0, spec)
-                r2 = run(out, cdir, "reference", "tca", 0, spec, params=cdir / "params_ref10.json")
-                (cdir / "note_tca.txt").write_text(
-                    f"synthetic (2, 405, 36, 16200) float32 input, {size:.0f} MB tensor; ours "
-                    f"{r.get('n_iter_run')} iterations, peak RSS {r['peak_rss_mb'] / size:.2f}x "
-                    f"the tensor; the reference ran {min(10, a.hour_iters)} iterations only "
-                    f"(time not comparable), "
-                    f"peak RSS {r2['peak_rss_mb'] / size:.2f}x"
-                )
-                continue
-            cdir = prepare(out, name)
-            hour = name == "hour"
-            for rep in range(a.reps):
-                log(f"{name} repetition {rep + 1}/{a.reps}")
-                if "spectrogram" in stages:
-                    for impl in ("ours",) if hour else ("reference", "ours"):
-                        run(out, cdir, impl, "spectrogram", rep, cdir / "tracking.h5")
-                if "tca" in stages:
-                    if hour:
-                        # TCA on our spectrograms; the reference's limited to 10 iterations
-                        p = json.loads((cdir / "params.json").read_text())
-                        p["tca"]["n_iter_max"] = 10
-                        (cdir / "params_ref10.json").write_text(json.dumps(p, indent=1))
-                        spec = cdir / "ours_spectrograms.h5"
-                        run(out, cdir, "ours", "tca", rep, spec)
-                        run(out, cdir, "reference", "tca", rep, spec, params=cdir / "params_ref10.json")
-                    else:
-                        for impl in ("reference", "ours"):
-                            run(out, cdir, impl, "tca", rep, cdir / "reference_spectrograms.h5")
-                        if a.ref_one_thread:
-                            # the reference pinned to one torch thread: how much of the
-                            # ratio comes from its 2 threads contending on a busy machine
-                            p = json.loads((cdir / "params.json").read_text())
-                            p["threads"] = 1
-                            (cdir / "params_1t.json").write_text(json.dumps(p, indent=1))
-                            run(
-                                out,
-                                cdir,
-                                "reference_1thread",
-                                "tca",
-                                rep,
-                                cdir / "reference_spectrograms.h5",
-                                params=cdir / "params_1t.json",
-                            )
-            if "tca" in stages and not hour:
-                e = tca_errors(cdir / "reference_spectrograms.h5", cdir / "reference_tca.h5", cdir / "ours_tca.h5")
-                (cdir / "errors_tca.json").write_text(json.dumps(e))
-            if hour and "tca" in stages:
-                import h5py
-
-                with h5py.File(cdir / "ours_spectrograms.h5", "r") as f:
-                    shape = f["spectrograms/0"].shape
-                size = int(np.prod(shape)) * 4 / 2**20
-                peaks = [json.loads(ln) for ln in (out / "results.jsonl").read_text().splitlines()]
-                peak = max(
-                    r["peak_rss_mb"]
-                    for r in peaks
-                    if r["case"] == "hour" and r["stage"] == "tca" and r["impl"] == "ours"
-                )
-                (cdir / "note_tca.txt").write_text(
-                    f"tensor {shape} float32 = {size:.0f} MB; our peak RSS {peak / size:.2f}x "
-                    "the tensor; reference run with n_iter_max 10 (ours stops by rel_tol), so "
-                    "its time is not comparable, only its peak RSS"
-                )
+                _run_hour_big(out, name)
+            elif name == "hour_tca":
+                _run_hour_tca(out, name, a.hour_iters)
+            else:
+                _run_session_case(out, name, stages, a.reps, a.ref_one_thread)
     md = summarize(out)
     (out.parent / "extra_sessions.md").write_text(md)
     print(md)

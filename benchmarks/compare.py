@@ -316,12 +316,134 @@ def fmt(x, nd=2):
     return f"{x:.{nd}f}"
 
 
-def speed_tables(results: list[dict]) -> tuple[list[str], dict]:
+def _group_runs(results: list[dict]) -> defaultdict:
+    """Runs keyed by (case, stage, impl, variant), scaling cases left out."""
     groups = defaultdict(list)
     for r in results:
         if r["case"].startswith("scaling_"):
             continue
         groups[(r["case"], r["stage"], r["impl"], r["variant"])].append(r)
+    return groups
+
+
+def _run_stats(stage: str, rs: list[dict]) -> dict:
+    """Min / median stage time and wall, median CPU and RSS, throughput of one stage's ok runs."""
+    ts = [(r["metrics"] or {}).get("t_stage_s") for r in rs]
+    ws = [r["wall_s"] for r in rs]
+    mem = [r["peak_rss_mb"] for r in rs]
+    tmin, tmed = summarize(ts)
+    wmin, wmed = summarize(ws)
+    cmed = statistics.median([r.get("cpu_s") or 0.0 for r in rs])
+    thr, unit = throughput(stage, rs[0]["metrics"], tmed)
+    mt = rs[0]["metrics"] or {}
+    if stage == "track" and mt.get("rewinds") is not None:
+        unit += f"; {mt['rewinds']} rewinds, {mt.get('frames_processed', '?')} frames processed"
+    loads = [r["load_start"] for r in rs if r.get("load_start") is not None]
+    if loads:  # machine load (1-min average) when the stage started
+        unit += f"; load {statistics.median(loads):.1f}"
+    return dict(
+        t_min=tmin,
+        t_med=tmed,
+        w_min=wmin,
+        w_med=wmed,
+        cpu=cmed,
+        rss=statistics.median(mem),
+        thr=thr,
+        unit=unit,
+    )
+
+
+def _stage_ratio(stage: str, ref: dict, ours: dict) -> tuple[str, dict]:
+    """Ratio row of one stage, reference over ours, and its entry for the summary."""
+    sp_min = ref["t_min"] / ours["t_min"] if ours["t_min"] else None
+    sp_med = ref["t_med"] / ours["t_med"] if ours["t_med"] else None
+    mem_r = ours["rss"] / ref["rss"] if ref["rss"] else None
+    cpu_r = ref["cpu"] / ours["cpu"] if ours["cpu"] else None
+    line = (
+        f"| {stage} | **ratio** | | **{fmt(sp_min)}x / {fmt(sp_med)}x faster** | "
+        f"{fmt(ref['w_med'] / ours['w_med'])}x | {fmt(cpu_r)}x less CPU | | **{fmt(mem_r)}x RSS** |"
+    )
+    return line, dict(speedup_min=sp_min, speedup_med=sp_med, rss_ratio=mem_r, cpu_ratio=cpu_r)
+
+
+def _stage_rows(groups: dict, case: str, stage: str) -> tuple[list[str], dict | None]:
+    """Table rows of one case's stage (reference, ours, ours on own input, ratio), and its summary entry."""
+    lines, row_vals = [], {}
+    for impl, variant in (("reference", "iso"), ("ours", "iso"), ("ours", "chain")):
+        rs = [r for r in groups.get((case, stage, impl, variant), []) if r["status"] == "ok"]
+        bad = [r for r in groups.get((case, stage, impl, variant), []) if r["status"] != "ok"]
+        if not rs:
+            if bad:
+                lines.append(f"| {stage} | {impl} ({variant}) | 0 | {bad[-1]['status']} | | | | |")
+            continue
+        v = _run_stats(stage, rs)
+        lines.append(
+            f"| {stage} | {impl}{'' if variant == 'iso' else ' (own input)'} | {len(rs)} | "
+            f"{fmt(v['t_min'])} / {fmt(v['t_med'])} | {fmt(v['w_min'])} / {fmt(v['w_med'])} | {fmt(v['cpu'])} | "
+            f"{fmt(v['thr'])} {v['unit']} | {fmt(v['rss'])} |"
+        )
+        row_vals[(impl, variant)] = v
+    ref, ours = row_vals.get(("reference", "iso")), row_vals.get(("ours", "iso"))
+    if not (ref and ours):
+        return lines, None
+    line, ratio = _stage_ratio(stage, ref, ours)
+    return lines + [line], ratio
+
+
+def _end_to_end_stats(groups: dict, case: str) -> dict:
+    """Per implementation: walls, RSS and CPU of complete three-stage chains (one per repetition)."""
+    e2e = {}
+    for impl, chain in (
+        ("reference", [("track", "iso"), ("spectrogram", "iso"), ("tca", "iso")]),
+        ("ours", [("track", "iso"), ("spectrogram", "chain"), ("tca", "chain")]),
+    ):
+        by_rep = defaultdict(dict)
+        for st, var in chain:
+            for r in groups.get((case, st, impl, var), []):
+                if r["status"] == "ok":
+                    by_rep[r["rep"]][st] = r
+        tot = [
+            (
+                sum(v["wall_s"] for v in d.values()),
+                max(v["peak_rss_mb"] for v in d.values()),
+                sum(v.get("cpu_s") or 0.0 for v in d.values()),
+            )
+            for d in by_rep.values()
+            if len(d) == len(chain)
+        ]
+        if tot:
+            e2e[impl] = dict(
+                w_min=min(t[0] for t in tot),
+                w_med=statistics.median([t[0] for t in tot]),
+                rss=statistics.median([t[1] for t in tot]),
+                cpu=statistics.median([t[2] for t in tot]),
+                n=len(tot),
+            )
+    return e2e
+
+
+def _end_to_end_rows(e2e: dict) -> tuple[list[str], dict | None]:
+    """End-to-end table rows (per implementation, then the ratio), and the ratio's summary entry."""
+    lines = [
+        f"| **end to end** | {impl} | {d['n']} | | {fmt(d['w_min'])} / {fmt(d['w_med'])} | {fmt(d['cpu'])} | | {fmt(d['rss'])} |"
+        for impl, d in e2e.items()
+    ]
+    if len(e2e) != 2:
+        return lines, None
+    r_, o_ = e2e["reference"], e2e["ours"]
+    lines.append(
+        f"| **end to end** | **ratio** | | | **{fmt(r_['w_min'] / o_['w_min'])}x / "
+        f"{fmt(r_['w_med'] / o_['w_med'])}x faster** | {fmt(r_['cpu'] / o_['cpu'])}x less CPU | | **{fmt(o_['rss'] / r_['rss'])}x RSS** |"
+    )
+    return lines, dict(
+        speedup_min=r_["w_min"] / o_["w_min"],
+        speedup_med=r_["w_med"] / o_["w_med"],
+        rss_ratio=o_["rss"] / r_["rss"],
+    )
+
+
+def speed_tables(results: list[dict]) -> tuple[list[str], dict]:
+    groups = _group_runs(results)
     cases = sorted({k[0] for k in groups})
     lines, summary = [], {}
     for case in cases:
@@ -332,96 +454,15 @@ def speed_tables(results: list[dict]) -> tuple[list[str], dict]:
             "|---|---|---|---|---|---|---|---|",
         ]
         for stage in STAGES:
-            row_vals = {}
-            for impl, variant in (("reference", "iso"), ("ours", "iso"), ("ours", "chain")):
-                rs = [r for r in groups.get((case, stage, impl, variant), []) if r["status"] == "ok"]
-                bad = [r for r in groups.get((case, stage, impl, variant), []) if r["status"] != "ok"]
-                if not rs:
-                    if bad:
-                        lines.append(f"| {stage} | {impl} ({variant}) | 0 | {bad[-1]['status']} | | | | |")
-                    continue
-                ts = [(r["metrics"] or {}).get("t_stage_s") for r in rs]
-                ws = [r["wall_s"] for r in rs]
-                mem = [r["peak_rss_mb"] for r in rs]
-                tmin, tmed = summarize(ts)
-                wmin, wmed = summarize(ws)
-                cmed = statistics.median([r.get("cpu_s") or 0.0 for r in rs])
-                thr, unit = throughput(stage, rs[0]["metrics"], tmed)
-                mt = rs[0]["metrics"] or {}
-                if stage == "track" and mt.get("rewinds") is not None:
-                    unit += f"; {mt['rewinds']} rewinds, {mt.get('frames_processed', '?')} frames processed"
-                loads = [r["load_start"] for r in rs if r.get("load_start") is not None]
-                if loads:  # machine load (1-min average) when the stage started
-                    unit += f"; load {statistics.median(loads):.1f}"
-                lines.append(
-                    f"| {stage} | {impl}{'' if variant == 'iso' else ' (own input)'} | {len(rs)} | "
-                    f"{fmt(tmin)} / {fmt(tmed)} | {fmt(wmin)} / {fmt(wmed)} | {fmt(cmed)} | "
-                    f"{fmt(thr)} {unit} | {fmt(statistics.median(mem))} |"
-                )
-                row_vals[(impl, variant)] = dict(
-                    t_min=tmin,
-                    t_med=tmed,
-                    w_min=wmin,
-                    w_med=wmed,
-                    cpu=cmed,
-                    rss=statistics.median(mem),
-                    thr=thr,
-                    unit=unit,
-                )
-            ref, ours = row_vals.get(("reference", "iso")), row_vals.get(("ours", "iso"))
-            if ref and ours:
-                sp_min = ref["t_min"] / ours["t_min"] if ours["t_min"] else None
-                sp_med = ref["t_med"] / ours["t_med"] if ours["t_med"] else None
-                mem_r = ours["rss"] / ref["rss"] if ref["rss"] else None
-                cpu_r = ref["cpu"] / ours["cpu"] if ours["cpu"] else None
-                lines.append(
-                    f"| {stage} | **ratio** | | **{fmt(sp_min)}x / {fmt(sp_med)}x faster** | "
-                    f"{fmt(ref['w_med'] / ours['w_med'])}x | {fmt(cpu_r)}x less CPU | | **{fmt(mem_r)}x RSS** |"
-                )
-                summary[(case, stage)] = dict(speedup_min=sp_min, speedup_med=sp_med, rss_ratio=mem_r, cpu_ratio=cpu_r)
+            rows, ratio = _stage_rows(groups, case, stage)
+            lines += rows
+            if ratio is not None:
+                summary[(case, stage)] = ratio
         # end to end: per repetition, sum of process walls and max RSS over the chain
-        e2e = {}
-        for impl, chain in (
-            ("reference", [("track", "iso"), ("spectrogram", "iso"), ("tca", "iso")]),
-            ("ours", [("track", "iso"), ("spectrogram", "chain"), ("tca", "chain")]),
-        ):
-            by_rep = defaultdict(dict)
-            for st, var in chain:
-                for r in groups.get((case, st, impl, var), []):
-                    if r["status"] == "ok":
-                        by_rep[r["rep"]][st] = r
-            tot = [
-                (
-                    sum(v["wall_s"] for v in d.values()),
-                    max(v["peak_rss_mb"] for v in d.values()),
-                    sum(v.get("cpu_s") or 0.0 for v in d.values()),
-                )
-                for d in by_rep.values()
-                if len(d) == len(chain)
-            ]
-            if tot:
-                e2e[impl] = dict(
-                    w_min=min(t[0] for t in tot),
-                    w_med=statistics.median([t[0] for t in tot]),
-                    rss=statistics.median([t[1] for t in tot]),
-                    cpu=statistics.median([t[2] for t in tot]),
-                    n=len(tot),
-                )
-        for impl, d in e2e.items():
-            lines.append(
-                f"| **end to end** | {impl} | {d['n']} | | {fmt(d['w_min'])} / {fmt(d['w_med'])} | {fmt(d['cpu'])} | | {fmt(d['rss'])} |"
-            )
-        if len(e2e) == 2:
-            r_, o_ = e2e["reference"], e2e["ours"]
-            lines.append(
-                f"| **end to end** | **ratio** | | | **{fmt(r_['w_min'] / o_['w_min'])}x / "
-                f"{fmt(r_['w_med'] / o_['w_med'])}x faster** | {fmt(r_['cpu'] / o_['cpu'])}x less CPU | | **{fmt(o_['rss'] / r_['rss'])}x RSS** |"
-            )
-            summary[(case, "e2e")] = dict(
-                speedup_min=r_["w_min"] / o_["w_min"],
-                speedup_med=r_["w_med"] / o_["w_med"],
-                rss_ratio=o_["rss"] / r_["rss"],
-            )
+        rows, ratio = _end_to_end_rows(_end_to_end_stats(groups, case))
+        lines += rows
+        if ratio is not None:
+            summary[(case, "e2e")] = ratio
         lines.append("")
     return lines, summary
 
@@ -515,99 +556,140 @@ def scaling_section(out: Path, results: list[dict], md_dir: Path) -> list[str]:
     return lines
 
 
-def fidelity_section(out: Path, case_names) -> tuple[list[str], dict]:
+def _synthetic_spec_of(cdir: Path):
+    """The case's planted-rhythm spec (params.json's ``synthetic_spec``), or None for a real video."""
     import synthetic
 
+    params = json.loads((cdir / "params.json").read_text()) if (cdir / "params.json").exists() else {}
+    if "synthetic_spec" not in params:
+        return None
+    return synthetic.SyntheticSpec.from_json(json.dumps(params["synthetic_spec"]))
+
+
+def _tca_fidelity(cdir: Path, ref_spec: Path) -> dict:
+    """FMS of ours vs the reference and of the reference across seeds, and whole-model EVRs."""
+    d = {}
+    rtca, otca, rtca1 = cdir / "reference/tca.h5", cdir / "ours/tca_iso.h5", cdir / "reference/tca_seed1.h5"
+    if not rtca.exists():
+        return d
+    fr_, wr = read_cp(rtca)
+    d["tca_ref_model_evr"] = cp_model_evr(fr_, wr, ref_spec)
+    if rtca1.exists():
+        f1, w1 = read_cp(rtca1)
+        d["tca_fms_ref_seed0_vs_seed1"] = factor_match_score(fr_, f1, wr, w1)[0]
+    if otca.exists():
+        fo, wo = read_cp(otca)
+        fms, per = factor_match_score(fo, fr_, wo, wr)
+        d["tca_fms_ours_vs_ref"] = fms
+        d["tca_fms_ours_vs_ref_per_component_cos"] = per
+        d["tca_ours_model_evr"] = cp_model_evr(fo, wo, ref_spec)
+    return d
+
+
+def _case_fidelity(out: Path, case: str) -> dict:
+    """All fidelity measures of one case whose stage outputs exist (empty if none do)."""
+    cdir = out / case
+    d = {}
+    rt, ot = cdir / "reference/tracking.h5", cdir / "ours/tracking.h5"
+    if rt.exists() and ot.exists():
+        d["tracking_ours_vs_ref"] = tracking_fidelity(read_tracking(ot), read_tracking(rt))
+    spec = _synthetic_spec_of(cdir)
+    if spec is not None:
+        for impl, p in (("reference", rt), ("ours", ot)):
+            if p.exists():
+                d[f"tracking_{impl}_vs_truth"] = tracking_vs_truth(read_tracking(p), spec)
+    rs, os_ = cdir / "reference/spectrograms.h5", cdir / "ours/spectrograms_iso.h5"
+    if rs.exists() and os_.exists():
+        d["spectrogram_ours_vs_ref"] = spectrogram_fidelity(read_spectrograms(os_), read_spectrograms(rs))
+    d.update(_tca_fidelity(cdir, rs))
+    if spec is not None:
+        d["planted"] = planted_recovery(out, case, spec)
+    return d
+
+
+def _tracking_lines(d: dict) -> list[str]:
+    """Report lines on tracking: ours vs the reference, and each against the planted truth."""
+    lines = []
+    t = d.get("tracking_ours_vs_ref")
+    if t:
+        lines.append(
+            f"- tracking, ours vs reference: RMS difference {fmt(t['rms_diff_px'], 3)} px "
+            f"(99th pct {fmt(t['p99_abs_diff_px'], 3)}, max {fmt(t['max_abs_diff_px'], 3)}); "
+            f"median correlation of moving traces {fmt(t['median_r_moving'], 4)} "
+            f"(10th pct {fmt(t['p10_r_moving'], 4)}, {t['n_traces_moving']} traces)"
+        )
+    for impl in ("reference", "ours"):
+        t = d.get(f"tracking_{impl}_vs_truth")
+        if t:
+            regs = "; ".join(
+                f"{k}: r {fmt(v['median_r'], 4)}, gain {fmt(v['median_gain'], 3)}, "
+                f"RMS {fmt(v['rms_err_px'], 3)} px ({v['n_points']} pts)"
+                for k, v in t.items()
+                if isinstance(v, dict)
+            )
+            lines.append(f"- tracking, {impl} vs planted truth: RMS error {fmt(t['rms_err_px'], 3)} px; {regs}")
+    return lines
+
+
+def _spectrogram_and_tca_lines(d: dict) -> list[str]:
+    """Report lines on the spectrograms' relative error and the TCA factor match."""
+    lines = []
+    s = d.get("spectrogram_ours_vs_ref")
+    if s:
+        if "error" in s:
+            lines.append(f"- spectrograms: {s['error']} (ours {s['shape_ours']}, ref {s['shape_ref']})")
+        else:
+            lines.append(
+                f"- spectrograms (same tracked input), ours vs reference: relative error "
+                f"{fmt(s['rel_error'], 4)} (per frequency: median {fmt(s['rel_error_per_freq_median'], 4)}, "
+                f"max {fmt(s['rel_error_per_freq_max'], 4)} at {fmt(s['worst_freq_hz'])} Hz); "
+                f"correlation {fmt(s['corr'], 5)}; centre frequencies differ by at most "
+                f"{s['freq_max_abs_diff_hz']:.2g} Hz"
+            )
+    if "tca_fms_ours_vs_ref" in d or "tca_fms_ref_seed0_vs_seed1" in d:
+        lines.append(
+            f"- TCA (same spectrograms, rank 10, seed 0): FMS ours vs reference "
+            f"{fmt(d.get('tca_fms_ours_vs_ref'), 3)}; reference seed 0 vs seed 1 "
+            f"{fmt(d.get('tca_fms_ref_seed0_vs_seed1'), 3)}; whole-model EVR ours "
+            f"{fmt(d.get('tca_ours_model_evr'), 4)} vs reference {fmt(d.get('tca_ref_model_evr'), 4)}"
+        )
+    return lines
+
+
+def _planted_lines(planted: dict) -> list[str]:
+    """Report lines on each planted rhythm's recovery, per implementation."""
+    lines = []
+    for impl, regs in planted.items():
+        for name, v in regs.items():
+            s_ = (
+                f"- planted {name} ({v['planted_hz']:g} Hz), {impl}: spectral peak {fmt(v['peak_hz'])} Hz "
+                f"(vs static points: {fmt(v['peak_contrast_hz'])} Hz, contrast {fmt(v['contrast_at_planted'], 1)}x)"
+            )
+            if "tca_component" in v:
+                s_ += (
+                    f"; TCA component {v['tca_component']} peaks at {fmt(v['tca_peak_hz'])} Hz with "
+                    f"{fmt(100 * v['tca_region_mass'], 0)} % of its spatial weight in the region "
+                    f"(chance {fmt(100 * v['tca_region_mass_chance'], 0)} %)"
+                )
+                if v.get("tca_envelope_r") is not None:
+                    s_ += f", temporal factor vs planted envelope r = {fmt(v['tca_envelope_r'], 3)}"
+            lines.append(s_)
+    return lines
+
+
+def fidelity_section(out: Path, case_names) -> tuple[list[str], dict]:
     lines, data = [], {}
     for case in case_names:
-        cdir = out / case
-        d = {}
-        rt, ot = cdir / "reference/tracking.h5", cdir / "ours/tracking.h5"
-        if rt.exists() and ot.exists():
-            d["tracking_ours_vs_ref"] = tracking_fidelity(read_tracking(ot), read_tracking(rt))
-        params = json.loads((cdir / "params.json").read_text()) if (cdir / "params.json").exists() else {}
-        spec = None
-        if "synthetic_spec" in params:
-            spec = synthetic.SyntheticSpec.from_json(json.dumps(params["synthetic_spec"]))
-            for impl, p in (("reference", rt), ("ours", ot)):
-                if p.exists():
-                    d[f"tracking_{impl}_vs_truth"] = tracking_vs_truth(read_tracking(p), spec)
-        rs, os_ = cdir / "reference/spectrograms.h5", cdir / "ours/spectrograms_iso.h5"
-        if rs.exists() and os_.exists():
-            d["spectrogram_ours_vs_ref"] = spectrogram_fidelity(read_spectrograms(os_), read_spectrograms(rs))
-        rtca, otca, rtca1 = cdir / "reference/tca.h5", cdir / "ours/tca_iso.h5", cdir / "reference/tca_seed1.h5"
-        if rtca.exists():
-            fr_, wr = read_cp(rtca)
-            d["tca_ref_model_evr"] = cp_model_evr(fr_, wr, rs)
-            if rtca1.exists():
-                f1, w1 = read_cp(rtca1)
-                d["tca_fms_ref_seed0_vs_seed1"] = factor_match_score(fr_, f1, wr, w1)[0]
-            if otca.exists():
-                fo, wo = read_cp(otca)
-                fms, per = factor_match_score(fo, fr_, wo, wr)
-                d["tca_fms_ours_vs_ref"] = fms
-                d["tca_fms_ours_vs_ref_per_component_cos"] = per
-                d["tca_ours_model_evr"] = cp_model_evr(fo, wo, rs)
-        if spec is not None:
-            d["planted"] = planted_recovery(out, case, spec)
+        d = _case_fidelity(out, case)
         data[case] = d
         if not d:
             continue
         lines += [f"### {case}", ""]
-        t = d.get("tracking_ours_vs_ref")
-        if t:
-            lines.append(
-                f"- tracking, ours vs reference: RMS difference {fmt(t['rms_diff_px'], 3)} px "
-                f"(99th pct {fmt(t['p99_abs_diff_px'], 3)}, max {fmt(t['max_abs_diff_px'], 3)}); "
-                f"median correlation of moving traces {fmt(t['median_r_moving'], 4)} "
-                f"(10th pct {fmt(t['p10_r_moving'], 4)}, {t['n_traces_moving']} traces)"
-            )
-        for impl in ("reference", "ours"):
-            t = d.get(f"tracking_{impl}_vs_truth")
-            if t:
-                regs = "; ".join(
-                    f"{k}: r {fmt(v['median_r'], 4)}, gain {fmt(v['median_gain'], 3)}, "
-                    f"RMS {fmt(v['rms_err_px'], 3)} px ({v['n_points']} pts)"
-                    for k, v in t.items()
-                    if isinstance(v, dict)
-                )
-                lines.append(f"- tracking, {impl} vs planted truth: RMS error {fmt(t['rms_err_px'], 3)} px; {regs}")
-        s = d.get("spectrogram_ours_vs_ref")
-        if s:
-            if "error" in s:
-                lines.append(f"- spectrograms: {s['error']} (ours {s['shape_ours']}, ref {s['shape_ref']})")
-            else:
-                lines.append(
-                    f"- spectrograms (same tracked input), ours vs reference: relative error "
-                    f"{fmt(s['rel_error'], 4)} (per frequency: median {fmt(s['rel_error_per_freq_median'], 4)}, "
-                    f"max {fmt(s['rel_error_per_freq_max'], 4)} at {fmt(s['worst_freq_hz'])} Hz); "
-                    f"correlation {fmt(s['corr'], 5)}; centre frequencies differ by at most "
-                    f"{s['freq_max_abs_diff_hz']:.2g} Hz"
-                )
-        if "tca_fms_ours_vs_ref" in d or "tca_fms_ref_seed0_vs_seed1" in d:
-            lines.append(
-                f"- TCA (same spectrograms, rank 10, seed 0): FMS ours vs reference "
-                f"{fmt(d.get('tca_fms_ours_vs_ref'), 3)}; reference seed 0 vs seed 1 "
-                f"{fmt(d.get('tca_fms_ref_seed0_vs_seed1'), 3)}; whole-model EVR ours "
-                f"{fmt(d.get('tca_ours_model_evr'), 4)} vs reference {fmt(d.get('tca_ref_model_evr'), 4)}"
-            )
+        lines += _tracking_lines(d)
+        lines += _spectrogram_and_tca_lines(d)
         pl = d.get("planted")
         if pl:
-            for impl, regs in pl.items():
-                for name, v in regs.items():
-                    s_ = (
-                        f"- planted {name} ({v['planted_hz']:g} Hz), {impl}: spectral peak {fmt(v['peak_hz'])} Hz "
-                        f"(vs static points: {fmt(v['peak_contrast_hz'])} Hz, contrast {fmt(v['contrast_at_planted'], 1)}x)"
-                    )
-                    if "tca_component" in v:
-                        s_ += (
-                            f"; TCA component {v['tca_component']} peaks at {fmt(v['tca_peak_hz'])} Hz with "
-                            f"{fmt(100 * v['tca_region_mass'], 0)} % of its spatial weight in the region "
-                            f"(chance {fmt(100 * v['tca_region_mass_chance'], 0)} %)"
-                        )
-                        if v.get("tca_envelope_r") is not None:
-                            s_ += f", temporal factor vs planted envelope r = {fmt(v['tca_envelope_r'], 3)}"
-                    lines.append(s_)
+            lines += _planted_lines(pl)
         lines.append("")
     return lines, data
 
