@@ -137,7 +137,13 @@ def run_stage(out: Path, case, impl: str, stage: str, variant: str, rep: int, **
 
 
 def prepare_case(
-    out: Path, kind: str, duration: float = 60.0, name: str | None = None, video: Path | None = None, threads: int = 0
+    out: Path,
+    kind: str,
+    duration: float = 60.0,
+    name: str | None = None,
+    video: Path | None = None,
+    threads: int = 0,
+    n_videos: int | None = None,
 ):
     """Build a case's inputs in a child process (keeps this driver's RSS small: Linux
     counts the parent's RSS at fork into a child's ru_maxrss)."""
@@ -156,6 +162,8 @@ def prepare_case(
         cmd += ["--name", name]
     if video is not None:
         cmd += ["--video", str(video)]
+    if n_videos is not None:
+        cmd += ["--n-videos", str(n_videos)]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(f"preparing {kind} case failed:\n{p.stderr[-3000:]}")
@@ -233,8 +241,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--smoke", action="store_true", help="8 s synthetic + the short real clip, 1 rep, no scaling")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument(
-        "--cases", default="synthetic,real", help="comma list: synthetic, real, face (2 x 1000 frames at 784x582)"
+        "--cases",
+        default="synthetic,real",
+        help="comma list: synthetic, real, face (2 x 1000 frames at 784x582), trials (--trial-videos x 1000 at 640x480)",
     )
+    ap.add_argument("--trial-videos", type=int, default=40, help="videos of the trials case (issue 19 (a))")
     ap.add_argument("--duration", type=float, default=None, help="synthetic length in s (default 60; smoke 8)")
     ap.add_argument(
         "--scaling", default=None, help="synthetic lengths (s) for ours' scaling run, e.g. 15,60,240; '' = none"
@@ -249,8 +260,11 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _prepare_cases(out: Path, want: set[str], duration: float, smoke: bool, threads: int) -> list:
-    """Build the wanted cases' inputs: synthetic, the real videos (smoke: one short clip), face-sized."""
+def _prepare_cases(
+    out: Path, want: set[str], duration: float, smoke: bool, threads: int, trial_videos: int = 40
+) -> list:
+    """Build the wanted cases' inputs: synthetic, the real videos (smoke: one short clip), face-sized,
+    trial-structured (``trial_videos`` short videos)."""
     cases = []
     if "synthetic" in want:
         log(f"preparing synthetic case ({duration:g} s)")
@@ -264,6 +278,9 @@ def _prepare_cases(out: Path, want: set[str], duration: float, smoke: bool, thre
     if "face" in want:
         log("preparing the face-sized case (2 x 1000 frames, 784x582, 120 fps)")
         cases.append(prepare_case(out, "face", threads=threads))
+    if "trials" in want:
+        log(f"preparing the trial case ({trial_videos} x 1000 frames, 640x480, 120 fps)")
+        cases.append(prepare_case(out, "trials", threads=threads, n_videos=trial_videos))
     return cases
 
 
@@ -320,12 +337,12 @@ def main(argv=None):
         stages=stages,
         machine=machine_info(),
     )
-    want = set(a.cases.split(",")) & {"synthetic", "real", "face"}
+    want = set(a.cases.split(",")) & {"synthetic", "real", "face", "trials"}
     # a scaling-only run adds to an existing report: keep the main run's run_info.json
     info_name = "run_info.json" if want else "run_info_scaling.json"
     (out / info_name).write_text(json.dumps(run_info, indent=2))
 
-    cases = _prepare_cases(out, want, duration, a.smoke, a.threads)
+    cases = _prepare_cases(out, want, duration, a.smoke, a.threads, a.trial_videos)
     for c in cases:
         run_limits(out, c)
     _run_repetitions(out, cases, reps, impls, stages)

@@ -174,7 +174,7 @@ def synthetic_case(
 FACE_SIZE = (582, 784)  # (H, W) of face-rhythm's demo videos
 
 
-def face_spec(seed: int, n_frames: int = 1000, fps: float = 120.0):
+def face_spec(seed: int, n_frames: int = 1000, fps: float = 120.0, size: tuple[int, int] = FACE_SIZE):
     """The synthetic face at face-rhythm's demo size: 784x582, 120 fps, 1000 frames.
 
     The 640x480 face, its regions and texture scaled by 784 / 640 = 1.225, so the mask
@@ -186,7 +186,7 @@ def face_spec(seed: int, n_frames: int = 1000, fps: float = 120.0):
 
     import synthetic
 
-    H, W = FACE_SIZE
+    H, W = size
     g = W / 640.0
     base = synthetic.SyntheticSpec()
     regions = tuple(
@@ -205,18 +205,27 @@ def face_spec(seed: int, n_frames: int = 1000, fps: float = 120.0):
     )
 
 
-def face_case(out_dir: Path, n_videos: int = 2, n_frames: int = 1000, spacing: int = 20, threads: int = 0) -> Case:
+def face_case(
+    out_dir: Path,
+    n_videos: int = 2,
+    n_frames: int = 1000,
+    spacing: int = 20,
+    threads: int = 0,
+    size: tuple[int, int] = FACE_SIZE,
+    prefix: str = "face",
+) -> Case:
     """Issue 19's case (b): a face-sized session, ``n_videos`` x 1000 frames at 784x582,
-    120 fps, 353 points (spacing 20 px), tracked per video (not contiguous)."""
+    120 fps, 353 points (spacing 20 px), tracked per video (not contiguous). With
+    ``size=(480, 640)`` and many videos, case (a): a trial-structured session."""
     import synthetic
 
-    specs = [face_spec(seed, n_frames) for seed in range(n_videos)]
-    name = f"face{n_videos}_784x582"
+    specs = [face_spec(seed, n_frames, size=size) for seed in range(n_videos)]
+    name = f"{prefix}{n_videos}_{size[1]}x{size[0]}"
     cdir = out_dir / name
     cdir.mkdir(parents=True, exist_ok=True)
     videos = []
     for spec in specs:
-        video = out_dir / "videos" / f"face784_seed{spec.seed}_{n_frames}.mp4"
+        video = out_dir / "videos" / f"face{size[1]}_seed{spec.seed}_{n_frames}.mp4"
         sidecar = video.with_suffix(".json")
         if not (video.exists() and sidecar.exists() and sidecar.read_text() == spec.to_json()):
             synthetic.write_video(spec, video)
@@ -286,7 +295,8 @@ if __name__ == "__main__":
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(REPO))
     ap = argparse.ArgumentParser()
-    ap.add_argument("kind", choices=["synthetic", "real", "face"])
+    ap.add_argument("kind", choices=["synthetic", "real", "face", "trials"])
+    ap.add_argument("--n-videos", type=int, default=40, help="trials: number of trial videos (1000 frames each)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--duration", type=float, default=60.0)
     ap.add_argument("--name", default=None)
@@ -298,6 +308,8 @@ if __name__ == "__main__":
         c = synthetic_case(out, duration_s=a.duration, name=a.name, threads=a.threads)
     elif a.kind == "face":
         c = face_case(out, threads=a.threads)
+    elif a.kind == "trials":
+        c = face_case(out, n_videos=a.n_videos, threads=a.threads, size=(480, 640), prefix="trials")
     else:
         c = real_case(out, Path(a.video), threads=a.threads)
     write_params(c, out)
