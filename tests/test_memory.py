@@ -32,7 +32,8 @@ _spec.loader.exec_module(peak_rss)
 
 #: stated peak of the whole process tree (Snakemake + running jobs) for this run, MB.
 #: Measured 1022 and 1024 MB (2 x track_points at 444 MB + Snakemake at 134 MB) on a 2-core
-#: machine, 2026-11-23; ~1.5x headroom. See docs/reliability.md.
+#: machine, 2026-11-23; ~1.5x headroom; 1057 MB on 2026-12-01 with tracking's PyAV reader
+#: (CI measured 1516 MB before it, when tracking imported torchcodec). See docs/reliability.md.
 PEAK_BUDGET_MB = 1500
 
 N_SESSIONS = 20
