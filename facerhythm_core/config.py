@@ -553,4 +553,4 @@ def _decodable_frames(video: str | Path, cache_dir: str | Path | None) -> int:
     from .timing import read_container_timestamps
 
     cache = Path(cache_dir) / "frame_counts.json" if cache_dir else None
-    return int(cached_per_file(video, cache, lambda: len(read_container_timestamps(video).times)))
+    return int(cached_per_file([video], cache, lambda v: len(read_container_timestamps(v).times))[0])

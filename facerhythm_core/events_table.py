@@ -229,11 +229,11 @@ def session_extent(
     if not all(Path(v).is_file() for v in videos) or not all(f is None or Path(f).is_file() for f in files):
         return None
     cache = Path(cache_dir) / "video_extents.json" if cache_dir else None
-    timings, sources = [], []
-    for v, f in zip(videos, files):
-        start, end, med = cached_per_file(f if f is not None else v, cache, lambda v=v, f=f: _extent(v, f))
-        timings.append(SimpleNamespace(start=start, end=end, median_interval=med))
-        sources.append("file" if f is not None else "packets")
+    srcs = [f if f is not None else v for v, f in zip(videos, files)]
+    pair_of = dict(zip(srcs, zip(videos, files)))  # the file a time comes from -> (video, timestamp file)
+    extents = cached_per_file(srcs, cache, lambda src: _extent(*pair_of[src]))
+    timings = [SimpleNamespace(start=a, end=b, median_interval=m) for a, b, m in extents]
+    sources = ["file" if f is not None else "packets" for f in files]
     offsets = session_offsets(timings, sources)
     starts = [t.start + o for t, o in zip(timings, offsets)]
     ends = [t.end + o for t, o in zip(timings, offsets)]

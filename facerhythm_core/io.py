@@ -162,20 +162,20 @@ def read_provenance(h5) -> dict:
     return out
 
 
-def cached_per_file(path: str | os.PathLike, cache: str | os.PathLike | None, compute) -> Any:
-    """``compute()`` for ``path``, remembered in the JSON file ``cache`` by size and mtime.
+def cached_per_file(paths: Iterable[str | os.PathLike], cache: str | os.PathLike | None, compute) -> list:
+    """``[compute(p) for p in paths]``, remembered in the JSON file ``cache`` by size and mtime.
 
     Used where the workflow's planning code (run at every ``snakemake`` start, dry runs
     included) needs a number read from a large file: the first run pays for it, later runs
-    read it back while the file is unchanged. ``compute`` must return JSON-serialisable
-    data. An unreadable cache is ignored and rewritten; writes are atomic (a temporary name
-    renamed), so concurrent Snakemake starts never see a half-written cache. ``cache=None``
-    computes every time.
+    read it back while the file is unchanged. The cache is read once and written at most
+    once per call, so pass all of a session's files together. ``compute`` must return
+    JSON-serialisable data. An unreadable cache is ignored and rewritten; writes are
+    atomic (a temporary name renamed), so concurrent Snakemake starts never see a
+    half-written cache. ``cache=None`` computes every time.
     """
-    st = os.stat(path)
-    key = f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    paths = list(paths)
     if cache is None:
-        return compute()
+        return [compute(p) for p in paths]
     cache = Path(cache)
     known: dict = {}
     if cache.exists():
@@ -183,10 +183,16 @@ def cached_per_file(path: str | os.PathLike, cache: str | os.PathLike | None, co
             known = json.loads(cache.read_text())
         except ValueError:
             known = {}
-    if key not in known:
-        known[key] = compute()
+    out, changed = [], False
+    for p in paths:
+        st = os.stat(p)
+        key = f"{Path(p).resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        if key not in known:
+            known[key], changed = compute(p), True
+        out.append(known[key])
+    if changed:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
         tmp.write_text(json.dumps(known))
         os.replace(tmp, cache)
-    return known[key]
+    return out

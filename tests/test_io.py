@@ -65,17 +65,17 @@ def test_cached_per_file_computes_once_per_file_version(tmp_path):
     src.write_bytes(b"x" * 10)
     calls = []
 
-    def count():
+    def count(path):
         calls.append(1)
-        return src.stat().st_size
+        return path.stat().st_size
 
-    assert cached_per_file(src, cache, count) == 10
-    assert cached_per_file(src, cache, count) == 10
+    assert cached_per_file([src], cache, count) == [10]
+    assert cached_per_file([src], cache, count) == [10]
     assert len(calls) == 1, "an unchanged file is read back from the cache"
     src.write_bytes(b"x" * 25)  # a new size is a new key
-    assert cached_per_file(src, cache, count) == 25 and len(calls) == 2
+    assert cached_per_file([src], cache, count) == [25] and len(calls) == 2
     cache.write_text("{not json")  # a damaged cache is recomputed and rewritten, not an error
-    assert cached_per_file(src, cache, count) == 25 and len(calls) == 3
+    assert cached_per_file([src], cache, count) == [25] and len(calls) == 3
     assert json.loads(cache.read_text())  # rewritten whole
     assert not list(cache.parent.glob(".*")), "no temporary left behind"
-    assert cached_per_file(src, None, count) == 25 and len(calls) == 4
+    assert cached_per_file([src], None, count) == [25] and len(calls) == 4
