@@ -74,6 +74,8 @@ def _av_chunks(path: str, start: int, stop: int, chunk_size: int) -> Iterator[tu
             for frame in container.decode(stream):
                 if i >= min(stop, len(pts)) or frame.pts != pts[i] or frame.format.name not in PYAV_FORMATS:
                     return
+                if frame.rotation:  # torchcodec applies a display rotation; PyAV does not
+                    return
                 if i >= start:
                     if buf is None:
                         buf = np.empty((chunk_size, frame.height, frame.width, 3), np.uint8)

@@ -90,6 +90,16 @@ class SessionVideos:
         }
 
 
+def _check_file(path: str) -> None:
+    p = Path(path)
+    if not p.exists():
+        raise VideoError(f"video not found: {path}. Check the `videos` column of the sessions table.")
+    if p.is_dir():
+        raise VideoError(f"video path is a folder, not a file: {path}")
+    if p.stat().st_size == 0:
+        raise VideoError(f"video file is empty (0 bytes): {path}")
+
+
 def _open_decoder(path: str, device: str = "cpu", threads: int = 0):
     try:
         from torchcodec.decoders import VideoDecoder
@@ -99,30 +109,39 @@ def _open_decoder(path: str, device: str = "cpu", threads: int = 0):
             "shared libraries (Debian/Ubuntu: `apt-get install ffmpeg`; conda: "
             "`conda install -c conda-forge ffmpeg`)."
         ) from exc
-    p = Path(path)
-    if not p.exists():
-        raise VideoError(f"video not found: {path}. Check the `videos` column of the sessions table.")
-    if p.is_dir():
-        raise VideoError(f"video path is a folder, not a file: {path}")
-    if p.stat().st_size == 0:
-        raise VideoError(f"video file is empty (0 bytes): {path}")
+    _check_file(path)
     try:
         return VideoDecoder(
-            str(p), seek_mode="exact", dimension_order="NHWC", num_ffmpeg_threads=int(threads), device=device
+            str(path), seek_mode="exact", dimension_order="NHWC", num_ffmpeg_threads=int(threads), device=device
         )
     except Exception as exc:  # torchcodec raises RuntimeError/ValueError on bad files
         raise VideoError(f"cannot decode video {path}: {exc}. Is it a complete, valid video file?") from exc
 
 
-def probe_video(path: str | Path) -> VideoInfo:
+def probe_video(path: str | Path, engine: str = "auto") -> VideoInfo:
     """Read the metadata of one video and check that its first frame decodes.
+
+    ``engine="auto"`` reads it with PyAV where that gives torchcodec's numbers
+    (:mod:`facerhythm_core.video_probe`; no torchcodec import), else with torchcodec;
+    ``"torchcodec"`` always asks torchcodec.
 
     Raises
     ------
     VideoError
         The file is missing, empty, unreadable, or has no frames.
     """
+    from .video_probe import probe_metadata
+
     path = str(path)
+    _check_file(path)
+    try:
+        md = probe_metadata(path) if engine == "auto" else None
+    except Exception:  # noqa: BLE001 - torchcodec below names what is wrong with the file
+        md = None
+    return VideoInfo(path=path, **md) if md is not None else _probe_torchcodec(path)
+
+
+def _probe_torchcodec(path: str) -> VideoInfo:
     dec = _open_decoder(path)
     md = dec.metadata
     n = len(dec)
@@ -146,88 +165,6 @@ def probe_video(path: str | Path) -> VideoInfo:
         codec=str(md.codec),
         pixel_format=getattr(md, "pixel_format", None),
     )
-
-
-def probe_video_timing(
-    path: str | Path,
-    timestamps_file: str | Path | None = None,
-    policy: str = "resample",
-    allow_truncated: bool = False,
-    log: logging.Logger | None = None,
-) -> tuple[VideoInfo, np.ndarray]:
-    """:func:`probe_video` plus the video's clock: frame times and the integrity policy.
-
-    Parameters
-    ----------
-    path : path
-    timestamps_file : path, optional
-        The user's per-frame times (seconds), replacing the container's; must hold
-        exactly one time per decodable frame.
-    policy : {"resample", "strict", "ignore"}
-        ``video.timing``; see :func:`facerhythm_core.timing_check.check_timing`.
-    allow_truncated : bool
-        ``video.allow_truncated``: accept a cut-short copy with a warning.
-
-    Returns
-    -------
-    (VideoInfo, times)
-        ``times`` float64 (num_frames,), seconds on the video's own clock.
-
-    Raises
-    ------
-    VideoError, ConfigError
-        Cut short, irregular under ``strict``, or a timestamps file of the wrong
-        length; messages name the file and both numbers.
-    """
-    from .errors import ConfigError
-    from .timing import load_timestamp_file, read_container_timestamps
-    from .timing_check import analyze_timestamps, check_timing
-
-    log = log or logger
-    info = probe_video(path)
-    ct = read_container_timestamps(info.path, fallback_rate=info.fps)
-    n_dec = min(info.num_frames, len(ct.times))
-    times = ct.times
-    if ct.source == "none":
-        log.warning("%s stores no frame timestamps; assuming a constant %.6g Hz clock", info.path, info.fps)
-    if len(ct.times) > info.num_frames:
-        # the packets and the decoder's own index disagree: trust the decoder's count
-        log.warning(
-            "%s: %d packets with timestamps but %d frames in the decoder's index; assuming a constant %.6g Hz clock",
-            info.path,
-            len(ct.times),
-            info.num_frames,
-            info.fps,
-        )
-        times, n_dec = np.arange(info.num_frames) / info.fps, info.num_frames
-    source = ct.source
-    if timestamps_file is not None:
-        user = load_timestamp_file(timestamps_file)
-        if len(user) != n_dec:
-            raise ConfigError(
-                f"timestamps {timestamps_file} has {len(user)} times but video {info.path} has "
-                f"{n_dec} decodable frames; give exactly one time (s) per frame"
-            )
-        times, source = user, "file"
-    tm = analyze_timestamps(times[:n_dec], source, ct.n_frames_header, ct.duration_header, ct.header_rate)
-    clock = check_timing(tm, info.path, policy, allow_truncated, log)
-    if clock == "resample":
-        fps = tm.nominal_rate
-    elif source == "file" and n_dec > 1:
-        fps = (n_dec - 1) / float(times[n_dec - 1] - times[0])  # the measured mean rate
-    else:
-        fps = info.fps
-    info = VideoInfo(
-        **{
-            **asdict(info),
-            "num_frames": int(n_dec),
-            "fps": float(fps),
-            "timing": tm.to_dict(),
-            "clock": clock,
-            "timestamps_file": None if timestamps_file is None else str(timestamps_file),
-        }
-    )
-    return info, np.asarray(times[:n_dec], dtype=np.float64)
 
 
 def probe_session(
@@ -271,6 +208,7 @@ def probe_session(
         With ``frame_rate`` = override, else clamp, else the median of the videos' rates.
     """
     from .timing import gaps_between_videos, session_offsets
+    from .video_probe import probe_video_timing
 
     log = log or logger
     if len(paths) == 0:
