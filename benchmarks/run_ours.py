@@ -111,6 +111,30 @@ def prepare(stage: str, a, params: dict, work: Path):
     return lambda: stages.tca(a.spectrograms, a.out, session=session, params=cfg["tca"])
 
 
+#: libraries each stage's workflow script ends up importing; loaded before the clock
+#: starts, as run_reference.py does. Tracking never loads torch (its script limits
+#: threads with ``torch=False``), so neither does its process here.
+STAGE_IMPORTS = {
+    "track": ("h5py", "numpy", "cv2", "av", "facerhythm_core.tracking_session"),
+    "spectrogram": ("h5py", "numpy", "torch", "facerhythm_core.spectrogram"),
+    "tca": ("h5py", "numpy", "torch", "facerhythm_core.tca"),
+}
+
+
+def preload_like_the_script(stage: str, threads: int) -> None:
+    """Import what the stage's workflow script imports, and limit threads as it does
+    (``threads`` 0: the libraries' defaults, as a rule given all cores)."""
+    import importlib
+
+    from facerhythm_core import stages  # noqa: F401 - every script's one import
+    from facerhythm_core.runtime import limit_threads
+
+    for name in STAGE_IMPORTS[stage]:
+        importlib.import_module(name)
+    if threads:
+        limit_threads(threads, torch=stage != "track")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Run one facerhythm stage (ours) through the stage API.")
     ap.add_argument("stage", choices=STAGES)
@@ -127,12 +151,7 @@ def main(argv=None):
         params["tca"]["random_state"] = a.seed
 
     sys.path.insert(0, str(REPO))
-    # import the heavy libraries before the clock starts, as run_reference.py does
-    import h5py  # noqa: F401
-    import numpy  # noqa: F401
-    import torch  # noqa: F401
-    import cv2  # noqa: F401
-    import facerhythm_core  # noqa: F401
+    preload_like_the_script(a.stage, int(params.get("threads") or 0))
 
     work = Path(a.out).parent / f"work_{Path(a.out).stem}"
     work.mkdir(parents=True, exist_ok=True)
