@@ -91,6 +91,41 @@ def test_build_mesh_self_first_and_deterministic_ties():
         assert nbp[inv[i], 0] == inv[i]
 
 
+def _kdtree_mesh_sets(p, k):
+    """The neighbour sets as build_mesh made them with scipy's KD-tree (before it went)."""
+    from scipy.spatial import cKDTree
+
+    p = np.asarray(p, dtype=np.float64)
+    k = int(min(max(1, k), len(p)))
+    tree = cKDTree(p)
+    dk = tree.query(p, k=k)[0].reshape(len(p), k)[:, -1]
+    out = np.empty((len(p), k), np.int64)
+    for i, c in enumerate(tree.query_ball_point(p, r=dk * (1 + 1e-9) + 1e-9)):
+        c = np.asarray(c, dtype=np.int64)
+        d = np.round(np.hypot(*(p[c] - p[i]).T), 6)
+        out[i] = c[np.lexsort((c, c != i, d))[:k]]
+    return out
+
+
+@pytest.mark.parametrize("block", [None, 50])
+def test_build_mesh_equals_the_kdtree_sets(monkeypatch, block):
+    import facerhythm_core.mesh as mesh
+
+    if block is not None:  # many small blocks of the distance matrix
+        monkeypatch.setattr(mesh, "_DISTANCE_BLOCK", block)
+    rng = np.random.default_rng(7)
+    clouds = [
+        grid_points(0, 300, 0, 200, 10),  # a grid: ties everywhere
+        grid_points(0, 300, 0, 200, 10) * 1.225,  # scaled, as on a face-sized frame
+        rng.uniform(0, 640, (400, 2)),
+        np.round(rng.uniform(0, 50, (300, 2))),  # integer positions with duplicates of distance
+        np.array([[3.0, 4.0]]),
+    ]
+    for pts in clouds:
+        for k in (1, 4, 8, 13):
+            np.testing.assert_array_equal(mesh.build_mesh(pts, k)[0], _kdtree_mesh_sets(pts, k))
+
+
 def test_mesh_and_relaxation_steps_by_hand():
     home = np.array([[0, 0], [2, 0], [5, 0]], np.float32)
     nb, d0 = build_mesh(home, 2)
