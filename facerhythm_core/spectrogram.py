@@ -380,7 +380,7 @@ def compute_session_spectrograms(
             len(keys),
         )
         # check every video before any work, so a short last video fails fast
-        clocks = {}
+        clocks, plans = {}, {}  # plans by length: trials of equal length share one
         for key in keys:
             shape = tr["points_tracked"][key].shape
             if len(shape) != 3 or shape[1:] != (n_pts, 2):
@@ -389,7 +389,9 @@ def compute_session_spectrograms(
                 )
             clocks[key] = stream_clock(tr, key, shape[0], fs, session, log)
             where = f" ({paths[int(key)]})" if key.isdigit() and int(key) < len(paths) else ""
-            _plan(bank, clocks[key].n_samples, p, "cpu", f"session {session}, video {key}{where}")
+            T = clocks[key].n_samples
+            if T not in plans:
+                plans[T] = _plan(bank, T, p, device, f"session {session}, video {key}{where}")
         summary = {"fs": fs, "f_max": f_max_used, "win_size": bank.win_size, "videos": {}}
         out_dtype = np.float32 if p.take_abs else np.complex64
         with h5py.File(output_path, "w") as out:
@@ -408,9 +410,7 @@ def compute_session_spectrograms(
                 clock = clocks[key]
                 dset_in = clock.source(tr["points_tracked"][key])
                 T = clock.n_samples
-                where = f" ({paths[int(key)]})" if key.isdigit() and int(key) < len(paths) else ""
-                label = f"session {session}, video {key}{where}"
-                plan = _plan(bank, T, p, device, label)
+                plan = plans[T]
                 log.info("session %s video %s: VQT engine %s", session, key, plan.engine)
                 n_out = plan.n_out
                 x_axis = time_axis(T, bank.win_size, p.downsample_factor, p.padding)

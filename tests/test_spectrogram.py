@@ -237,3 +237,29 @@ def test_chunks_of_points_shrink_for_long_videos():
         k = _chunk_points(256, frames, 36, n_out, 4)
         assert 1 <= k < 256
         assert k == 1 or k * (2 * frames * 2 * 4 + 2 * 36 * n_out * 4) <= CHUNK_BUDGET
+
+
+def test_videos_of_one_length_share_one_plan(tmp_path, monkeypatch):
+    """Trial videos of equal length reuse one VQT plan (filter spectra are made once per
+    length, not once per video), and each video still gets its own, correct spectrogram."""
+    import facerhythm_core.spectrogram as spectrogram_module
+
+    lengths = []
+    real_plan_vqt = spectrogram_module.plan_vqt
+
+    def counting_plan_vqt(bank, n_samples, **kw):
+        lengths.append(n_samples)
+        return real_plan_vqt(bank, n_samples, **kw)
+
+    monkeypatch.setattr(spectrogram_module, "plan_vqt", counting_plan_vqt)
+    (a, home), (b, _), (c, _) = _tracks(500, 4, seed=1), _tracks(420, 4, seed=2), _tracks(500, 4, seed=3)
+    videos = [a, b - _tracks(420, 4, seed=2)[1] + home, c - _tracks(500, 4, seed=3)[1] + home]
+    trk = tmp_path / "tracking.h5"
+    _write_tracking(trk, videos, home)
+    compute_session_spectrograms(trk, tmp_path / "spec.h5", PARAMS)
+    assert sorted(lengths) == [420, 500]
+    res = read_spectrograms(tmp_path / "spec.h5")
+    p = SpectrogramParams.from_mapping(PARAMS)
+    for key, pts in zip("012", videos):
+        spec, _, _ = spectrogram_from_tracks(pts, home, p.filter_bank(FS), p)
+        np.testing.assert_allclose(res["spectrograms"][key], spec, rtol=2e-5, atol=1e-7 * np.abs(spec).max())
