@@ -53,6 +53,18 @@ def record(out: Path, rec: dict) -> None:
         f.write(json.dumps(rec) + "\n")
 
 
+def ours_config(case_dir: Path) -> Path:
+    """The case's validated config for our stages, written once (Snakemake validates a
+    run's config once, at DAG build, and hands each job its sections)."""
+    from run_ours import write_config
+
+    path = case_dir / "config_ours.json"
+    params = case_dir / "params.json"
+    if not path.exists() or path.stat().st_mtime < params.stat().st_mtime:
+        write_config(params, path)
+    return path
+
+
 def stage_cmd(impl: str, stage: str, case_dir: Path, variant: str, seed_override=None):
     """Command line, metrics path and output path of one stage run.
 
@@ -62,7 +74,7 @@ def stage_cmd(impl: str, stage: str, case_dir: Path, variant: str, seed_override
     py, script = (REF_PY, HERE / "run_reference.py") if impl == "reference" else (OURS_PY, HERE / "run_ours.py")
     idir = case_dir / impl
     idir.mkdir(exist_ok=True)
-    base = {"track": "tracking", "spectrogram": "spectrograms", "tca": "tca"}[stage]
+    base = {"track": "tracking", "spectrogram": "spectrograms", "tca": "tca", "all": "all"}[stage]
     if stage == "track" or (impl == "reference" and variant == "iso"):
         name = base
     else:
@@ -80,8 +92,10 @@ def stage_cmd(impl: str, stage: str, case_dir: Path, variant: str, seed_override
         "--metrics",
         str(metrics),
     ]
+    if impl == "ours":
+        cmd += ["--config", str(ours_config(case_dir))]
     chain = impl == "ours" and variant == "chain"
-    if stage == "track":
+    if stage in ("track", "all"):
         cmd += ["--inputs", str(case_dir / "inputs.h5")]
     elif stage == "spectrogram":
         src = case_dir / ("ours/tracking.h5" if chain else "reference/tracking.h5")
@@ -252,6 +266,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--impls", default="reference,ours")
     ap.add_argument("--stages", default="track,spectrogram,tca")
+    ap.add_argument(
+        "--ref-one-process",
+        action="store_true",
+        help="also run the reference's three stages in one process per repetition (its pipeline's "
+        "own end to end: one interpreter, one import, one seeding)",
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch threads in each stage (0 = library default)")
     ap.add_argument("--no-setup", action="store_true", help="do not (re)build benchmarks/.venv-ref")
     ap.add_argument("--no-report", action="store_true")
@@ -284,7 +304,9 @@ def _prepare_cases(
     return cases
 
 
-def _run_repetitions(out: Path, cases: list, reps: int, impls: list[str], stages: list[str]) -> None:
+def _run_repetitions(
+    out: Path, cases: list, reps: int, impls: list[str], stages: list[str], one_process: bool = False
+) -> None:
     """Every stage of every case, per repetition: each implementation in turn, then ours on its own input."""
     for rep in range(reps):
         log(f"repetition {rep + 1}/{reps}")
@@ -295,6 +317,9 @@ def _run_repetitions(out: Path, cases: list, reps: int, impls: list[str], stages
                 if "ours" in impls and stage in ("spectrogram", "tca"):
                     # ours on its own upstream output, for end to end
                     run_stage(out, c, "ours", stage, "chain", rep)
+            if one_process and "reference" in impls:
+                # the reference's three stages in one process, as its pipeline runs them
+                run_stage(out, c, "reference", "all", "one_process", rep)
             if rep == 0 and "reference" in impls and "tca" in stages:
                 # seed-to-seed spread of the reference's own TCA: the yardstick for factor match
                 run_stage(out, c, "reference", "tca", "seed1", rep, seed_override=1)
@@ -345,7 +370,7 @@ def main(argv=None):
     cases = _prepare_cases(out, want, duration, a.smoke, a.threads, a.trial_videos)
     for c in cases:
         run_limits(out, c)
-    _run_repetitions(out, cases, reps, impls, stages)
+    _run_repetitions(out, cases, reps, impls, stages, one_process=a.ref_one_process)
     if scaling:
         _run_scaling(out, scaling, stages, a.threads)
 

@@ -459,12 +459,33 @@ def speed_tables(results: list[dict]) -> tuple[list[str], dict]:
             if ratio is not None:
                 summary[(case, stage)] = ratio
         # end to end: per repetition, sum of process walls and max RSS over the chain
-        rows, ratio = _end_to_end_rows(_end_to_end_stats(groups, case))
+        e2e = _end_to_end_stats(groups, case)
+        rows, ratio = _end_to_end_rows(e2e)
         lines += rows
         if ratio is not None:
             summary[(case, "e2e")] = ratio
+        lines += _one_process_rows(groups.get((case, "all", "reference", "one_process"), []), e2e.get("ours"))
         lines.append("")
     return lines, summary
+
+
+def _one_process_rows(runs: list[dict], ours: dict | None) -> list[str]:
+    """Rows for the reference run as its pipeline runs a session: all three stages in one
+    process (``bench.py --ref-one-process``), against the sum of our stage processes."""
+    ws = [r["wall_s"] for r in runs if r["status"] == "ok"]
+    if not ws:
+        return []
+    w_min, w_med = min(ws), statistics.median(ws)
+    cpu = statistics.median([r["cpu_s"] for r in runs if r["status"] == "ok"])
+    lines = [
+        f"| **end to end** | reference, one process | {len(ws)} | | {fmt(w_min)} / {fmt(w_med)} | {fmt(cpu)} | | |"
+    ]
+    if ours:
+        lines.append(
+            f"| **end to end** | **ratio, reference in one process** | | | **{fmt(w_min / ours['w_min'])}x / "
+            f"{fmt(w_med / ours['w_med'])}x faster** | {fmt(cpu / ours['cpu'])}x less CPU | | |"
+        )
+    return lines
 
 
 def limits_table(out: Path, case_names) -> list[str]:

@@ -56,6 +56,14 @@ def full_config(params: dict) -> dict:
     return validate_config(cfg, schema, source="benchmark params")
 
 
+def write_config(params_path: Path, out_path: Path) -> Path:
+    """Validate ``params_path`` once (as Snakemake does at DAG build) and write the full
+    config that each stage process then reads with ``--config``."""
+    params = json.loads(Path(params_path).read_text())
+    Path(out_path).write_text(json.dumps(full_config(params), indent=1))
+    return Path(out_path)
+
+
 def write_probe_outputs(info_path: Path, timestamps_path: Path, videos: list[str]) -> None:
     """``videos.json`` and ``timestamps.h5`` as the probe rule writes them (default policy)."""
     from facerhythm_core.timing import write_timestamps_h5
@@ -88,11 +96,11 @@ def tracking_counts(f) -> dict:
     return out
 
 
-def prepare(stage: str, a, params: dict, work: Path):
-    """The stage call, ready to run (its inputs written first, outside the clock)."""
+def prepare(stage: str, a, params: dict, cfg: dict, work: Path):
+    """The stage call, ready to run; for tracking, the probe rule's outputs are written
+    first (inside the clock: a workflow run probes every session)."""
     from facerhythm_core import stages
 
-    cfg = full_config(params)
     session = params.get("session", "bench")
     if stage == "track":
         vj, ts = work / "videos.json", work / "timestamps.h5"
@@ -145,6 +153,11 @@ def main(argv=None):
     ap.add_argument("--out", required=True)
     ap.add_argument("--metrics", required=True)
     ap.add_argument("--seed", type=int, default=None, help="override tca.random_state")
+    ap.add_argument(
+        "--config",
+        help="the validated config (JSON, write_config's output), as Snakemake hands it to a job; "
+        "without it the config is made from --params here, before the clock starts",
+    )
     a = ap.parse_args(argv)
     params = json.loads(Path(a.params).read_text())
     if a.seed is not None:
@@ -161,8 +174,13 @@ def main(argv=None):
         filemode="w",
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # a workflow job gets its config validated by Snakemake (once per run, in the main
+    # process), so validation is not part of the stage
+    cfg = json.loads(Path(a.config).read_text()) if a.config else full_config(params)
+    if a.seed is not None:
+        cfg["tca"]["random_state"] = a.seed
     t0 = time.perf_counter()
-    run = prepare(a.stage, a, params, work)
+    run = prepare(a.stage, a, params, cfg, work)
     tc0 = time.perf_counter()
     run()
     t1 = time.perf_counter()
