@@ -53,17 +53,20 @@ def _hals_nnls_numpy(UtM, UtU, V, n_iter_max: int = 5, tol: float = 1e-8):
     rows = [k for k in range(diag.shape[0]) if diag[k]]  # tensorly skips zero diagonals
     err0 = 0.0
     for it in range(n_iter_max):
+        # the last sweep's change decides nothing (the loop ends either way): not measured
+        measure = it < n_iter_max - 1
         err = 0.0
         for k in rows:
             new = (M[k] - U[k] @ W) / diag[k]
             new += W[k]
             np.maximum(new, 0.0, out=new)
-            np.subtract(W, new, out=buf)  # tensorly's change measure: new vs every row
-            err += float(np.vdot(buf, buf))
+            if measure:
+                np.subtract(W, new, out=buf)  # tensorly's change measure: new vs every row
+                err += float(np.vdot(buf, buf))
             W[k] = new
         if it == 0:
             err0 = err
-        if err < tol * err0:
+        if measure and err < tol * err0:
             break
     V[...] = W
     return V

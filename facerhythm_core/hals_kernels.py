@@ -66,16 +66,17 @@ def _hals_nnls_py(UtM, UtU, V, n_iter_max, tol):  # pragma: no cover - compiled
                 # against it are the same numbers
                 row[i] = v if v > 0.0 else 0.0
                 new[i] = row[i]
-            for j in range(R):
-                for i in range(n):
-                    diff = np.float64(V[j, i]) - new[i]
-                    err += diff * diff
+            if it < n_iter_max - 1:  # the last sweep's change decides nothing
+                for j in range(R):
+                    for i in range(n):
+                        diff = np.float64(V[j, i]) - new[i]
+                        err += diff * diff
             for i in range(n):
                 V[k, i] = row[i]
         sweeps += 1
         if it == 0:
             err0 = err
-        if err < tol * err0:
+        if it < n_iter_max - 1 and err < tol * err0:
             break
     return sweeps
 
