@@ -51,19 +51,25 @@ def _hals_nnls_numpy(UtM, UtU, V, n_iter_max: int = 5, tol: float = 1e-8):
     buf = np.empty_like(W)
     diag = U.diagonal().copy()
     rows = [k for k in range(diag.shape[0]) if diag[k]]  # tensorly skips zero diagonals
+    # row views made once; the update runs in place on one buffer (the same operations,
+    # in the same order, as (M[k] - U[k] @ W) / d + W[k]: the same bits, fewer allocations)
+    work = [(U[k], M[k], W[k], float(diag[k])) for k in rows]
+    new = np.empty(W.shape[1], dtype=np.float64)
     err0 = 0.0
     for it in range(n_iter_max):
         # the last sweep's change decides nothing (the loop ends either way): not measured
         measure = it < n_iter_max - 1
         err = 0.0
-        for k in rows:
-            new = (M[k] - U[k] @ W) / diag[k]
-            new += W[k]
+        for u, m, w, d in work:
+            np.matmul(u, W, out=new)
+            np.subtract(m, new, out=new)
+            new /= d
+            new += w
             np.maximum(new, 0.0, out=new)
             if measure:
                 np.subtract(W, new, out=buf)  # tensorly's change measure: new vs every row
                 err += float(np.vdot(buf, buf))
-            W[k] = new
+            w[...] = new
         if it == 0:
             err0 = err
         if measure and err < tol * err0:
