@@ -43,7 +43,7 @@ bench: setup
 	$(VENV)/bin/python benchmarks/bench_sessions.py --cases face2,trials40 --reps 3 --ref-one-thread
 	$(VENV)/bin/python benchmarks/bench_sessions.py --cases hour,hour_big --reps 1
 	$(VENV)/bin/python benchmarks/bench.py --no-setup
-	$(VENV)/bin/python benchmarks/bench.py --no-setup --cases face,trials --reps 3 --scaling '' --no-report --out benchmarks/out/issue19
+	$(VENV)/bin/python benchmarks/bench.py --no-setup --cases face,trials --reps 3 --ref-one-process --scaling '' --no-report --out benchmarks/out/issue19
 
 bench-smoke: setup
 	bash benchmarks/setup_reference_venv.sh
