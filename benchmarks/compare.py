@@ -472,11 +472,12 @@ def speed_tables(results: list[dict]) -> tuple[list[str], dict]:
 def _one_process_rows(runs: list[dict], ours: dict | None) -> list[str]:
     """Rows for the reference run as its pipeline runs a session: all three stages in one
     process (``bench.py --ref-one-process``), against the sum of our stage processes."""
-    ws = [r["wall_s"] for r in runs if r["status"] == "ok"]
-    if not ws:
+    ok = [r for r in runs if r["status"] == "ok"]
+    if not ok:
         return []
+    ws = [r["wall_s"] for r in ok]
     w_min, w_med = min(ws), statistics.median(ws)
-    cpu = statistics.median([r["cpu_s"] for r in runs if r["status"] == "ok"])
+    cpu = statistics.median([r["cpu_s"] for r in ok])
     lines = [
         f"| **end to end** | reference, one process | {len(ws)} | | {fmt(w_min)} / {fmt(w_med)} | {fmt(cpu)} | | |"
     ]

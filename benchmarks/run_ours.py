@@ -160,8 +160,6 @@ def main(argv=None):
     )
     a = ap.parse_args(argv)
     params = json.loads(Path(a.params).read_text())
-    if a.seed is not None:
-        params["tca"]["random_state"] = a.seed
 
     sys.path.insert(0, str(REPO))
     preload_like_the_script(a.stage, int(params.get("threads") or 0))

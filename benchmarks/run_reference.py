@@ -302,19 +302,16 @@ def stage_all(a, params):
     spectrogram files are written beside it. The driver takes the process wall."""
     out = Path(a.out)
     t0 = time.perf_counter()
+    a.tracking = str(out.with_name(out.stem + "_tracking.h5"))
+    a.spectrograms = str(out.with_name(out.stem + "_spectrograms.h5"))
     parts = {}
-    steps = (
-        ("track", stage_track, dict(out=out.with_name(out.stem + "_tracking.h5"))),
-        ("spectrogram", stage_spectrogram, dict(out=out.with_name(out.stem + "_spectrograms.h5"))),
-        ("tca", stage_tca, dict(out=out)),
-    )
-    for name, fn, kw in steps:
-        a.out = str(kw["out"])
-        parts[name], _, _ = fn(a, params)
-        if name == "track":
-            a.tracking = a.out
-        elif name == "spectrogram":
-            a.spectrograms = a.out
+    for name, fn, dst in (
+        ("track", stage_track, a.tracking),
+        ("spectrogram", stage_spectrogram, a.spectrograms),
+        ("tca", stage_tca, str(out)),
+    ):
+        a.out = dst
+        parts[name] = fn(a, params)[0]
     t1 = time.perf_counter()
     return t1 - t0, t1 - t0, dict(stage_seconds=parts)
 

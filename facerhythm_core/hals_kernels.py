@@ -48,6 +48,7 @@ def _hals_nnls_py(UtM, UtU, V, n_iter_max, tol):  # pragma: no cover - compiled
     err0 = 0.0
     sweeps = 0
     for it in range(n_iter_max):
+        measure = it < n_iter_max - 1  # the last sweep's change decides nothing
         err = 0.0
         for k in range(R):
             d = np.float64(UtU[k, k])
@@ -66,7 +67,7 @@ def _hals_nnls_py(UtM, UtU, V, n_iter_max, tol):  # pragma: no cover - compiled
                 # against it are the same numbers
                 row[i] = v if v > 0.0 else 0.0
                 new[i] = row[i]
-            if it < n_iter_max - 1:  # the last sweep's change decides nothing
+            if measure:
                 for j in range(R):
                     for i in range(n):
                         diff = np.float64(V[j, i]) - new[i]
@@ -76,7 +77,7 @@ def _hals_nnls_py(UtM, UtU, V, n_iter_max, tol):  # pragma: no cover - compiled
         sweeps += 1
         if it == 0:
             err0 = err
-        if it < n_iter_max - 1 and err < tol * err0:
+        if measure and err < tol * err0:
             break
     return sweeps
 
