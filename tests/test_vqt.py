@@ -347,3 +347,32 @@ def test_fft_engine_default_batch_equals_tiny_and_huge_batches(bank120):
     for mb in (1, 2**31):
         other = plan_vqt(bank120, 3000, 20, engine="fft", max_batch_bytes=mb).transform(x).numpy()
         np.testing.assert_allclose(other, default, rtol=1e-6, atol=1e-7 * default.max())
+
+
+def test_fft_size_is_a_power_of_two_with_least_modelled_work(bank120):
+    from facerhythm_core.vqt import _overlap_save_size
+
+    W, ds = bank120.win_size, 20
+    # a 1000-frame trial (26 output bins) fits one 1024-point block, not a slow 1080
+    trial = plan_vqt(bank120, 1000, ds, engine="fft")
+    assert (trial.fft_size, trial.n_full) == (1024, 26) and trial.fft_blocks >= 26
+    # long signals: 4096-point blocks (not next_fast_len's 4374 = 2 * 3^7)
+    long = plan_vqt(bank120, 120_000, ds, engine="fft")
+    assert long.fft_size == 4096 and long.fft_blocks == (4096 - W + 1) // ds
+    for n_blocks in (1, 2, 26, 27, 28, 100, 10_000):
+        N = _overlap_save_size(W, ds, n_blocks)
+        assert N & (N - 1) == 0 and (N - W + 1) // ds >= 1
+        # no other power of two up to the cap needs less modelled work
+        cost = lambda n: -(-n_blocks // ((n - W + 1) // ds)) * n * np.log2(n)  # noqa: E731
+        others = [2**k for k in range(9, 13) if (2**k - W + 1) // ds >= 1]
+        assert cost(N) <= min(cost(n) for n in others) + 1e-9
+
+
+def test_fft_engine_equals_direct_across_block_sizes(bank120):
+    # signal lengths whose output needs one block, one block exactly full, and several
+    for S in (520, 1000, 1020, 1021, 5000):
+        x = _signals(2, S, 120.0, seed=S)
+        a = plan_vqt(bank120, S, 20, engine="fft")
+        b = plan_vqt(bank120, S, 20, engine="direct")
+        oa, ob = a.transform(x).numpy(), b.transform(x).numpy()
+        np.testing.assert_allclose(oa, ob, rtol=0, atol=1e-5 * np.abs(ob).max())
