@@ -141,6 +141,10 @@ def preload_like_the_script(stage: str, threads: int) -> None:
         importlib.import_module(name)
     if threads:
         limit_threads(threads, torch=stage != "track")
+    if stage == "spectrogram":  # as workflow/scripts/spectrogram.py
+        from facerhythm_core.runtime import tune_heap
+
+        tune_heap()
 
 
 def main(argv=None):

@@ -122,3 +122,34 @@ def limit_threads(n: int, *, torch: bool = True) -> None:
             pass
     elif "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
+
+
+def tune_heap(mmap_threshold: int = 16 * 2**20, trim_threshold: int = 64 * 2**20) -> bool:
+    """Fix glibc malloc's mmap and trim thresholds for this process (a job's first step).
+
+    glibc serves blocks above 128 KB with fresh ``mmap`` calls and raises that threshold
+    only as such blocks are freed, so a job that allocates and frees buffers of a few MB
+    over and over (the VQT's FFT batches) keeps faulting in new pages early on. Fixed
+    thresholds keep blocks below ``mmap_threshold`` in the heap from the start, and the
+    heap keeps up to ``trim_threshold`` of free memory at its top. Measured on the
+    spectrogram stage in fresh processes (2-core EPYC VM, alternating runs): 12 trials of
+    1000 frames 0.57-0.72 s -> 0.45-0.49 s, the face case 0.16-0.29 s -> 0.14-0.15 s; no
+    change on tracking or TCA. Larger blocks (a video's tracks, a chunk's spectrogram)
+    are still mapped and unmapped, and the spectrogram stage trims the heap when it
+    grows, so the peak stays bounded.
+
+    Returns
+    -------
+    bool
+        True if both thresholds were set; False without glibc's ``mallopt``.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+    return bool(mallopt(M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(mallopt(M_TRIM_THRESHOLD, int(trim_threshold)))

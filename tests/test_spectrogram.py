@@ -284,3 +284,31 @@ def test_heap_trimmer_returns_freed_heap_only_past_its_slack():
     trimmer.after_video()
     assert trimmer.trims == 1  # and the next video finds nothing new to trim
     del blocks
+
+
+def test_tune_heap_keeps_freed_megabyte_buffers_in_the_heap():
+    import subprocess
+    import sys
+
+    # a fresh interpreter each: glibc's thresholds are per process
+    prog = (
+        "import numpy as np\n"
+        "from facerhythm_core.runtime import tune_heap\n"
+        "ok = tune_heap() if {tune} else True\n"
+        "page = 4096\n"
+        "rss = lambda: int(open('/proc/self/statm').read().split()[1]) * page\n"
+        "a = np.ones(2**20)  # 8 MB: mmapped by default, a heap block once tuned\n"
+        "before = rss()\n"
+        "del a\n"
+        "print(ok, before - rss())\n"
+    )
+    freed = {}
+    for tune in (False, True):
+        out = subprocess.run(
+            [sys.executable, "-c", prog.format(tune=tune)], capture_output=True, text=True, check=True
+        ).stdout.split()
+        if out[0] != "True":
+            pytest.skip("no glibc mallopt here")
+        freed[tune] = int(out[1])
+    assert freed[False] > 7 * 2**20  # default: unmapped at once, pages faulted in again next time
+    assert freed[True] < 2**20  # tuned: kept for the next batch
