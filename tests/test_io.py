@@ -79,3 +79,21 @@ def test_cached_per_file_computes_once_per_file_version(tmp_path):
     assert json.loads(cache.read_text())  # rewritten whole
     assert not list(cache.parent.glob(".*")), "no temporary left behind"
     assert cached_per_file([src], None, count) == [25] and len(calls) == 4
+
+
+def test_package_versions_equal_importlib_metadata():
+    from importlib import metadata
+
+    from facerhythm_core.io import PROVENANCE_PACKAGES, package_versions
+
+    got = package_versions(PROVENANCE_PACKAGES + ("no-such-package-xyz",))
+    assert got["no-such-package-xyz"] == "not installed"
+    checked = 0
+    for name in PROVENANCE_PACKAGES:
+        try:
+            expected = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            expected = "not installed"
+        assert got[name] == expected, name
+        checked += expected != "not installed"
+    assert checked >= 5  # numpy, torch, h5py, ... are installed wherever the tests run
