@@ -482,16 +482,11 @@ class _HeapTrimmer:
     """
 
     def __init__(self, slack_bytes: int = 64 * 2**20):
-        import ctypes
-        import ctypes.util
+        from .runtime import glibc
 
         self.slack_bytes = int(slack_bytes)
         self.trims = 0
-        try:
-            self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            self._libc.malloc_trim  # noqa: B018 - glibc only
-        except (OSError, AttributeError):
-            self._libc = None
+        self._libc = glibc()
         self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
         self._floor = self._rss()
 
