@@ -120,12 +120,12 @@ def prepare(stage: str, a, params: dict, cfg: dict, work: Path):
 
 
 #: libraries each stage's workflow script ends up importing; loaded before the clock
-#: starts, as run_reference.py does. Tracking never loads torch (its script limits
-#: threads with ``torch=False``), so neither does its process here.
+#: starts, as run_reference.py does. Tracking never loads torch, and TCA on the CPU
+#: runs the numpy HALS engine, so neither process loads it here.
 STAGE_IMPORTS = {
     "track": ("h5py", "numpy", "cv2", "av", "facerhythm_core.tracking_session"),
     "spectrogram": ("h5py", "numpy", "torch", "facerhythm_core.spectrogram"),
-    "tca": ("h5py", "numpy", "torch", "facerhythm_core.tca"),
+    "tca": ("h5py", "numpy", "facerhythm_core.tca"),
 }
 
 
@@ -140,7 +140,7 @@ def preload_like_the_script(stage: str, threads: int) -> None:
     for name in STAGE_IMPORTS[stage]:
         importlib.import_module(name)
     if threads:
-        limit_threads(threads, torch=stage != "track")
+        limit_threads(threads)
     if stage == "spectrogram":  # as workflow/scripts/spectrogram.py
         from facerhythm_core.runtime import tune_heap
 

@@ -55,12 +55,15 @@ def explained_variance(
     chunk_bytes : int
         Size of the float64 working chunks (rows of axis 0).
     """
+    shape = tuple(tensor.shape)
+    if len(factors) != len(shape) or any(f.shape[0] != s for f, s in zip(factors, shape)):
+        raise TCAError(f"factor shapes {[f.shape for f in factors]} do not match tensor shape {shape}")
+    if str(device) == "cpu":  # numpy: a CPU job need not import torch for this
+        X = tensor.detach().cpu().numpy() if hasattr(tensor, "detach") else np.asarray(tensor)
+        return _explained_variance_numpy(X, weights, factors, chunk_bytes)
     import torch
 
     X = torch.as_tensor(tensor, device=device)
-    shape = tuple(X.shape)
-    if len(factors) != len(shape) or any(f.shape[0] != s for f, s in zip(factors, shape)):
-        raise TCAError(f"factor shapes {[f.shape for f in factors]} do not match tensor shape {shape}")
     F = [torch.as_tensor(np.asarray(f), dtype=torch.float64, device=device) for f in factors]
     w = torch.as_tensor(np.asarray(weights), dtype=torch.float64, device=device)
     R = w.shape[0]
@@ -95,6 +98,42 @@ def explained_variance(
     evr_model = 1.0 - ssc_r / ssc_x if ssc_x > 0 else float("nan")
     rel_error = math.sqrt(max(ss_r, 0.0) / ss_x) if ss_x > 0 else float("nan")
     return Variance(evr.cpu().numpy(), float(evr_model), rel_error)
+
+
+def _explained_variance_numpy(X: np.ndarray, weights, factors, chunk_bytes: int) -> Variance:
+    """:func:`explained_variance` on the CPU, with numpy (the same sums)."""
+    shape = X.shape
+    F = [np.asarray(f, dtype=np.float64) for f in factors]
+    w = np.asarray(weights, dtype=np.float64)
+    R = w.shape[0]
+    X2 = X.reshape(-1, shape[-1])
+    kr = khatri_rao(F[:-1]) if len(F) > 1 else np.ones((1, R))
+    C = F[-1]
+    rows = max(1, int(chunk_bytes // (8 * shape[-1] * 3)))
+    inner = np.zeros(R)
+    s_x = ss_x = s_r = ss_r = 0.0
+    for i in range(0, X2.shape[0], rows):
+        xc = X2[i : i + rows].astype(np.float64)
+        a = kr[i : i + rows]
+        inner += (a * (xc @ C)).sum(0)
+        resid = xc - (a * w) @ C.T
+        s_x += float(xc.sum())
+        ss_x += float(np.vdot(xc, xc))
+        s_r += float(resid.sum())
+        ss_r += float(np.vdot(resid, resid))
+    n = float(X.size)
+    ssc_x = ss_x - s_x * s_x / n
+    ssc_r = ss_r - s_r * s_r / n
+    mean_x = s_x / n
+    mean_v = np.prod([f.mean(0) for f in F], axis=0)
+    norm2_v = np.prod([np.square(f).sum(0) for f in F], axis=0)
+    cov = inner - n * mean_x * mean_v
+    ssc_v = norm2_v - n * np.square(mean_v)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        evr = np.where(ssc_v > 0, np.square(cov) / (ssc_x * np.maximum(ssc_v, 1e-300)), 0.0)
+    evr_model = 1.0 - ssc_r / ssc_x if ssc_x > 0 else float("nan")
+    rel_error = math.sqrt(max(ss_r, 0.0) / ss_x) if ss_x > 0 else float("nan")
+    return Variance(evr, float(evr_model), rel_error)
 
 
 def order_by_evr(fit: CPFit, evr: np.ndarray) -> tuple[CPFit, np.ndarray, np.ndarray]:

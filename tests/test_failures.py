@@ -139,3 +139,25 @@ def test_log_without_error_reads_as_none(tmp_path):
     log.write_text("2024-05-01 12:00:00,000 INFO facerhythm.tca: Errors fell below tol\n")
     assert error_in_log(log) is None
     assert error_in_log(tmp_path / "missing.log") is None
+
+
+def test_limit_threads_limits_libraries_loaded_later_without_loading_them():
+    prog = (
+        "import sys\n"
+        "from facerhythm_core.runtime import limit_threads, numpy_blas_threads\n"
+        "limit_threads(1)\n"
+        "loaded = [m for m in ('torch', 'cv2') if m in sys.modules]\n"
+        "import cv2, torch\n"
+        "print(loaded, torch.get_num_threads(), cv2.getNumThreads(), numpy_blas_threads())\n"
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENCV_FOR_THREADS_NUM", "OPENBLAS_NUM_THREADS")
+    }
+    out = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.split() == ["[]", "1", "1", "1"], out
+    if (os.cpu_count() or 1) > 1:  # and the libraries' own defaults without it
+        base = prog.replace("limit_threads(1)\n", "")
+        out = subprocess.run([sys.executable, "-c", base], capture_output=True, text=True, env=env, check=True).stdout
+        assert out.split()[1:] != ["1", "1", "1"], out

@@ -5,7 +5,7 @@ from facerhythm_core.runtime import limit_threads, setup_logging
 from facerhythm_core import stages
 
 setup_logging(snakemake)
-limit_threads(snakemake.threads, torch=False)
+limit_threads(snakemake.threads)
 stages.plot_tracking(
     snakemake.input.tracking,
     snakemake.input.rois,
