@@ -116,6 +116,11 @@ def run_stage(out: Path, case, impl: str, stage: str, variant: str, rep: int, **
         log(f"  {case.name:40s} {impl:9s} {stage:11s} {variant:6s} rep{rep}: skipped (no {src.relative_to(case_dir)})")
         return None
     logp = case_dir / impl / f"log_{stage}_{variant}.txt"
+    # Snakemake deletes a job's old outputs before running it, so no stage there
+    # overwrites a file: a repetition here should not either (ours replaced the
+    # former file, ~6 ms to unlink a face case's spectrograms inside its clock)
+    if dst.is_file():
+        dst.unlink()
     load0 = os.getloadavg()[0]
     m = run_measured(cmd, metrics_path=metrics, log_path=logp, timeout_s=STAGE_TIMEOUT_S)
     status = "ok" if m.rc == 0 else ("missing" if m.rc == 3 else "timeout" if m.wall_s >= STAGE_TIMEOUT_S else "failed")
