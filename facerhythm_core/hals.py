@@ -1,10 +1,12 @@
-"""Non-negative CP by HALS in torch: tensorly's ``non_negative_parafac_hals`` without
-its per-mode unfolding copies.
+"""Non-negative CP by HALS, in numpy and in torch: tensorly's
+``non_negative_parafac_hals`` without its per-mode unfolding copies.
 
-:func:`hals_cp_torch` runs the outer iterations (two GEMM passes over the tensor per
-iteration), :func:`hals_nnls` the inner row-wise NNLS sweeps (numpy, numba-compiled
-in :mod:`.hals_kernels`, or torch on a GPU), and :func:`initial_factors` draws
-tensorly's non-negative initial factors. :func:`.tca_fit.fit_cp` chooses this engine.
+:func:`hals_cp_numpy` (CPU) and :func:`hals_cp_torch` (any device) prepare their
+arrays and run the same outer iterations (:func:`_hals_iterations`, two GEMM passes
+over the tensor per iteration); :func:`hals_nnls` runs the inner row-wise NNLS sweeps
+(numpy, numba-compiled in :mod:`.hals_kernels`, or torch on a GPU), and
+:func:`initial_factors` draws tensorly's non-negative initial factors.
+:func:`.tca_fit.fit_cp` chooses the engine.
 """
 
 from __future__ import annotations
@@ -169,61 +171,48 @@ def hals_cp_torch(
     """
     import torch
 
-    if cvg_criterion not in ("abs_rec_error", "rec_error"):
-        raise TCAError(f"unknown cvg_criterion {cvg_criterion!r}")
-    shape = tuple(tensor.shape)
-    N = len(shape)
-    if N < 2:
-        raise TCAError(f"CP needs a tensor with >= 2 axes, got shape {shape}")
-    R = factors[0].shape[1]
+    shape = _check_cp(tuple(tensor.shape), cvg_criterion)
+    N, R = len(shape), factors[0].shape[1]
     X = tensor.contiguous()
     Xm = X.reshape(-1, shape[-1])
     factors = [f.to(dtype=X.dtype, device=X.device).clone() for f in factors]
-    grams = [f.T @ f for f in factors]
     # ||X||^2 in float64, a few rows at a time (no float64 copy of the whole tensor)
     step = max(1, (1 << 23) // max(1, shape[-1]))
     norm2 = sum(float(Xm[i : i + step].double().square().sum()) for i in range(0, Xm.shape[0], step))
-    norm = math.sqrt(norm2)
     letters = "abcdefghijklmnopqstuvwxyz"[: N - 1]
-    errors: list[float] = []
-    # numba's one-off import pays for itself only on large tensors (long factors)
-    kernel = nnls if nnls != "auto" else ("numba" if X.numel() >= _NUMBA_MIN_ELEMENTS else "numpy")
 
-    def mttkrp_from_y(Y, n):
-        if N == 3:  # two broadcast products: cheaper than einsum's dispatch
-            return (Y * factors[1][None]).sum(1) if n == 0 else (Y * factors[0][:, None]).sum(0)
-        ops, subs = [Y], [letters + "r"]
-        for m in range(N - 1):
-            if m != n:
-                ops.append(factors[m])
-                subs.append(letters[m] + "r")
-        return torch.einsum(",".join(subs) + "->" + letters[n] + "r", *ops)
-
-    for it in range(n_iter_max):
+    def first_modes(factors):
         # modes 0..N-2 all use the current last factor, so one pass gives them all;
         # (C^T X^T)^T is the same product as X C, several times faster for R << K
         Y = (factors[-1].T @ Xm.T).T.reshape(*shape[:-1], R)
-        for n in range(N - 1):
-            mttkrp = mttkrp_from_y(Y, n)
-            V = factors[n].T.contiguous()
-            hals_nnls(mttkrp.T, _hadamard_except(grams, n), V, n_iter_max=n_inner, kernel=kernel)
-            factors[n] = V.T
-            grams[n] = V @ V.T
+
+        def mttkrp(n):
+            if N == 3:  # two broadcast products: cheaper than einsum's dispatch
+                return (Y * factors[1][None]).sum(1) if n == 0 else (Y * factors[0][:, None]).sum(0)
+            ops, subs = [Y], [letters + "r"]
+            for m in range(N - 1):
+                if m != n:
+                    ops.append(factors[m])
+                    subs.append(letters[m] + "r")
+            return torch.einsum(",".join(subs) + "->" + letters[n] + "r", *ops)
+
+        return mttkrp
+
+    return _hals_iterations(
+        factors,
+        norm2,
+        first_modes,
         # last mode: MTTKRP = X^T KR(factors[:-1]), computed as KR^T @ X (R, K)
-        UtM = khatri_rao(factors[:-1]).T @ Xm
-        V = factors[-1].T.contiguous()
-        hals_nnls(UtM, _hadamard_except(grams, N - 1), V, n_iter_max=n_inner, kernel=kernel)
-        factors[-1] = V.T
-        grams[-1] = V @ V.T
-        if tol or rel_tol:
-            err = _relative_error([_gram64(f) for f in factors], UtM, V, norm2, norm)  # as hals_cp_numpy
-            errors.append(err)
-            if log_every and (it % log_every == 0):
-                logger.info("HALS iteration %d: relative error %.6g", it, err)
-            if it >= 1 and _converged(errors, tol, rel_tol, cvg_criterion):
-                logger.info("HALS converged after %d iterations (error %.6g)", it, err)
-                break
-    return factors, errors
+        lambda factors: khatri_rao(factors[:-1]).T @ Xm,
+        lambda f: f.T.contiguous(),
+        _nnls_for(nnls, X.numel()),
+        n_iter_max,
+        tol,
+        cvg_criterion,
+        n_inner,
+        log_every,
+        rel_tol,
+    )
 
 
 def hals_cp_numpy(
@@ -239,41 +228,82 @@ def hals_cp_numpy(
 ):
     """:func:`hals_cp_torch` on numpy arrays: the CPU engine, without torch.
 
-    The same iterations, update order, inner sweeps, error formula and stopping rule,
-    computed with numpy's BLAS (results differ from the torch engine's by float32
-    rounding only). A job that never imports torch saves its ~1 s of import, and
-    numpy's calls cost less than torch's dispatch on the small operations of short
-    videos' tensors. Parameters and returns as :func:`hals_cp_torch`, with ndarrays.
+    The same iterations (:func:`_hals_iterations`), computed with numpy's BLAS (results
+    differ from the torch engine's by float32 rounding only). A job that never imports
+    torch saves its ~1 s of import, and numpy's calls cost less than torch's dispatch on
+    the small operations of short videos' tensors. Parameters and returns as
+    :func:`hals_cp_torch`, with ndarrays.
     """
-    if cvg_criterion not in ("abs_rec_error", "rec_error"):
-        raise TCAError(f"unknown cvg_criterion {cvg_criterion!r}")
-    shape = tuple(tensor.shape)
-    N = len(shape)
-    if N < 2:
-        raise TCAError(f"CP needs a tensor with >= 2 axes, got shape {shape}")
-    R = factors[0].shape[1]
+    shape = _check_cp(tuple(tensor.shape), cvg_criterion)
+    N, R = len(shape), factors[0].shape[1]
     Xm = np.ascontiguousarray(tensor).reshape(-1, shape[-1])
     factors = [np.array(f, dtype=Xm.dtype) for f in factors]
-    grams = [f.T @ f for f in factors]
     step = max(1, (1 << 23) // max(1, shape[-1]))
     norm2 = sum(float(np.square(Xm[i : i + step], dtype=np.float64).sum()) for i in range(0, Xm.shape[0], step))
-    norm = math.sqrt(norm2)
     letters = "abcdefghijklmnopqstuvwxyz"[: N - 1]
+
+    def first_modes(factors):
+        Y = (Xm @ factors[-1]).reshape(*shape[:-1], R)  # one pass for modes 0..N-2
+
+        def mttkrp(n):
+            others = [m for m in range(N - 1) if m != n]
+            subs = ",".join([letters + "r"] + [letters[m] + "r" for m in others])
+            return np.einsum(subs + "->" + letters[n] + "r", Y, *[factors[m] for m in others])
+
+        return mttkrp
+
+    return _hals_iterations(
+        factors,
+        norm2,
+        first_modes,
+        lambda factors: _last_mttkrp(Xm, shape, factors),
+        lambda f: np.ascontiguousarray(f.T),
+        _nnls_for(nnls, Xm.size),
+        n_iter_max,
+        tol,
+        cvg_criterion,
+        n_inner,
+        log_every,
+        rel_tol,
+    )
+
+
+def _check_cp(shape: tuple, cvg_criterion: str) -> tuple:
+    if cvg_criterion not in ("abs_rec_error", "rec_error"):
+        raise TCAError(f"unknown cvg_criterion {cvg_criterion!r}")
+    if len(shape) < 2:
+        raise TCAError(f"CP needs a tensor with >= 2 axes, got shape {shape}")
+    return shape
+
+
+def _nnls_for(nnls: str, size: int) -> str:
+    """The NNLS kernel: numba's one-off import pays for itself only on large tensors."""
+    return nnls if nnls != "auto" else ("numba" if size >= _NUMBA_MIN_ELEMENTS else "numpy")
+
+
+def _hals_iterations(
+    factors, norm2, first_modes, last_mttkrp, rows, kernel, n_iter_max, tol, cvg_criterion, n_inner, log_every, rel_tol
+):
+    """The HALS iterations both engines run, on their own arrays (updated in place).
+
+    ``first_modes(factors)`` makes one pass over the tensor with the current last factor
+    and returns ``mttkrp(n)``, mode n's (I_n, R) MTTKRP for n < N-1 (it reads the
+    factors as they are updated); ``last_mttkrp(factors)`` is the last mode's (R, K);
+    ``rows(f)`` is f^T as a contiguous (R, I_n) array for the in-place NNLS.
+    """
+    N = len(factors)
+    norm = math.sqrt(norm2)
+    grams = [f.T @ f for f in factors]
     errors: list[float] = []
-    kernel = nnls if nnls != "auto" else ("numba" if Xm.size >= _NUMBA_MIN_ELEMENTS else "numpy")
     for it in range(n_iter_max):
-        # one pass gives every mode but the last its MTTKRP (see hals_cp_torch)
-        Y = (Xm @ factors[-1]).reshape(*shape[:-1], R)
+        mttkrp = first_modes(factors)
         for n in range(N - 1):
-            ops = [Y] + [factors[m] for m in range(N - 1) if m != n]
-            subs = [letters + "r"] + [letters[m] + "r" for m in range(N - 1) if m != n]
-            mttkrp = np.einsum(",".join(subs) + "->" + letters[n] + "r", *ops)
-            V = np.ascontiguousarray(factors[n].T)
-            hals_nnls(mttkrp.T, _hadamard_except(grams, n), V, n_iter_max=n_inner, kernel=kernel)
+            V = rows(factors[n])
+            hals_nnls(mttkrp(n).T, _hadamard_except(grams, n), V, n_iter_max=n_inner, kernel=kernel)
             factors[n] = V.T
             grams[n] = V @ V.T
-        UtM = _last_mttkrp(Xm, shape, factors)
-        V = np.ascontiguousarray(factors[-1].T)
+        UtM = last_mttkrp(factors)
+        V = rows(factors[-1])
         hals_nnls(UtM, _hadamard_except(grams, N - 1), V, n_iter_max=n_inner, kernel=kernel)
         factors[-1] = V.T
         grams[-1] = V @ V.T

@@ -1,6 +1,6 @@
-"""Fitting a CP model with the reference's methods (tensorly's classes), on the torch
-HALS engine (:mod:`.hals`) where it reproduces tensorly's CP_NN_HALS, on tensorly
-otherwise; small CPU tensors run on one thread."""
+"""Fitting a CP model with the reference's methods (tensorly's classes), on our HALS
+engines (:mod:`.hals`, numpy or torch) where they reproduce tensorly's CP_NN_HALS, on
+tensorly otherwise; small CPU tensors run on one thread."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ logger = logging.getLogger(__name__)
 #: CP methods (tensorly class names)
 METHODS = ("CP_NN_HALS", "CP", "RandomizedCP", "ConstrainedCP")
 
-# keyword arguments of tensorly's CP_NN_HALS that the torch engine reproduces, with
+# keyword arguments of tensorly's CP_NN_HALS that our HALS engines reproduce, with
 # the only values it supports (None = any value)
-_TORCH_HALS_PARAMS = {
+_HALS_PARAMS = {
     "svd": None,
     "verbose": None,
     "cvg_criterion": None,
@@ -73,12 +73,12 @@ def _check_method_params(method: str, params: Mapping) -> None:
         )
 
 
-def _torch_engine_ok(params: Mapping) -> str | None:
-    """None if the torch HALS engine reproduces these CP_NN_HALS kwargs, else why not."""
+def _hals_params_ok(params: Mapping) -> str | None:
+    """None if our HALS engines reproduce these CP_NN_HALS kwargs, else why not."""
     for k, v in params.items():
-        if k not in _TORCH_HALS_PARAMS:
+        if k not in _HALS_PARAMS:
             return f"method_params.{k}"
-        allowed = _TORCH_HALS_PARAMS[k]
+        allowed = _HALS_PARAMS[k]
         if allowed is not None and not any(v == a or (v is None and a is None) for a in allowed):
             return f"method_params.{k}={v!r}"
     return None
@@ -226,7 +226,7 @@ def _choose_engine(engine, method, params, device, init, random_state, size) -> 
         if engine != "auto":
             raise TCAError(f"the {engine} engine implements CP_NN_HALS only, not {method}")
         return "tensorly"
-    why = _torch_engine_ok(params)
+    why = _hals_params_ok(params)
     if why is not None:
         if engine != "auto":
             raise TCAError(

@@ -58,59 +58,36 @@ def explained_variance(
     shape = tuple(tensor.shape)
     if len(factors) != len(shape) or any(f.shape[0] != s for f, s in zip(factors, shape)):
         raise TCAError(f"factor shapes {[f.shape for f in factors]} do not match tensor shape {shape}")
-    if str(device) == "cpu":  # numpy: a CPU job need not import torch for this
-        X = tensor.detach().cpu().numpy() if hasattr(tensor, "detach") else np.asarray(tensor)
-        return _explained_variance_numpy(X, weights, factors, chunk_bytes)
-    import torch
-
-    X = torch.as_tensor(tensor, device=device)
-    F = [torch.as_tensor(np.asarray(f), dtype=torch.float64, device=device) for f in factors]
-    w = torch.as_tensor(np.asarray(weights), dtype=torch.float64, device=device)
-    R = w.shape[0]
-    # X as (P, K), K = last axis; KR of the other factors is only (P, R)
-    X2 = X.reshape(-1, shape[-1])
-    kr = khatri_rao(F[:-1]) if len(F) > 1 else torch.ones((1, R), dtype=torch.float64, device=device)
-    C = F[-1]
-    rows = max(1, int(chunk_bytes // (8 * shape[-1] * 3)))
-    inner = torch.zeros(R, dtype=torch.float64, device=device)
-    s_x = ss_x = s_r = ss_r = 0.0
-    for i in range(0, X2.shape[0], rows):
-        xc = X2[i : i + rows].to(torch.float64)
-        a = kr[i : i + rows]
-        inner += (a * (xc @ C)).sum(0)
-        resid = xc - (a * w) @ C.T
-        s_x += float(xc.sum())
-        ss_x += float(xc.square().sum())
-        s_r += float(resid.sum())
-        ss_r += float(resid.square().sum())
-    n = float(X.numel())
-    ssc_x = ss_x - s_x * s_x / n
-    ssc_r = ss_r - s_r * s_r / n
-    mean_x = s_x / n
-    mean_v = torch.ones(R, dtype=torch.float64, device=device)
-    norm2_v = torch.ones(R, dtype=torch.float64, device=device)
-    for f in F:
-        mean_v = mean_v * f.mean(0)
-        norm2_v = norm2_v * f.square().sum(0)
-    cov = inner - n * mean_x * mean_v  # <Xc, vc> per component
-    ssc_v = norm2_v - n * mean_v.square()  # ||vc||^2 per component
-    evr = torch.where(ssc_v > 0, cov.square() / (ssc_x * ssc_v.clamp(min=1e-300)), torch.zeros_like(cov))
-    evr_model = 1.0 - ssc_r / ssc_x if ssc_x > 0 else float("nan")
-    rel_error = math.sqrt(max(ss_r, 0.0) / ss_x) if ss_x > 0 else float("nan")
-    return Variance(evr.cpu().numpy(), float(evr_model), rel_error)
-
-
-def _explained_variance_numpy(X: np.ndarray, weights, factors, chunk_bytes: int) -> Variance:
-    """:func:`explained_variance` on the CPU, with numpy (the same sums)."""
-    shape = X.shape
     F = [np.asarray(f, dtype=np.float64) for f in factors]
     w = np.asarray(weights, dtype=np.float64)
     R = w.shape[0]
-    X2 = X.reshape(-1, shape[-1])
+    # X as (P, K), K = last axis; KR of the other factors is only (P, R)
     kr = khatri_rao(F[:-1]) if len(F) > 1 else np.ones((1, R))
-    C = F[-1]
     rows = max(1, int(chunk_bytes // (8 * shape[-1] * 3)))
-    inner = np.zeros(R)
+    if str(device) == "cpu":  # numpy: a CPU job need not import torch for this
+        X = tensor.detach().cpu().numpy() if hasattr(tensor, "detach") else np.asarray(tensor)
+        inner, s_x, ss_x, s_r, ss_r = _chunk_sums_numpy(X.reshape(-1, shape[-1]), kr, F[-1], w, rows)
+    else:
+        inner, s_x, ss_x, s_r, ss_r = _chunk_sums_torch(tensor, shape, kr, F[-1], w, rows, device)
+    n = float(np.prod(shape))
+    ssc_x = ss_x - s_x * s_x / n
+    ssc_r = ss_r - s_r * s_r / n
+    mean_x = s_x / n
+    mean_v = np.prod([f.mean(0) for f in F], axis=0)
+    norm2_v = np.prod([np.square(f).sum(0) for f in F], axis=0)
+    cov = inner - n * mean_x * mean_v  # <Xc, vc> per component
+    ssc_v = norm2_v - n * np.square(mean_v)  # ||vc||^2 per component
+    with np.errstate(divide="ignore", invalid="ignore"):
+        evr = np.where(ssc_v > 0, np.square(cov) / (ssc_x * np.maximum(ssc_v, 1e-300)), 0.0)
+    evr_model = 1.0 - ssc_r / ssc_x if ssc_x > 0 else float("nan")
+    rel_error = math.sqrt(max(ss_r, 0.0) / ss_x) if ss_x > 0 else float("nan")
+    return Variance(evr, float(evr_model), rel_error)
+
+
+def _chunk_sums_numpy(X2: np.ndarray, kr, C, w, rows: int):
+    """<X, component r> (R,), sum and sum of squares of X and of X - X_hat, in float64,
+    ``rows`` rows of X2 (P, K) at a time."""
+    inner = np.zeros(w.shape[0])
     s_x = ss_x = s_r = ss_r = 0.0
     for i in range(0, X2.shape[0], rows):
         xc = X2[i : i + rows].astype(np.float64)
@@ -121,19 +98,27 @@ def _explained_variance_numpy(X: np.ndarray, weights, factors, chunk_bytes: int)
         ss_x += float(np.vdot(xc, xc))
         s_r += float(resid.sum())
         ss_r += float(np.vdot(resid, resid))
-    n = float(X.size)
-    ssc_x = ss_x - s_x * s_x / n
-    ssc_r = ss_r - s_r * s_r / n
-    mean_x = s_x / n
-    mean_v = np.prod([f.mean(0) for f in F], axis=0)
-    norm2_v = np.prod([np.square(f).sum(0) for f in F], axis=0)
-    cov = inner - n * mean_x * mean_v
-    ssc_v = norm2_v - n * np.square(mean_v)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        evr = np.where(ssc_v > 0, np.square(cov) / (ssc_x * np.maximum(ssc_v, 1e-300)), 0.0)
-    evr_model = 1.0 - ssc_r / ssc_x if ssc_x > 0 else float("nan")
-    rel_error = math.sqrt(max(ss_r, 0.0) / ss_x) if ss_x > 0 else float("nan")
-    return Variance(evr, float(evr_model), rel_error)
+    return inner, s_x, ss_x, s_r, ss_r
+
+
+def _chunk_sums_torch(tensor, shape, kr, C, w, rows: int, device):
+    """:func:`_chunk_sums_numpy` on a torch device (the tensor stays there)."""
+    import torch
+
+    X2 = torch.as_tensor(tensor, device=device).reshape(-1, shape[-1])
+    kr, C, w = (torch.as_tensor(a, device=device) for a in (kr, C, w))
+    inner = torch.zeros(w.shape[0], dtype=torch.float64, device=device)
+    s_x = ss_x = s_r = ss_r = 0.0
+    for i in range(0, X2.shape[0], rows):
+        xc = X2[i : i + rows].to(torch.float64)
+        a = kr[i : i + rows]
+        inner += (a * (xc @ C)).sum(0)
+        resid = xc - (a * w) @ C.T
+        s_x += float(xc.sum())
+        ss_x += float(xc.square().sum())
+        s_r += float(resid.sum())
+        ss_r += float(resid.square().sum())
+    return inner.cpu().numpy(), s_x, ss_x, s_r, ss_r
 
 
 def order_by_evr(fit: CPFit, evr: np.ndarray) -> tuple[CPFit, np.ndarray, np.ndarray]:

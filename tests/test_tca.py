@@ -55,25 +55,38 @@ def test_planted_low_rank_tensor_is_recovered():
     assert fit.errors[-1] < fit.errors[0]
 
 
-def test_torch_engine_matches_tensorly_cp_nn_hals():
+def _tensorly_cp_nn_hals(x, backend, **kw):
+    """tensorly's own CP_NN_HALS on ``x`` (float64) with ``backend``: (factors as ndarrays, errors)."""
+    with tl.backend_context(backend):
+        model = tl.decomposition.CP_NN_HALS(init="random", tol=1e-12, **kw)
+        cp = model.fit_transform(torch.as_tensor(x) if backend == "pytorch" else x)
+    return [np.asarray(f) for f in cp.factors], [float(e) for e in model.errors_]
+
+
+@pytest.mark.parametrize("engine", ["torch", "numpy"])
+def test_our_hals_engines_match_tensorly_cp_nn_hals(engine):
+    backend = "pytorch" if engine == "torch" else "numpy"
     rng = np.random.default_rng(3)
     x = rng.random((12, 7, 40))
-    t = torch.as_tensor(x)
-    with tl.backend_context("pytorch"):
-        model = tl.decomposition.CP_NN_HALS(rank=4, n_iter_max=25, init="random", tol=1e-12, random_state=5)
-        ref = model.fit_transform(t)
+    ref, ref_errors = _tensorly_cp_nn_hals(x, backend, rank=4, n_iter_max=25, random_state=5)
     ours = tca_fit.fit_cp(
-        x, rank=4, n_iter_max=25, init="random", tol=1e-12, random_state=5, dtype="float64", engine="torch"
+        x, rank=4, n_iter_max=25, init="random", tol=1e-12, random_state=5, dtype="float64", engine=engine
     )
-    assert ours.engine == "torch"
-    for a, b in zip(ref.factors, ours.factors):
-        np.testing.assert_allclose(b, a.numpy(), rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(ours.errors, [float(e) for e in model.errors_], rtol=1e-8)
+    assert ours.engine == engine
+    for a, b in zip(ref, ours.factors):
+        np.testing.assert_allclose(b, a, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(ours.errors, ref_errors, rtol=1e-8)
     # and the same through our tensorly path
     via_tl = tca_fit.fit_cp(x, rank=4, n_iter_max=25, tol=1e-12, random_state=5, dtype="float64", engine="tensorly")
     assert via_tl.engine == "tensorly"
     for a, b in zip(via_tl.factors, ours.factors):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+    # a 4-axis tensor (stacked videos) goes through the general contractions
+    x4 = rng.random((3, 8, 5, 30))
+    ref4, _ = _tensorly_cp_nn_hals(x4, backend, rank=3, n_iter_max=10, random_state=1)
+    ours4 = tca_fit.fit_cp(x4, rank=3, n_iter_max=10, tol=1e-12, random_state=1, dtype="float64", engine=engine)
+    for a, b in zip(ref4, ours4.factors):
+        np.testing.assert_allclose(b, a, rtol=1e-8, atol=1e-10)
 
 
 def test_svd_init_equivalence_and_stop_rule():
@@ -207,29 +220,6 @@ def test_small_fits_run_on_one_thread_and_restore_the_count(engine, monkeypatch)
     finally:
         torch.set_num_threads(before[0])
         numpy_blas_threads(before[1])
-
-
-def test_numpy_engine_matches_tensorly_cp_nn_hals():
-    rng = np.random.default_rng(3)
-    x = rng.random((12, 7, 40))
-    with tl.backend_context("numpy"):
-        model = tl.decomposition.CP_NN_HALS(rank=4, n_iter_max=25, init="random", tol=1e-12, random_state=5)
-        ref = model.fit_transform(x)
-    ours = tca_fit.fit_cp(
-        x, rank=4, n_iter_max=25, init="random", tol=1e-12, random_state=5, dtype="float64", engine="numpy"
-    )
-    assert ours.engine == "numpy"
-    for a, b in zip(ref.factors, ours.factors):
-        np.testing.assert_allclose(b, a, rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(ours.errors, [float(e) for e in model.errors_], rtol=1e-8)
-    # a 4-axis tensor (stacked videos) goes through the general contractions
-    x4 = rng.random((3, 8, 5, 30))
-    with tl.backend_context("numpy"):
-        ref4 = tl.decomposition.CP_NN_HALS(rank=3, n_iter_max=10, init="random", tol=1e-12, random_state=1)
-        ref4 = ref4.fit_transform(x4)
-    ours4 = tca_fit.fit_cp(x4, rank=3, n_iter_max=10, tol=1e-12, random_state=1, dtype="float64", engine="numpy")
-    for a, b in zip(ref4.factors, ours4.factors):
-        np.testing.assert_allclose(b, a, rtol=1e-8, atol=1e-10)
 
 
 def test_numpy_and_torch_engines_agree_in_float32():
@@ -669,3 +659,16 @@ def test_tracked_error_follows_the_exact_error(engine):
         devs.append(abs(e[-1] - exact) / exact)
     assert exact < 0.05  # a good fit: where the cancellation bites
     assert max(devs) < 7e-5, max(devs)
+
+
+def test_explained_variance_sums_on_a_torch_device_equal_the_numpy_ones():
+    # the sums a GPU job makes, run here on torch's CPU device
+    rng = np.random.default_rng(1)
+    x = rng.random((20, 6, 30))
+    f = [rng.random((n, 3)) for n in x.shape]
+    w = rng.random(3)
+    kr = hals.khatri_rao(f[:-1])
+    on_torch = tca_metrics._chunk_sums_torch(torch.as_tensor(x), x.shape, kr, f[-1], w, 7, "cpu")
+    on_numpy = tca_metrics._chunk_sums_numpy(x.reshape(-1, 30), kr, f[-1], w, 7)
+    np.testing.assert_allclose(on_torch[0], on_numpy[0], rtol=1e-12)
+    np.testing.assert_allclose(on_torch[1:], on_numpy[1:], rtol=1e-12)
