@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import os
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -27,6 +26,7 @@ import numpy as np
 
 from .errors import ConfigError, SpectrogramError
 from .keys import natural
+from .runtime import HeapTrimmer
 from .spectrogram_clock import stream_clock
 from .vqt import plan_vqt, time_axis
 from .vqt_filters import FilterBank, make_vqt_filters
@@ -256,8 +256,8 @@ def spectrogram_from_tracks(
     """
     p = params or SpectrogramParams()
     rows = displacement_traces(points_tracked, point_positions)
-    plan = _plan(bank, rows.shape[1], p, device, label)
-    raw = plan.transform(rows).cpu().numpy()
+    plan = _plan(bank, rows.shape[1], p, device, label, session_engine(p, device, rows.size))
+    raw = plan.transform_array(rows)
     m = frame_power(raw, p.spectrogram_exponent) / rows.shape[0]
     spec = normalize_spectrogram(
         raw, bank.freqs, m, p.normalization_factor, p.spectrogram_exponent, p.one_over_f_exponent
@@ -267,7 +267,27 @@ def spectrogram_from_tracks(
     return spec.reshape(2, n, *spec.shape[1:]), x_axis, m
 
 
-def _plan(bank, n_samples, p: SpectrogramParams, device, label):
+#: CPU sessions of at most this many samples (rows x frames, all videos) use the 'numpy'
+#: engine under ``engine: auto``: importing torch costs a job ~1.6 s (~1.0 s more wall
+#: per job, measured), and the numpy engine's transform is ~15-25 ns a sample slower
+#: than torch's 'fft' on 2 threads, so torch repays its import from ~40-60 M samples
+#: (40 M: about 8 minutes of 700 rows at 120 Hz)
+NUMPY_MAX_SAMPLES = 40_000_000
+
+
+def session_engine(p: SpectrogramParams, device: str, n_samples: int) -> str:
+    """The VQT engine for a session of ``n_samples`` samples (rows x frames, all videos).
+
+    ``p.engine`` unless it is 'auto': then 'numpy' for magnitude output on the CPU up
+    to :data:`NUMPY_MAX_SAMPLES` (the job never imports torch), else the plan's own
+    choice ('fft' on the CPU, 'direct' on a GPU or for complex output).
+    """
+    if p.engine == "auto" and p.take_abs and str(device) == "cpu" and n_samples <= NUMPY_MAX_SAMPLES:
+        return "numpy"
+    return p.engine
+
+
+def _plan(bank, n_samples, p: SpectrogramParams, device, label, engine: str | None = None):
     return plan_vqt(
         bank,
         n_samples,
@@ -276,7 +296,7 @@ def _plan(bank, n_samples, p: SpectrogramParams, device, label):
         take_abs=p.take_abs,
         complex_pooling=p.complex_pooling,
         device=device,
-        engine=p.engine,
+        engine=engine or p.engine,
         label=label,
     )
 
@@ -381,7 +401,7 @@ def compute_session_spectrograms(
             len(keys),
         )
         # check every video before any work, so a short last video fails fast
-        clocks, plans = {}, {}  # plans by length: trials of equal length share one
+        clocks = {}
         for key in keys:
             shape = tr["points_tracked"][key].shape
             if len(shape) != 3 or shape[1:] != (n_pts, 2):
@@ -389,10 +409,13 @@ def compute_session_spectrograms(
                     f"session {session}: points_tracked/{key} has shape {shape}, expected (T, {n_pts}, 2)"
                 )
             clocks[key] = stream_clock(tr, key, shape[0], fs, session, log)
+        engine = session_engine(p, device, 2 * n_pts * sum(c.n_samples for c in clocks.values()))
+        plans = {}  # by length: trials of equal length share one
+        for key in keys:
             where = f" ({paths[int(key)]})" if key.isdigit() and int(key) < len(paths) else ""
             T = clocks[key].n_samples
             if T not in plans:
-                plans[T] = _plan(bank, T, p, device, f"session {session}, video {key}{where}")
+                plans[T] = _plan(bank, T, p, device, f"session {session}, video {key}{where}", engine)
         summary = {"fs": fs, "f_max": f_max_used, "win_size": bank.win_size, "videos": {}}
         out_dtype = np.float32 if p.take_abs else np.complex64
         with h5py.File(output_path, "w") as out:
@@ -407,7 +430,7 @@ def compute_session_spectrograms(
             out.create_dataset("point_positions", data=home)
             g_spec = out.create_group("spectrograms")
             g_x, g_t, g_m = out.create_group("x_axis"), out.create_group("times"), out.create_group("mean_power")
-            trimmer = _HeapTrimmer()
+            trimmer = HeapTrimmer()
             for key in keys:
                 clock = clocks[key]
                 dset_in = clock.source(tr["points_tracked"][key])
@@ -470,44 +493,6 @@ def compute_session_spectrograms(
     return summary
 
 
-class _HeapTrimmer:
-    """Give freed heap memory back to the OS (glibc ``malloc_trim``) once it has piled up.
-
-    torch's FFTs run on several threads, each allocating in its own malloc arena;
-    memory freed there is kept by the arenas, and over 40 short trial videos the
-    resident set grew by ~25 MB per video (to 1.4 GB). A trim after each video kept it
-    flat (296 MB over 40 transforms) but cost ~3 ms a video, a tenth of a 1000-frame
-    trial's transform; so :meth:`after_video` trims only when the resident set is
-    ``slack_bytes`` above what the last trim left. No-op without glibc.
-    """
-
-    def __init__(self, slack_bytes: int = 64 * 2**20):
-        from .runtime import glibc
-
-        self.slack_bytes = int(slack_bytes)
-        self.trims = 0
-        self._libc = glibc()
-        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-        self._floor = self._rss()
-
-    def _rss(self) -> int:
-        try:
-            with open("/proc/self/statm") as fh:
-                return int(fh.read().split()[1]) * self._page
-        except (OSError, ValueError, IndexError):
-            return 0
-
-    def after_video(self) -> None:
-        if self._libc is None:
-            return
-        rss = self._rss()
-        if rss and rss < self._floor + self.slack_bytes:
-            return
-        self._libc.malloc_trim(0)
-        self.trims += 1
-        self._floor = self._rss()
-
-
 def _video_in_memory(dset_in, home, plan, p: SpectrogramParams, dset, out_dtype) -> np.ndarray:
     """Whole video in memory: one read, the two passes on an array, one write."""
     raw = np.empty((2, home.shape[0], plan.bank.n_freq_bins, plan.n_out), dtype=out_dtype)
@@ -540,7 +525,7 @@ def _two_pass(src, home, plan, p: SpectrogramParams, dst) -> np.ndarray:
     chunks = [(a, min(n_pts, a + k)) for a in range(0, n_pts, k)]
     power = np.zeros(plan.n_out, dtype=np.float64)
     for a, b in chunks:
-        raw = plan.transform(displacement_traces(src[:, a:b, :], home[a:b])).cpu().numpy()
+        raw = plan.transform_array(displacement_traces(src[:, a:b, :], home[a:b]))
         power += frame_power(raw, p.spectrogram_exponent)
         dst[:, a:b] = raw.reshape(2, b - a, *raw.shape[1:])
     m = power / max(1, 2 * n_pts)

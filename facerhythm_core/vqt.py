@@ -8,9 +8,11 @@ by ``downsample_factor`` with the last partial block averaged over the samples i
 does not grow with the signal length. This module plans a transform (:func:`plan_vqt`)
 and knows the output's geometry; the loops are in :mod:`facerhythm_core.vqt_engines`.
 
-Engines: 'fft' (overlap-save, the CPU default) and 'direct' (strided ``conv1d``) give the
-same numbers; 'baseband' (opt-in) evaluates each filter at a reduced rate from a cropped
-band of its spectrum, faster but approximate (stated tolerance in docs/spectrogram.md).
+Engines: 'fft' (overlap-save, the CPU default), 'numpy' (the same blocks in numpy, so
+that a CPU job need not import torch) and 'direct' (strided ``conv1d``) give the same
+numbers up to float32 rounding; 'baseband' (opt-in) evaluates each filter at a reduced
+rate from a cropped band of its spectrum, faster but approximate (stated tolerance in
+docs/spectrogram.md).
 
 Deliberate difference from the reference (can be switched back for comparison):
 complex output is block-averaged as complex numbers (``complex_pooling="mean"``); the
@@ -33,7 +35,7 @@ from .vqt_filters import FilterBank
 logger = logging.getLogger(__name__)
 
 PADDINGS = ("valid", "same")
-ENGINES = ("auto", "direct", "fft", "baseband")
+ENGINES = ("auto", "direct", "fft", "numpy", "baseband")
 COMPLEX_POOLINGS = ("mean", "polar")
 
 
@@ -141,7 +143,7 @@ class VQTPlan:
     take_abs: bool
     complex_pooling: str
     device: str
-    engine: str  # 'direct' (strided conv1d), 'fft' (overlap-save), 'baseband'
+    engine: str  # 'direct' (strided conv1d), 'fft' (overlap-save), 'numpy', 'baseband'
     start: int  # first kept output, full-convolution coordinates
     length: int  # kept full-rate outputs
     n_full: int  # complete ds-blocks (the partial last one is separate)
@@ -149,14 +151,31 @@ class VQTPlan:
     weight_tail: object = None  # (2F, 1, W) weight for the last, partial block
     fft_size: int = 0  # 'fft': block length N
     fft_blocks: int = 0  # 'fft': ds-blocks per FFT block
-    fft_coef: object = None  # 'fft': (2F, N//2+1) spectra of Re h, Im h, phase-shifted
+    fft_coef: object = None  # 'fft', 'numpy': (2F, N//2+1) spectra of Re h, Im h, phase-shifted
     band_groups: tuple = ()  # 'baseband': (filters, decimation D, bin index, coefs) per D
     max_batch_bytes: int = 128 * 2**20
+    workers: int = 1  # 'numpy': threads
 
     @property
     def n_out(self) -> int:
         """Number of output time bins T'."""
         return output_length(self.n_samples, self.bank.win_size, self.downsample_factor, self.padding)
+
+    def transform_array(self, x) -> np.ndarray:
+        """As :meth:`transform`, returned as a numpy array (C, F, T') on the host; the
+        'numpy' engine never imports torch."""
+        if self.engine != "numpy":
+            return self.transform(x).cpu().numpy()
+        xa = np.asarray(x.cpu().numpy() if hasattr(x, "cpu") else x, dtype=np.float32)
+        self._check_input(xa.shape)
+        out = np.zeros((xa.shape[0], self.bank.n_freq_bins, self.n_out), dtype=np.float32)
+        if out.size:
+            engines.overlap_save_numpy(self, xa, out)
+        return out
+
+    def _check_input(self, shape) -> None:
+        if len(shape) != 2 or shape[1] != self.n_samples:
+            raise SpectrogramError(f"VQT plan is for signals of {self.n_samples} samples, got shape {tuple(shape)}")
 
     def transform(self, x):
         """Transform real signals.
@@ -173,10 +192,11 @@ class VQTPlan:
         """
         import torch
 
+        if self.engine == "numpy":
+            return torch.from_numpy(self.transform_array(x))
         xt = x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x, dtype=np.float32))
         xt = xt.to(device=self.device, dtype=torch.float32)
-        if xt.ndim != 2 or xt.shape[1] != self.n_samples:
-            raise SpectrogramError(f"VQT plan is for signals of {self.n_samples} samples, got shape {tuple(xt.shape)}")
+        self._check_input(tuple(xt.shape))
         C, F = xt.shape[0], self.bank.n_freq_bins
         out = torch.zeros(
             (C, F, self.n_out), device=self.device, dtype=torch.float32 if self.take_abs else torch.complex64
@@ -203,6 +223,7 @@ def plan_vqt(
     label: str = "signal",
     band_eps: float = 1e-5,
     band_oversample: float = 1.0,
+    workers: int | None = None,
 ) -> VQTPlan:
     """Prepare a VQT of real signals of ``n_samples`` samples.
 
@@ -228,9 +249,11 @@ def plan_vqt(
         torch device ('cpu', 'cuda', ...).
     engine : {'auto', 'direct', 'fft', 'baseband'}
         'direct': strided ``conv1d`` of the W-tap filters (any output; cuDNN on GPU).
-        'fft': overlap-save FFT blocks, magnitude output only. 'auto': 'fft' for
-        magnitude output on CPU of signals at least 1.5 W long, else 'direct'. These
-        give the same numbers up to float32 rounding. 'baseband' (opt-in, magnitude
+        'fft': overlap-save FFT blocks, magnitude output only. 'numpy': the 'fft'
+        blocks in numpy threads, magnitude output on CPU only, without torch (a
+        session's engine is chosen in :mod:`facerhythm_core.spectrogram`). 'auto':
+        'fft' for magnitude output on CPU of signals at least 1.5 W long, else
+        'direct'. These give the same numbers up to float32 rounding. 'baseband' (opt-in, magnitude
         only, approximate): as 'fft', but each filter's band is cropped and inverse
         transformed at a reduced rate; see ``band_eps`` and docs/spectrogram.md for
         its measured error and speed.
@@ -241,6 +264,8 @@ def plan_vqt(
         against 98 ms with the former 48 MiB and 50 ms with 2 MiB, 60 rows x 20 000
         samples 228 ms against 370 ms; the output is identical for any batch size),
         128 MiB for the other engines.
+    workers : int or None
+        'numpy' only: threads; None = :func:`facerhythm_core.runtime.cpu_threads`.
     label : str
         Name of the signal (e.g. "session s1, video 0") for error messages.
     band_eps : float
@@ -258,19 +283,8 @@ def plan_vqt(
     ConfigError
         Bad parameter values.
     """
-    import torch
-
     ds = int(downsample_factor)
-    if ds < 1:
-        raise ConfigError(f"spectrogram.downsample_factor must be >= 1, got {downsample_factor}")
-    if complex_pooling not in COMPLEX_POOLINGS:
-        raise ConfigError(f"complex_pooling must be one of {COMPLEX_POOLINGS}, got {complex_pooling!r}")
-    if engine not in ENGINES:
-        raise ConfigError(f"VQT engine must be one of {ENGINES}, got {engine!r}")
-    if not 0 < band_eps < 1 or not band_oversample >= 1:
-        raise ConfigError(f"VQT band_eps must be in (0, 1) and band_oversample >= 1, got {band_eps}, {band_oversample}")
-    if engine in ("fft", "baseband") and not take_abs:
-        raise ConfigError(f"VQT engine {engine!r} supports magnitude output only; use 'direct'")
+    _check_plan_args(ds, take_abs, complex_pooling, device, engine, band_eps, band_oversample)
     W = bank.win_size
     S = int(n_samples)
     if engine == "auto":
@@ -289,30 +303,24 @@ def plan_vqt(
             "or track the session's videos contiguously so short videos are joined"
         )
     start, length = _crop(S, W, padding)
-    h = bank.filters.astype(np.complex128)
-    weight_tail = engines.conv_weight(h, device)
-    weight = weight_tail
-    if not take_abs and complex_pooling == "mean":
-        # the mean of y over a block is one sample of y convolved with a boxcar
-        weight = engines.conv_weight(np.stack([np.convolve(hk, np.full(ds, 1.0 / ds)) for hk in h]), device)
-    fft_size = fft_blocks = 0
-    fft_coef = None
-    band_groups = ()
+    kernels = _kernels(bank.filters.astype(np.complex128), engine, take_abs, complex_pooling, ds, length, device)
     if engine == "baseband":
-        # N a multiple of ds, so every divisor of ds is a possible decimation
-        target = min(max(2048, 8 * (W + 3 * ds)), (length // ds) * ds + W + 2 * ds)
-        fft_size = ds * _next_fast_len(-(-target // ds), (2, 3, 5, 7, 11))
-        fft_blocks = (fft_size - W - 2 * ds) // ds
-        band_groups = engines.band_groups(h, fft_size, ds, W - 1 + ds, float(band_eps), float(band_oversample), device)
-    if engine == "fft":
-        fft_size = _overlap_save_size(W, ds, length // ds)
-        j0 = W - 1  # first kept output in a block: the first with its whole window inside
-        fft_blocks = (fft_size - j0) // ds
-        hr = np.fft.rfft(np.concatenate([h.real, h.imag]), n=fft_size, axis=1)
-        hr = hr * np.exp(2j * np.pi * np.arange(hr.shape[1]) * j0 / fft_size)
-        fft_coef = torch.as_tensor(hr.astype(np.complex64), device=device)
+        kernels["band_groups"] = engines.band_groups(
+            bank.filters.astype(np.complex128),
+            kernels["fft_size"],
+            ds,
+            W - 1 + ds,
+            float(band_eps),
+            float(band_oversample),
+            device,
+        )
     if max_batch_bytes is None:
-        max_batch_bytes = (8 if engine == "fft" else 128) * 2**20
+        # 'numpy': per thread; 4 MiB (4 rows of a 1000-frame trial) measured best
+        max_batch_bytes = {"fft": 8, "numpy": 4}.get(engine, 128) * 2**20
+    if workers is None:
+        from .runtime import cpu_threads
+
+        workers = cpu_threads()
     plan = VQTPlan(
         bank=bank,
         n_samples=S,
@@ -325,16 +333,56 @@ def plan_vqt(
         start=start,
         length=length,
         n_full=length // ds,
-        weight=weight,
-        weight_tail=weight_tail,
-        fft_size=fft_size,
-        fft_blocks=fft_blocks,
-        fft_coef=fft_coef,
-        band_groups=band_groups,
+        **kernels,
         max_batch_bytes=int(max_batch_bytes),
+        workers=max(1, int(workers)),
     )
     logger.debug("VQT plan %s: S=%d W=%d ds=%d engine=%s", label, S, W, ds, engine)
     return plan
+
+
+def _check_plan_args(ds, take_abs, complex_pooling, device, engine, band_eps, band_oversample) -> None:
+    if ds < 1:
+        raise ConfigError(f"spectrogram.downsample_factor must be >= 1, got {ds}")
+    if complex_pooling not in COMPLEX_POOLINGS:
+        raise ConfigError(f"complex_pooling must be one of {COMPLEX_POOLINGS}, got {complex_pooling!r}")
+    if engine not in ENGINES:
+        raise ConfigError(f"VQT engine must be one of {ENGINES}, got {engine!r}")
+    if not 0 < band_eps < 1 or not band_oversample >= 1:
+        raise ConfigError(f"VQT band_eps must be in (0, 1) and band_oversample >= 1, got {band_eps}, {band_oversample}")
+    if engine == "numpy" and str(device) != "cpu":
+        raise ConfigError(f"VQT engine 'numpy' runs on the CPU only, not on {device!r}; use 'fft' or 'direct'")
+    if engine in ("fft", "numpy", "baseband") and not take_abs:
+        raise ConfigError(f"VQT engine {engine!r} supports magnitude output only; use 'direct'")
+
+
+def _kernels(h: np.ndarray, engine: str, take_abs: bool, complex_pooling: str, ds: int, length: int, device) -> dict:
+    """The kernels an engine applies: torch ``conv1d`` weights (every torch engine's
+    tail), the overlap-save spectra ('fft' as a torch tensor, 'numpy' as an array) and
+    the block geometry; 'baseband' gets its band groups in :func:`plan_vqt`."""
+    W = h.shape[1]
+    k = dict(weight=None, weight_tail=None, fft_size=0, fft_blocks=0, fft_coef=None, band_groups=())
+    if engine != "numpy":
+        k["weight"] = k["weight_tail"] = engines.conv_weight(h, device)
+        if not take_abs and complex_pooling == "mean":
+            # the mean of y over a block is one sample of y convolved with a boxcar
+            k["weight"] = engines.conv_weight(np.stack([np.convolve(hk, np.full(ds, 1.0 / ds)) for hk in h]), device)
+    if engine == "baseband":
+        # N a multiple of ds, so every divisor of ds is a possible decimation
+        target = min(max(2048, 8 * (W + 3 * ds)), (length // ds) * ds + W + 2 * ds)
+        k["fft_size"] = ds * _next_fast_len(-(-target // ds), (2, 3, 5, 7, 11))
+        k["fft_blocks"] = (k["fft_size"] - W - 2 * ds) // ds
+    if engine in ("fft", "numpy"):
+        N = _overlap_save_size(W, ds, length // ds)
+        j0 = W - 1  # first kept output in a block: the first with its whole window inside
+        hr = np.fft.rfft(np.concatenate([h.real, h.imag]), n=N, axis=1)
+        hr = (hr * np.exp(2j * np.pi * np.arange(hr.shape[1]) * j0 / N)).astype(np.complex64)
+        if engine == "fft":
+            import torch
+
+            hr = torch.as_tensor(hr, device=device)
+        k.update(fft_size=N, fft_blocks=(N - j0) // ds, fft_coef=hr)
+    return k
 
 
 def vqt(
@@ -368,4 +416,4 @@ def vqt(
         device=device,
         **plan_kwargs,
     )
-    return plan.transform(x).cpu().numpy()
+    return plan.transform_array(x)

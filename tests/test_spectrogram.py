@@ -15,7 +15,9 @@ from facerhythm_core.spectrogram import (
     frame_power,
     normalize_spectrogram,
     read_spectrograms,
+    NUMPY_MAX_SAMPLES,
     resolve_f_max,
+    session_engine,
     spectrogram_from_tracks,
 )
 from facerhythm_core.vqt import output_length, vqt
@@ -266,14 +268,14 @@ def test_videos_of_one_length_share_one_plan(tmp_path, monkeypatch):
 
 
 def test_heap_trimmer_returns_freed_heap_only_past_its_slack():
-    from facerhythm_core.spectrogram import _HeapTrimmer
+    from facerhythm_core.runtime import HeapTrimmer
 
-    lazy = _HeapTrimmer(slack_bytes=2**40)
+    lazy = HeapTrimmer(slack_bytes=2**40)
     if lazy._libc is None:
         pytest.skip("no glibc malloc_trim here")
     lazy.after_video()
     assert lazy.trims == 0  # nothing piled up: no trim, no cost
-    trimmer = _HeapTrimmer(slack_bytes=32 * 2**20)
+    trimmer = HeapTrimmer(slack_bytes=32 * 2**20)
     # 128 MB of 32 KB heap blocks, every other one freed: holes the heap cannot shrink past
     blocks = [np.ones(4096) for _ in range(4000)]
     del blocks[::2]
@@ -313,3 +315,50 @@ def test_tune_heap_keeps_freed_megabyte_buffers_in_the_heap():
         freed[tune] = int(out[1])
     assert freed[False] > 7 * 2**20  # default: unmapped at once, pages faulted in again next time
     assert freed[True] < 2**20  # tuned: kept for the next batch
+
+
+def test_session_engine_choice():
+    """'auto' on the CPU: the numpy engine (no torch import) up to NUMPY_MAX_SAMPLES,
+    then the plan's torch choice; explicit engines, GPUs and complex output keep theirs."""
+    p = SpectrogramParams.from_mapping(PARAMS)
+    assert session_engine(p, "cpu", NUMPY_MAX_SAMPLES) == "numpy"
+    assert session_engine(p, "cpu", NUMPY_MAX_SAMPLES + 1) == "auto"
+    assert session_engine(p, "cuda", 10) == "auto"
+    assert session_engine(SpectrogramParams.from_mapping({**PARAMS, "take_abs": False}), "cpu", 10) == "auto"
+    assert session_engine(SpectrogramParams.from_mapping({**PARAMS, "engine": "fft"}), "cpu", 10) == "fft"
+
+
+def test_spectrogram_stage_on_the_cpu_never_imports_torch(tmp_path):
+    """A CPU spectrogram job of a short session runs the numpy engine without loading
+    torch (~1.6 s a job), and writes what the torch 'fft' engine writes, to float32 rounding."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (a, home), (b, _) = _tracks(500, 5, seed=7), _tracks(433, 5, seed=8)
+    b = b - _tracks(433, 5, seed=8)[1] + home
+    trk = tmp_path / "tracking.h5"
+    _write_tracking(trk, [a, b], home)
+    params = {**PARAMS, "device": "auto"}
+    prog = (
+        "import sys, logging\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
+        "from facerhythm_core import stages\n"
+        f"stages.spectrogram({str(trk)!r}, {str(tmp_path / 'numpy.h5')!r}, session='s', params={params!r})\n"
+        "print('torch' in sys.modules)\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, cwd=repo)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split()[-1] == "False"
+    assert "VQT engine numpy" in out.stderr
+    compute_session_spectrograms(trk, tmp_path / "fft.h5", {**PARAMS, "engine": "fft"}, session="s")
+    res, ref = read_spectrograms(tmp_path / "numpy.h5"), read_spectrograms(tmp_path / "fft.h5")
+    for key in ("0", "1"):
+        np.testing.assert_allclose(
+            res["spectrograms"][key],
+            ref["spectrograms"][key],
+            rtol=0,
+            atol=2e-6 * np.abs(ref["spectrograms"][key]).max(),
+        )
+        np.testing.assert_allclose(res["mean_power"][key], ref["mean_power"][key], rtol=2e-6)

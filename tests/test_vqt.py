@@ -128,7 +128,7 @@ def test_nyquist_checks():
 # ----------------------------------------------------------------------- transform
 
 
-@pytest.mark.parametrize("engine", ["direct", "fft"])
+@pytest.mark.parametrize("engine", ["direct", "fft", "numpy"])
 @pytest.mark.parametrize("carrier_fix", [True, False])
 @pytest.mark.parametrize("padding", ["valid", "same"])
 def test_exact_matches_slow_reference(carrier_fix, padding, engine):
@@ -214,7 +214,7 @@ def test_too_short_signal_fails_clearly(bank120):
     assert out.shape == (1, 36, 20)
 
 
-@pytest.mark.parametrize("engine", ["direct", "fft"])
+@pytest.mark.parametrize("engine", ["direct", "fft", "numpy"])
 def test_batching_does_not_change_results(small_bank, engine):
     x = _signals(5, 1600, 60.0, seed=3)
     big = plan_vqt(small_bank, 1600, 6, engine=engine).transform(x).numpy()
@@ -376,3 +376,37 @@ def test_fft_engine_equals_direct_across_block_sizes(bank120):
         b = plan_vqt(bank120, S, 20, engine="direct")
         oa, ob = a.transform(x).numpy(), b.transform(x).numpy()
         np.testing.assert_allclose(oa, ob, rtol=0, atol=1e-5 * np.abs(ob).max())
+
+
+# ----------------------------------------------------------------------- numpy engine
+
+
+@pytest.mark.parametrize(
+    "n_samples,padding",
+    [(1000, "valid"), (1013, "valid"), (1000, "same"), (977, "same"), (6011, "valid"), (481, "valid")],
+)
+def test_numpy_engine_equals_torch_engines(bank120, n_samples, padding):
+    """The 'numpy' engine gives the torch engines' numbers to float32 rounding, the last,
+    partial bin (1013, 977, 6011 frames) included, and the same numbers on 1 or 2 threads."""
+    x = _signals(9, n_samples, 120.0, seed=5)
+    plan = plan_vqt(bank120, n_samples, 20, padding=padding, engine="numpy", workers=2)
+    assert plan.engine == "numpy" and plan.weight is None  # no torch kernels made
+    out = plan.transform_array(x)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32
+    ref = plan_vqt(bank120, n_samples, 20, padding=padding, engine="direct").transform(x).numpy()
+    assert out.shape == ref.shape == (9, bank120.n_freq_bins, output_length(n_samples, bank120.win_size, 20, padding))
+    np.testing.assert_allclose(out, ref, rtol=0, atol=2e-6 * np.abs(ref).max())
+    one = plan_vqt(bank120, n_samples, 20, padding=padding, engine="numpy", workers=1).transform_array(x)
+    np.testing.assert_array_equal(one, out)
+    np.testing.assert_array_equal(plan.transform(x).numpy(), out)  # the torch-facing call
+
+
+def test_numpy_engine_limits(small_bank):
+    with pytest.raises(ConfigError, match="magnitude output only"):
+        plan_vqt(small_bank, 1600, 6, take_abs=False, engine="numpy")
+    with pytest.raises(ConfigError, match="CPU only"):
+        plan_vqt(small_bank, 1600, 6, engine="numpy", device="cuda")
+    plan = plan_vqt(small_bank, 1600, 6, engine="numpy")
+    with pytest.raises(SpectrogramError, match="1600 samples"):
+        plan.transform_array(np.zeros((2, 1500), np.float32))
+    assert plan.transform_array(np.zeros((0, 1600), np.float32)).shape == (0, small_bank.n_freq_bins, plan.n_out)
