@@ -151,7 +151,7 @@ class VQTPlan:
     weight_tail: object = None  # (2F, 1, W) weight for the last, partial block
     fft_size: int = 0  # 'fft': block length N
     fft_blocks: int = 0  # 'fft': ds-blocks per FFT block
-    fft_coef: object = None  # 'fft', 'numpy': (2F, N//2+1) spectra of Re h, Im h, phase-shifted
+    fft_coef: object = None  # 'fft': (2F, N//2+1) spectra of Re h, Im h; 'numpy': (F, N) of h; phase-shifted
     band_groups: tuple = ()  # 'baseband': (filters, decimation D, bin index, coefs) per D
     max_batch_bytes: int = 128 * 2**20
     workers: int = 1  # 'numpy': threads
@@ -375,7 +375,10 @@ def _kernels(h: np.ndarray, engine: str, take_abs: bool, complex_pooling: str, d
     if engine in ("fft", "numpy"):
         N = _overlap_save_size(W, ds, length // ds)
         j0 = W - 1  # first kept output in a block: the first with its whole window inside
-        hr = np.fft.rfft(np.concatenate([h.real, h.imag]), n=N, axis=1)
+        if engine == "fft":  # Re h and Im h apart: two irffts a filter
+            hr = np.fft.rfft(np.concatenate([h.real, h.imag]), n=N, axis=1)
+        else:  # the complex filter: one complex ifft a filter (numpy: ~10 % faster)
+            hr = np.fft.fft(h, n=N, axis=1)
         hr = (hr * np.exp(2j * np.pi * np.arange(hr.shape[1]) * j0 / N)).astype(np.complex64)
         if engine == "fft":
             import torch

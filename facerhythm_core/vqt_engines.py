@@ -137,8 +137,10 @@ def overlap_save_numpy(plan, x: np.ndarray, out: np.ndarray) -> None:
     Every output bin, the last, partial one included, comes from the FFT blocks (no
     torch ``conv1d`` tail). The (row, block) pairs are cut into tiles of about
     ``plan.max_batch_bytes`` and split between ``plan.workers`` threads: numpy's FFTs
-    and ufuncs release the GIL. Block sums go through a matrix-vector product
-    (BLAS), ~10x faster than ``mean`` over a short last axis.
+    and ufuncs release the GIL. Each filter is one complex inverse FFT (y itself)
+    rather than two irffts (Re y, Im y): in numpy that and ``abs`` were ~10 % faster.
+    Block sums go through a matrix-vector product (BLAS), ~10x faster than ``mean``
+    over a short last axis.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -177,11 +179,9 @@ def _os_numpy_tile(plan, seg: np.ndarray, out: np.ndarray, m0: int) -> None:
     of ``out`` (rows, F, T'); the partial last bin averages only the samples it has."""
     F, ds, N, B = plan.bank.n_freq_bins, plan.downsample_factor, plan.fft_size, plan.fft_blocks
     nr, nk = seg.shape[:2]
-    X = np.fft.rfft(seg.reshape(nr * nk, N), axis=-1)  # complex64 (numpy >= 2)
-    yy = np.fft.irfft(X[:, None, :] * plan.fft_coef, n=N, axis=-1)  # (b, 2F, N) float32
-    sq = np.square(yy[:, :, : B * ds])
-    mag = sq[:, :F] + sq[:, F:]  # (b, F, B*ds), contiguous
-    np.sqrt(mag, out=mag)
+    X = np.fft.fft(seg.reshape(nr * nk, N), axis=-1)  # complex64 (numpy >= 2)
+    z = np.fft.ifft(X[:, None, :] * plan.fft_coef, n=N, axis=-1)  # (b, F, N) complex y
+    mag = np.abs(z[:, :, : B * ds])  # (b, F, B*ds) float32, contiguous
     sums = (mag.reshape(-1, ds) @ np.ones(ds, dtype=np.float32)).reshape(nr, nk, F, B)
     n_out, n_full = out.shape[2], plan.n_full
     m1 = min(n_out, m0 + nk * B)
