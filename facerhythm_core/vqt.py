@@ -247,7 +247,7 @@ def plan_vqt(
         wrong at the +-pi wrap, kept to reproduce it.
     device : str
         torch device ('cpu', 'cuda', ...).
-    engine : {'auto', 'direct', 'fft', 'baseband'}
+    engine : {'auto', 'direct', 'fft', 'numpy', 'baseband'}
         'direct': strided ``conv1d`` of the W-tap filters (any output; cuDNN on GPU).
         'fft': overlap-save FFT blocks, magnitude output only. 'numpy': the 'fft'
         blocks in numpy threads, magnitude output on CPU only, without torch (a
@@ -303,17 +303,17 @@ def plan_vqt(
             "or track the session's videos contiguously so short videos are joined"
         )
     start, length = _crop(S, W, padding)
-    kernels = _kernels(bank.filters.astype(np.complex128), engine, take_abs, complex_pooling, ds, length, device)
-    if engine == "baseband":
-        kernels["band_groups"] = engines.band_groups(
-            bank.filters.astype(np.complex128),
-            kernels["fft_size"],
-            ds,
-            W - 1 + ds,
-            float(band_eps),
-            float(band_oversample),
-            device,
-        )
+    kernels = _kernels(
+        bank.filters.astype(np.complex128),
+        engine,
+        take_abs,
+        complex_pooling,
+        ds,
+        length,
+        device,
+        band_eps,
+        band_oversample,
+    )
     if max_batch_bytes is None:
         # 'numpy': per thread; 4 MiB (4 rows of a 1000-frame trial) measured best
         max_batch_bytes = {"fft": 8, "numpy": 4}.get(engine, 128) * 2**20
@@ -356,10 +356,10 @@ def _check_plan_args(ds, take_abs, complex_pooling, device, engine, band_eps, ba
         raise ConfigError(f"VQT engine {engine!r} supports magnitude output only; use 'direct'")
 
 
-def _kernels(h: np.ndarray, engine: str, take_abs: bool, complex_pooling: str, ds: int, length: int, device) -> dict:
+def _kernels(h: np.ndarray, engine, take_abs, complex_pooling, ds, length, device, band_eps, band_oversample) -> dict:
     """The kernels an engine applies: torch ``conv1d`` weights (every torch engine's
-    tail), the overlap-save spectra ('fft' as a torch tensor, 'numpy' as an array) and
-    the block geometry; 'baseband' gets its band groups in :func:`plan_vqt`."""
+    tail), the overlap-save spectra ('fft' as a torch tensor, 'numpy' as an array),
+    'baseband''s band groups, and the block geometry."""
     W = h.shape[1]
     k = dict(weight=None, weight_tail=None, fft_size=0, fft_blocks=0, fft_coef=None, band_groups=())
     if engine != "numpy":
@@ -372,6 +372,9 @@ def _kernels(h: np.ndarray, engine: str, take_abs: bool, complex_pooling: str, d
         target = min(max(2048, 8 * (W + 3 * ds)), (length // ds) * ds + W + 2 * ds)
         k["fft_size"] = ds * _next_fast_len(-(-target // ds), (2, 3, 5, 7, 11))
         k["fft_blocks"] = (k["fft_size"] - W - 2 * ds) // ds
+        k["band_groups"] = engines.band_groups(
+            h, k["fft_size"], ds, W - 1 + ds, float(band_eps), float(band_oversample), device
+        )
     if engine in ("fft", "numpy"):
         N = _overlap_save_size(W, ds, length // ds)
         j0 = W - 1  # first kept output in a block: the first with its whole window inside

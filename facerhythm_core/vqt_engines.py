@@ -171,7 +171,7 @@ def overlap_save_numpy(plan, x: np.ndarray, out: np.ndarray) -> None:
             if tile is None:
                 return
             c0, k0 = tile
-            _os_numpy_tile(plan, segs[c0 : c0 + rows, k0 : k0 + blks], out[c0 : c0 + rows], k0 * B)
+            _overlap_save_numpy_tile(plan, segs[c0 : c0 + rows, k0 : k0 + blks], out[c0 : c0 + rows], k0 * B)
 
     workers = max(1, min(int(plan.workers), len(tiles)))
     if workers == 1:
@@ -182,7 +182,7 @@ def overlap_save_numpy(plan, x: np.ndarray, out: np.ndarray) -> None:
             f.result()
 
 
-def _os_numpy_tile(plan, seg: np.ndarray, out: np.ndarray, m0: int) -> None:
+def _overlap_save_numpy_tile(plan, seg: np.ndarray, out: np.ndarray, m0: int) -> None:
     """One tile of :func:`overlap_save_numpy`: ``seg`` (rows, blocks, N) -> bins ``m0...``
     of ``out`` (rows, F, T'); the partial last bin averages only the samples it has."""
     F, ds, N, B = plan.bank.n_freq_bins, plan.downsample_factor, plan.fft_size, plan.fft_blocks
