@@ -86,7 +86,7 @@ def main(argv=None):
     ap.add_argument(
         "--engines",
         default="reference,fft,floor,baseband:1e-2:1,baseband:1e-3:1,baseband:1e-4:1",
-        help="comma list of reference, fft, numpy, direct, floor, baseband[:eps:oversample]",
+        help="comma list of reference, fft, numpy, numba, direct, floor, baseband[:eps:oversample]",
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -110,7 +110,7 @@ def main(argv=None):
         if opt:
             kw = dict(band_eps=float(opt[0]), band_oversample=float(opt[1]))
         plan = plan_vqt(bank, args.samples, ds, engine=eng, workers=args.threads, **kw)
-        if eng == "numpy":  # numpy in, numpy out, as the spectrogram stage calls it
+        if eng in ("numpy", "numba"):  # numpy in, numpy out, as the spectrogram stage calls it
             runs[name] = (lambda p: lambda: torch.from_numpy(p.transform_array(x)))(plan)
         else:
             runs[name] = (lambda p: lambda: p.transform(xt))(plan)

@@ -267,24 +267,37 @@ def spectrogram_from_tracks(
     return spec.reshape(2, n, *spec.shape[1:]), x_axis, m
 
 
-#: CPU sessions of at most this many samples (rows x frames, all videos) use the 'numpy'
-#: engine under ``engine: auto``: importing torch costs a job ~1.6 s (~1.0 s more wall
-#: per job, measured), and the numpy engine's transform is ~15-25 ns a sample slower
-#: than torch's 'fft' on 2 threads, so torch repays its import from ~40-60 M samples
-#: (40 M: about 8 minutes of 700 rows at 120 Hz)
+#: CPU sessions of more than this many samples (rows x frames, all videos) use the
+#: 'numba' engine under ``engine: auto``. Its job pays ~0.55 s once (importing numba,
+#: ~0.25 s, and loading its compiled kernel, ~0.3 s: numba's own set-up) and then
+#: transforms ~30-45 ns a sample faster than the 'numpy' engine on 2 threads, which
+#: repays it from ~17 M samples (24 trials of 1000 frames x 700 rows)
+NUMBA_MIN_SAMPLES = 20_000_000
+
+#: where numba does not load, CPU sessions of at most this many samples use the
+#: 'numpy' engine: importing torch costs a job ~1.6 s (~1.0 s more wall per job,
+#: measured), and the numpy engine's transform is ~15-25 ns a sample slower than
+#: torch's 'fft' on 2 threads, so torch repays its import from ~40-60 M samples
 NUMPY_MAX_SAMPLES = 40_000_000
 
 
 def session_engine(p: SpectrogramParams, device: str, n_samples: int) -> str:
     """The VQT engine for a session of ``n_samples`` samples (rows x frames, all videos).
 
-    ``p.engine`` unless it is 'auto': then 'numpy' for magnitude output on the CPU up
-    to :data:`NUMPY_MAX_SAMPLES` (the job never imports torch), else the plan's own
-    choice ('fft' on the CPU, 'direct' on a GPU or for complex output).
+    ``p.engine`` unless it is 'auto': then, for magnitude output on the CPU, 'numpy'
+    up to :data:`NUMBA_MIN_SAMPLES` and 'numba' above (where numba does not load:
+    'numpy' up to :data:`NUMPY_MAX_SAMPLES`); else the plan's own choice ('fft' on the
+    CPU, 'direct' on a GPU or for complex output). The CPU engines never import torch.
     """
-    if p.engine == "auto" and p.take_abs and str(device) == "cpu" and n_samples <= NUMPY_MAX_SAMPLES:
+    if p.engine != "auto" or not p.take_abs or str(device) != "cpu":
+        return p.engine
+    if n_samples <= NUMBA_MIN_SAMPLES:
         return "numpy"
-    return p.engine
+    from .vqt_numba import HAVE_NUMBA
+
+    if HAVE_NUMBA:
+        return "numba"
+    return "numpy" if n_samples <= NUMPY_MAX_SAMPLES else p.engine
 
 
 def _plan(bank, n_samples, p: SpectrogramParams, device, label, engine: str | None = None):

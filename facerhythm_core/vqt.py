@@ -9,8 +9,9 @@ does not grow with the signal length. This module plans a transform (:func:`plan
 and knows the output's geometry; the loops are in :mod:`facerhythm_core.vqt_engines`.
 
 Engines: 'fft' (overlap-save, the CPU default), 'numpy' (the same blocks in numpy, so
-that a CPU job need not import torch) and 'direct' (strided ``conv1d``) give the same
-numbers up to float32 rounding; 'baseband' (opt-in) evaluates each filter at a reduced
+that a CPU job need not import torch), 'numba' (the same blocks, the inverse FFTs,
+magnitudes and block sums fused in one compiled loop; :mod:`facerhythm_core.vqt_numba`)
+and 'direct' (strided ``conv1d``) give the same numbers up to float32 rounding; 'baseband' (opt-in) evaluates each filter at a reduced
 rate from a cropped band of its spectrum, faster but approximate (stated tolerance in
 docs/spectrogram.md).
 
@@ -35,7 +36,9 @@ from .vqt_filters import FilterBank
 logger = logging.getLogger(__name__)
 
 PADDINGS = ("valid", "same")
-ENGINES = ("auto", "direct", "fft", "numpy", "baseband")
+ENGINES = ("auto", "direct", "fft", "numpy", "numba", "baseband")
+#: the engines that run in numpy arrays on the CPU, without torch
+HOST_ENGINES = ("numpy", "numba")
 COMPLEX_POOLINGS = ("mean", "polar")
 
 
@@ -143,7 +146,7 @@ class VQTPlan:
     take_abs: bool
     complex_pooling: str
     device: str
-    engine: str  # 'direct' (strided conv1d), 'fft' (overlap-save), 'numpy', 'baseband'
+    engine: str  # 'direct' (strided conv1d), 'fft' (overlap-save), 'numpy', 'numba', 'baseband'
     start: int  # first kept output, full-convolution coordinates
     length: int  # kept full-rate outputs
     n_full: int  # complete ds-blocks (the partial last one is separate)
@@ -151,10 +154,10 @@ class VQTPlan:
     weight_tail: object = None  # (2F, 1, W) weight for the last, partial block
     fft_size: int = 0  # 'fft': block length N
     fft_blocks: int = 0  # 'fft': ds-blocks per FFT block
-    fft_coef: object = None  # 'fft': (2F, N//2+1) spectra of Re h, Im h; 'numpy': (F, N) of h; phase-shifted
+    fft_coef: object = None  # 'fft': (2F, N//2+1) spectra of Re h, Im h; 'numpy', 'numba': (F, N) of h; phase-shifted
     band_groups: tuple = ()  # 'baseband': (filters, decimation D, bin index, coefs) per D
     max_batch_bytes: int = 128 * 2**20
-    workers: int = 1  # 'numpy': threads
+    workers: int = 1  # 'numpy', 'numba': threads
 
     @property
     def n_out(self) -> int:
@@ -163,14 +166,19 @@ class VQTPlan:
 
     def transform_array(self, x) -> np.ndarray:
         """As :meth:`transform`, returned as a numpy array (C, F, T') on the host; the
-        'numpy' engine never imports torch."""
-        if self.engine != "numpy":
+        host engines ('numpy', 'numba') never import torch."""
+        if self.engine not in HOST_ENGINES:
             return self.transform(x).cpu().numpy()
         xa = np.asarray(x.cpu().numpy() if hasattr(x, "cpu") else x, dtype=np.float32)
         self._check_input(xa.shape)
         out = np.zeros((xa.shape[0], self.bank.n_freq_bins, self.n_out), dtype=np.float32)
         if out.size:
-            engines.overlap_save_numpy(self, xa, out)
+            if self.engine == "numba":
+                from .vqt_numba import overlap_save_numba
+
+                overlap_save_numba(self, xa, out)
+            else:
+                engines.overlap_save_numpy(self, xa, out)
         return out
 
     def _check_input(self, shape) -> None:
@@ -192,7 +200,7 @@ class VQTPlan:
         """
         import torch
 
-        if self.engine == "numpy":
+        if self.engine in HOST_ENGINES:
             return torch.from_numpy(self.transform_array(x))
         xt = x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x, dtype=np.float32))
         xt = xt.to(device=self.device, dtype=torch.float32)
@@ -247,11 +255,13 @@ def plan_vqt(
         wrong at the +-pi wrap, kept to reproduce it.
     device : str
         torch device ('cpu', 'cuda', ...).
-    engine : {'auto', 'direct', 'fft', 'numpy', 'baseband'}
+    engine : {'auto', 'direct', 'fft', 'numpy', 'numba', 'baseband'}
         'direct': strided ``conv1d`` of the W-tap filters (any output; cuDNN on GPU).
         'fft': overlap-save FFT blocks, magnitude output only. 'numpy': the 'fft'
         blocks in numpy threads, magnitude output on CPU only, without torch (a
-        session's engine is chosen in :mod:`facerhythm_core.spectrogram`). 'auto':
+        session's engine is chosen in :mod:`facerhythm_core.spectrogram`). 'numba': the
+        same blocks, with the inverse FFTs, magnitudes and block sums fused in one
+        compiled loop (CPU, magnitude output, numba installed). 'auto':
         'fft' for magnitude output on CPU of signals at least 1.5 W long, else
         'direct'. These give the same numbers up to float32 rounding. 'baseband' (opt-in, magnitude
         only, approximate): as 'fft', but each filter's band is cropped and inverse
@@ -265,7 +275,7 @@ def plan_vqt(
         samples 228 ms against 370 ms; the output is identical for any batch size),
         128 MiB for the other engines.
     workers : int or None
-        'numpy' only: threads; None = :func:`facerhythm_core.runtime.cpu_threads`.
+        'numpy' and 'numba' only: threads; None = :func:`facerhythm_core.runtime.cpu_threads`.
     label : str
         Name of the signal (e.g. "session s1, video 0") for error messages.
     band_eps : float
@@ -350,19 +360,24 @@ def _check_plan_args(ds, take_abs, complex_pooling, device, engine, band_eps, ba
         raise ConfigError(f"VQT engine must be one of {ENGINES}, got {engine!r}")
     if not 0 < band_eps < 1 or not band_oversample >= 1:
         raise ConfigError(f"VQT band_eps must be in (0, 1) and band_oversample >= 1, got {band_eps}, {band_oversample}")
-    if engine == "numpy" and str(device) != "cpu":
-        raise ConfigError(f"VQT engine 'numpy' runs on the CPU only, not on {device!r}; use 'fft' or 'direct'")
-    if engine in ("fft", "numpy", "baseband") and not take_abs:
+    if engine in HOST_ENGINES and str(device) != "cpu":
+        raise ConfigError(f"VQT engine {engine!r} runs on the CPU only, not on {device!r}; use 'fft' or 'direct'")
+    if engine == "numba":
+        from .vqt_numba import HAVE_NUMBA
+
+        if not HAVE_NUMBA:
+            raise ConfigError("VQT engine 'numba' needs numba, which does not load here; use 'numpy' or 'auto'")
+    if engine in ("fft", "numpy", "numba", "baseband") and not take_abs:
         raise ConfigError(f"VQT engine {engine!r} supports magnitude output only; use 'direct'")
 
 
 def _kernels(h: np.ndarray, engine, take_abs, complex_pooling, ds, length, device, band_eps, band_oversample) -> dict:
     """The kernels an engine applies: torch ``conv1d`` weights (every torch engine's
-    tail), the overlap-save spectra ('fft' as a torch tensor, 'numpy' as an array),
+    tail), the overlap-save spectra ('fft' as a torch tensor, the host engines' as an array),
     'baseband''s band groups, and the block geometry."""
     W = h.shape[1]
     k = dict(weight=None, weight_tail=None, fft_size=0, fft_blocks=0, fft_coef=None, band_groups=())
-    if engine != "numpy":
+    if engine not in HOST_ENGINES:
         k["weight"] = k["weight_tail"] = engines.conv_weight(h, device)
         if not take_abs and complex_pooling == "mean":
             # the mean of y over a block is one sample of y convolved with a boxcar
@@ -375,7 +390,7 @@ def _kernels(h: np.ndarray, engine, take_abs, complex_pooling, ds, length, devic
         k["band_groups"] = engines.band_groups(
             h, k["fft_size"], ds, W - 1 + ds, float(band_eps), float(band_oversample), device
         )
-    if engine in ("fft", "numpy"):
+    if engine in ("fft", *HOST_ENGINES):
         N = _overlap_save_size(W, ds, length // ds)
         j0 = W - 1  # first kept output in a block: the first with its whole window inside
         if engine == "fft":  # Re h and Im h apart: two irffts a filter

@@ -142,14 +142,28 @@ def overlap_save_numpy(plan, x: np.ndarray, out: np.ndarray) -> None:
     Block sums go through a matrix-vector product (BLAS), ~10x faster than ``mean``
     over a short last axis.
     """
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
+    pairs = max(1, int(plan.max_batch_bytes // (2 * plan.bank.n_freq_bins * plan.fft_size * 4 * 3)))
+    segs, rows, blks, tiles = overlap_save_blocks(plan, x, out.shape[2], pairs)
+    B = plan.fft_blocks
 
+    def tile(c0: int, k0: int) -> None:
+        _overlap_save_numpy_tile(plan, segs[c0 : c0 + rows, k0 : k0 + blks], out[c0 : c0 + rows], k0 * B)
+
+    run_tiles(tiles, tile, plan.workers)
+
+
+def overlap_save_blocks(plan, x: np.ndarray, n_out: int, pairs: int):
+    """The overlap-save input blocks of ``x`` (C, S) for ``n_out`` output bins, and
+    tiles of about ``pairs`` (row, block) pairs.
+
+    Returns ``segs`` (C, n_blk, N), a strided view of a zero-padded copy of ``x``
+    (block j starts at ``plan.start - (W - 1) + j B ds``), ``rows`` and ``blks`` (a
+    tile's size) and the tiles' (first row, first block).
+    """
     from numpy.lib.stride_tricks import sliding_window_view
 
     W, ds, N, B = plan.bank.win_size, plan.downsample_factor, plan.fft_size, plan.fft_blocks
     C, S = x.shape
-    n_out = out.shape[2]
     n_blk = -(-n_out // B)
     q0 = plan.start - (W - 1)
     need = q0 + (n_blk - 1) * B * ds + N  # one past the last index read
@@ -157,11 +171,18 @@ def overlap_save_numpy(plan, x: np.ndarray, out: np.ndarray) -> None:
     lo, hi = max(0, q0), min(S, need)
     xp[:, lo - q0 : hi - q0] = x[:, lo:hi]
     segs = sliding_window_view(xp, N, axis=1)[:, :: B * ds]  # (C, n_blk, N), a view
-    pairs = max(1, int(plan.max_batch_bytes // (2 * plan.bank.n_freq_bins * N * 4 * 3)))
     rows, blks = max(1, pairs // n_blk), min(n_blk, pairs)
     tiles = [(c0, k0) for c0 in range(0, C, rows) for k0 in range(0, n_blk, blks)]
+    return segs, rows, blks, tiles
 
-    todo = iter(tiles)  # shared: a thread slowed by other jobs takes fewer tiles
+
+def run_tiles(tiles: list, fn, workers: int) -> None:
+    """``fn(*tile)`` for every tile, on ``workers`` threads that take tiles from a
+    shared iterator (a thread slowed by other jobs takes fewer)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    todo = iter(tiles)
     lock = threading.Lock()
 
     def run():
@@ -170,10 +191,9 @@ def overlap_save_numpy(plan, x: np.ndarray, out: np.ndarray) -> None:
                 tile = next(todo, None)
             if tile is None:
                 return
-            c0, k0 = tile
-            _overlap_save_numpy_tile(plan, segs[c0 : c0 + rows, k0 : k0 + blks], out[c0 : c0 + rows], k0 * B)
+            fn(*tile)
 
-    workers = max(1, min(int(plan.workers), len(tiles)))
+    workers = max(1, min(int(workers), len(tiles)))
     if workers == 1:
         run()
         return

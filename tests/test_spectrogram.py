@@ -15,6 +15,7 @@ from facerhythm_core.spectrogram import (
     frame_power,
     normalize_spectrogram,
     read_spectrograms,
+    NUMBA_MIN_SAMPLES,
     NUMPY_MAX_SAMPLES,
     resolve_f_max,
     session_engine,
@@ -317,20 +318,29 @@ def test_tune_heap_keeps_freed_megabyte_buffers_in_the_heap():
     assert freed[True] < 2**20  # tuned: kept for the next batch
 
 
-def test_session_engine_choice():
-    """'auto' on the CPU: the numpy engine (no torch import) up to NUMPY_MAX_SAMPLES,
-    then the plan's torch choice; explicit engines, GPUs and complex output keep theirs."""
+def test_session_engine_choice(monkeypatch):
+    """'auto' on the CPU: the numpy engine up to NUMBA_MIN_SAMPLES, numba above; where
+    numba does not load, numpy up to NUMPY_MAX_SAMPLES, then the plan's torch choice.
+    Explicit engines, GPUs and complex output keep theirs."""
+    import facerhythm_core.vqt_numba as vqt_numba
+
     p = SpectrogramParams.from_mapping(PARAMS)
+    assert session_engine(p, "cpu", NUMBA_MIN_SAMPLES) == "numpy"
+    assert session_engine(p, "cpu", NUMBA_MIN_SAMPLES + 1) == "numba"
+    assert session_engine(p, "cpu", 100 * NUMPY_MAX_SAMPLES) == "numba"
+    assert session_engine(p, "cuda", 10**9) == "auto"
+    assert session_engine(SpectrogramParams.from_mapping({**PARAMS, "take_abs": False}), "cpu", 10**9) == "auto"
+    assert session_engine(SpectrogramParams.from_mapping({**PARAMS, "engine": "fft"}), "cpu", 10**9) == "fft"
+    monkeypatch.setattr(vqt_numba, "HAVE_NUMBA", False)  # as where llvmlite fails to load
     assert session_engine(p, "cpu", NUMPY_MAX_SAMPLES) == "numpy"
     assert session_engine(p, "cpu", NUMPY_MAX_SAMPLES + 1) == "auto"
-    assert session_engine(p, "cuda", 10) == "auto"
-    assert session_engine(SpectrogramParams.from_mapping({**PARAMS, "take_abs": False}), "cpu", 10) == "auto"
-    assert session_engine(SpectrogramParams.from_mapping({**PARAMS, "engine": "fft"}), "cpu", 10) == "fft"
 
 
 def test_spectrogram_stage_on_the_cpu_never_imports_torch(tmp_path):
-    """A CPU spectrogram job of a short session runs the numpy engine without loading
-    torch (~1.6 s a job), and writes what the torch 'fft' engine writes, to float32 rounding."""
+    """A CPU spectrogram job runs a host engine without loading torch (~1.6 s a job),
+    and writes what the torch 'fft' engine writes, to float32 rounding: the numpy
+    engine for a short session, numba's where the session passes NUMBA_MIN_SAMPLES
+    (lowered here to 0 in the job)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -340,25 +350,28 @@ def test_spectrogram_stage_on_the_cpu_never_imports_torch(tmp_path):
     trk = tmp_path / "tracking.h5"
     _write_tracking(trk, [a, b], home)
     params = {**PARAMS, "device": "auto"}
-    prog = (
-        "import sys, logging\n"
-        "logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
-        "from facerhythm_core import stages\n"
-        f"stages.spectrogram({str(trk)!r}, {str(tmp_path / 'numpy.h5')!r}, session='s', params={params!r})\n"
-        "print('torch' in sys.modules)\n"
-    )
     repo = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, cwd=repo)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.split()[-1] == "False"
-    assert "VQT engine numpy" in out.stderr
     compute_session_spectrograms(trk, tmp_path / "fft.h5", {**PARAMS, "engine": "fft"}, session="s")
-    res, ref = read_spectrograms(tmp_path / "numpy.h5"), read_spectrograms(tmp_path / "fft.h5")
-    for key in ("0", "1"):
-        np.testing.assert_allclose(
-            res["spectrograms"][key],
-            ref["spectrograms"][key],
-            rtol=0,
-            atol=2e-6 * np.abs(ref["spectrograms"][key]).max(),
-        )
-        np.testing.assert_allclose(res["mean_power"][key], ref["mean_power"][key], rtol=2e-6)
+    ref = read_spectrograms(tmp_path / "fft.h5")
+    for engine, threshold in (("numpy", "NUMBA_MIN_SAMPLES"), ("numba", "0")):
+        prog = (
+            "import sys, logging\n"
+            "logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
+            "from facerhythm_core import spectrogram, stages\n"
+            f"spectrogram.NUMBA_MIN_SAMPLES = spectrogram.{threshold}\n"
+            f"stages.spectrogram({str(trk)!r}, {str(tmp_path / engine)!r}, session='s', params={params!r})\n"
+            "print('torch' in sys.modules)\n"
+        ).replace("spectrogram.0", "0")
+        out = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, cwd=repo)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert out.stdout.split()[-1] == "False"
+        assert f"VQT engine {engine}" in out.stderr
+        res = read_spectrograms(tmp_path / engine)
+        for key in ("0", "1"):
+            np.testing.assert_allclose(
+                res["spectrograms"][key],
+                ref["spectrograms"][key],
+                rtol=0,
+                atol=2e-6 * np.abs(ref["spectrograms"][key]).max(),
+            )
+            np.testing.assert_allclose(res["mean_power"][key], ref["mean_power"][key], rtol=2e-6)

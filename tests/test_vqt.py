@@ -128,7 +128,7 @@ def test_nyquist_checks():
 # ----------------------------------------------------------------------- transform
 
 
-@pytest.mark.parametrize("engine", ["direct", "fft", "numpy"])
+@pytest.mark.parametrize("engine", ["direct", "fft", "numpy", "numba"])
 @pytest.mark.parametrize("carrier_fix", [True, False])
 @pytest.mark.parametrize("padding", ["valid", "same"])
 def test_exact_matches_slow_reference(carrier_fix, padding, engine):
@@ -162,6 +162,8 @@ def test_engines_agree_on_long_signal(bank120):
     assert 30013 > 3 * a.fft_size
     oa, ob = a.transform(x).numpy(), b.transform(x).numpy()
     np.testing.assert_allclose(oa, ob, rtol=0, atol=1e-5 * np.abs(ob).max())
+    oc = plan_vqt(bank120, 30013, 20, engine="numba").transform_array(x)
+    np.testing.assert_allclose(oc, ob, rtol=0, atol=1e-5 * np.abs(ob).max())
     # and both against the slow restatement on a stretch from the middle and the end
     ref = slow_reference_vqt(x[:1], bank120.filters, 20)
     np.testing.assert_allclose(oa[:1], ref, rtol=0, atol=1e-5 * np.abs(ref).max())
@@ -378,35 +380,72 @@ def test_fft_engine_equals_direct_across_block_sizes(bank120):
         np.testing.assert_allclose(oa, ob, rtol=0, atol=1e-5 * np.abs(ob).max())
 
 
-# ----------------------------------------------------------------------- numpy engine
+# ----------------------------------------------------------------------- host engines
 
 
+@pytest.mark.parametrize("engine", ["numpy", "numba"])
 @pytest.mark.parametrize(
-    "n_samples,padding",
-    [(1000, "valid"), (1013, "valid"), (1000, "same"), (977, "same"), (6011, "valid"), (481, "valid")],
+    "n_samples,padding,rows",
+    [
+        (1000, "valid", 9),
+        (1013, "valid", 9),
+        (1000, "same", 9),
+        (977, "same", 9),
+        (6011, "valid", 9),
+        (481, "valid", 9),
+        (6011, "valid", 70),  # 'numba': several tiles, a partial one, the partial bin in each
+    ],
 )
-def test_numpy_engine_equals_torch_engines(bank120, n_samples, padding):
-    """The 'numpy' engine gives the torch engines' numbers to float32 rounding, the last,
-    partial bin (1013, 977, 6011 frames) included, and the same numbers on 1 or 2 threads."""
-    x = _signals(9, n_samples, 120.0, seed=5)
-    plan = plan_vqt(bank120, n_samples, 20, padding=padding, engine="numpy", workers=2)
-    assert plan.engine == "numpy" and plan.weight is None  # no torch kernels made
+def test_host_engines_equal_torch_engines(bank120, n_samples, padding, rows, engine):
+    """The 'numpy' and 'numba' engines give the torch engines' numbers to float32
+    rounding, the last, partial bin (1013, 977, 6011 frames) included, and the same
+    numbers on 1 or 2 threads."""
+    x = _signals(rows, n_samples, 120.0, seed=5)
+    plan = plan_vqt(bank120, n_samples, 20, padding=padding, engine=engine, workers=2)
+    assert plan.engine == engine and plan.weight is None  # no torch kernels made
     out = plan.transform_array(x)
     assert isinstance(out, np.ndarray) and out.dtype == np.float32
     ref = plan_vqt(bank120, n_samples, 20, padding=padding, engine="direct").transform(x).numpy()
-    assert out.shape == ref.shape == (9, bank120.n_freq_bins, output_length(n_samples, bank120.win_size, 20, padding))
+    n_out = output_length(n_samples, bank120.win_size, 20, padding)
+    assert out.shape == ref.shape == (rows, bank120.n_freq_bins, n_out)
     np.testing.assert_allclose(out, ref, rtol=0, atol=2e-6 * np.abs(ref).max())
-    one = plan_vqt(bank120, n_samples, 20, padding=padding, engine="numpy", workers=1).transform_array(x)
+    one = plan_vqt(bank120, n_samples, 20, padding=padding, engine=engine, workers=1).transform_array(x)
     np.testing.assert_array_equal(one, out)
     np.testing.assert_array_equal(plan.transform(x).numpy(), out)  # the torch-facing call
 
 
-def test_numpy_engine_limits(small_bank):
+def test_numba_fft_tables_and_odd_power_lengths():
+    """Bit reversal and twiddles of the compiled inverse FFT; N = 2^odd ends with a
+    radix-2 stage (a signal at fs 60, W = 241, gets N = 512)."""
+    from facerhythm_core.vqt_numba import _tile_bin_sums, fft_tables
+
+    rev, twr, twi = fft_tables(8)
+    assert rev.tolist() == [0, 4, 2, 6, 1, 5, 3, 7]
+    np.testing.assert_allclose(twr + 1j * twi, np.exp(2j * np.pi * np.arange(8) / 8), atol=1e-7)
+    with pytest.raises(ValueError, match="power-of-two"):
+        fft_tables(1000)
+    rng = np.random.default_rng(3)
+    for N in (8, 16, 32, 512):  # 2^3 and 2^9: a radix-2 stage last
+        seg = rng.standard_normal((5, N)).astype(np.float32)
+        h = (rng.standard_normal((2, N)) + 1j * rng.standard_normal((2, N))).astype(np.complex64)
+        X = np.fft.rfft(seg, axis=-1)
+        sums, part = np.empty((2, 1, 5), np.float32), np.empty((2, 5), np.float32)
+        rev, twr, twi = fft_tables(N)
+        hr, hi = np.ascontiguousarray(h.real / N), np.ascontiguousarray(h.imag / N)
+        xr, xi = np.ascontiguousarray(X.real.T), np.ascontiguousarray(X.imag.T)
+        _tile_bin_sums(xr, xi, hr, hi, rev, twr, twi, N // 2, 1, 1, 3, sums, part)
+        y = np.abs(np.fft.ifft(np.fft.fft(seg, axis=-1)[None] * h[:, None], axis=-1))  # (2, 5, N)
+        np.testing.assert_allclose(sums[:, 0], y[..., : N // 2].sum(-1), rtol=2e-5)
+        np.testing.assert_allclose(part, y[..., N // 2 : N // 2 + 3].sum(-1), rtol=2e-5)
+
+
+@pytest.mark.parametrize("engine", ["numpy", "numba"])
+def test_host_engine_limits(small_bank, engine):
     with pytest.raises(ConfigError, match="magnitude output only"):
-        plan_vqt(small_bank, 1600, 6, take_abs=False, engine="numpy")
+        plan_vqt(small_bank, 1600, 6, take_abs=False, engine=engine)
     with pytest.raises(ConfigError, match="CPU only"):
-        plan_vqt(small_bank, 1600, 6, engine="numpy", device="cuda")
-    plan = plan_vqt(small_bank, 1600, 6, engine="numpy")
+        plan_vqt(small_bank, 1600, 6, engine=engine, device="cuda")
+    plan = plan_vqt(small_bank, 1600, 6, engine=engine)
     with pytest.raises(SpectrogramError, match="1600 samples"):
         plan.transform_array(np.zeros((2, 1500), np.float32))
     assert plan.transform_array(np.zeros((0, 1600), np.float32)).shape == (0, small_bank.n_freq_bins, plan.n_out)
