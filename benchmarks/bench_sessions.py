@@ -7,7 +7,8 @@ Cases (tracked traces from :mod:`trials`, so no hour of reference tracking is ne
 - ``face2``: 2 videos x 1000 frames at 120 fps, ~350 points, the shape of face-rhythm's
   own demo session (784x582, 347 points; case b, spectral and TCA stages);
 - ``hour``: one 1-hour video, 405 points at 90 fps (324 000 frames; case c): our
-  spectrogram stage on it (peak RSS flat in length);
+  spectrogram stage on it (peak RSS flat in length), and the reference's with
+  ``--hour-reference``;
 - ``hour_tca``: TCA of a synthetic (2, 405, 36, 16 200) spectrogram (that hour's
   tensor, 1.9 GB): ours (``--hour-iters``), the reference with ``n_iter_max`` 10 (its
   peak memory; all its iterations would take most of an hour);
@@ -21,7 +22,7 @@ both reads the reference's spectrograms; its final errors are recomputed exactly
 (float64) from each output's factors against the same normalized tensors.
 
     .venv/bin/python benchmarks/bench_sessions.py --cases trials40,face2 --reps 3
-    .venv/bin/python benchmarks/bench_sessions.py --cases hour --reps 1
+    .venv/bin/python benchmarks/bench_sessions.py --cases hour --stages spectrogram --reps 2 --hour-reference
     .venv/bin/python benchmarks/bench_sessions.py --cases hour_big --reps 1
 
 Writes OUT/results.jsonl and OUT/../extra_sessions.md (picked up by compare.py).
@@ -278,6 +279,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--ref-one-thread", action="store_true", help="also time the reference's TCA pinned to one torch thread"
     )
+    ap.add_argument(
+        "--hour-reference",
+        action="store_true",
+        help="hour: also run the reference's spectrogram stage (its output, 1.9 GB, is held in memory)",
+    )
     return ap
 
 
@@ -373,7 +379,9 @@ def _write_hour_tca_note(out: Path, cdir: Path) -> None:
     )
 
 
-def _run_session_case(out: Path, name: str, stages: list[str], reps: int, ref_one_thread: bool) -> None:
+def _run_session_case(
+    out: Path, name: str, stages: list[str], reps: int, ref_one_thread: bool, hour_reference: bool = False
+) -> None:
     """A session case from :data:`CASES` (``trials40``, ``face2``, ``hour``): its stages per repetition, then
     the exact TCA errors (trial cases) or the TCA memory note (``hour``)."""
     cdir = prepare(out, name)
@@ -381,7 +389,7 @@ def _run_session_case(out: Path, name: str, stages: list[str], reps: int, ref_on
     for rep in range(reps):
         log(f"{name} repetition {rep + 1}/{reps}")
         if "spectrogram" in stages:
-            for impl in ("ours",) if hour else ("reference", "ours"):
+            for impl in ("ours",) if hour and not hour_reference else ("reference", "ours"):
                 run(out, cdir, impl, "spectrogram", rep, cdir / "tracking.h5")
         if "tca" in stages:
             if hour:
@@ -412,7 +420,7 @@ def main():
             elif name == "hour_tca":
                 _run_hour_tca(out, name, a.hour_iters)
             else:
-                _run_session_case(out, name, stages, a.reps, a.ref_one_thread)
+                _run_session_case(out, name, stages, a.reps, a.ref_one_thread, a.hour_reference)
     md = summarize(out)
     (out.parent / "extra_sessions.md").write_text(md)
     print(md)

@@ -120,13 +120,13 @@ def prepare(stage: str, a, params: dict, cfg: dict, work: Path):
 
 
 #: libraries each stage's workflow script ends up importing; loaded before the clock
-#: starts, as run_reference.py does. Tracking never loads torch; on the CPU, TCA runs
-#: the numpy HALS engine and the spectrogram stage of a session up to
-#: ``spectrogram.NUMPY_MAX_SAMPLES`` the numpy VQT engine, so no process loads it here
-#: (a longer session's spectrogram job imports torch inside its clock, as in a workflow).
+#: starts, as run_reference.py does. No process loads torch here: tracking never does;
+#: on the CPU, TCA runs the numpy HALS engine and the spectrogram stage the numba VQT
+#: engine, whose module loads numba and its compiled kernel when imported (numba's
+#: one-time set-up, ~0.5 s; the job's process wall includes it).
 STAGE_IMPORTS = {
     "track": ("h5py", "numpy", "cv2", "av", "facerhythm_core.tracking_session"),
-    "spectrogram": ("h5py", "numpy", "facerhythm_core.spectrogram"),
+    "spectrogram": ("h5py", "numpy", "facerhythm_core.spectrogram", "facerhythm_core.vqt_numba"),
     "tca": ("h5py", "numpy", "facerhythm_core.tca"),
 }
 

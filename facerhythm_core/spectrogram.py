@@ -28,7 +28,7 @@ from .errors import ConfigError, SpectrogramError
 from .keys import natural
 from .runtime import HeapTrimmer
 from .spectrogram_clock import stream_clock
-from .vqt import plan_vqt, time_axis
+from .vqt import HOST_ENGINES, plan_vqt, time_axis
 from .vqt_filters import FilterBank, make_vqt_filters
 
 logger = logging.getLogger(__name__)
@@ -267,32 +267,26 @@ def spectrogram_from_tracks(
     return spec.reshape(2, n, *spec.shape[1:]), x_axis, m
 
 
-#: CPU sessions of more than this many samples (rows x frames, all videos) use the
-#: 'numba' engine under ``engine: auto``. Its job pays ~0.55 s once (importing numba,
-#: ~0.25 s, and loading its compiled kernel, ~0.3 s: numba's own set-up) and then
-#: transforms ~30-45 ns a sample faster than the 'numpy' engine on 2 threads, which
-#: repays it from ~17 M samples (24 trials of 1000 frames x 700 rows)
-NUMBA_MIN_SAMPLES = 20_000_000
-
-#: where numba does not load, CPU sessions of at most this many samples use the
-#: 'numpy' engine: importing torch costs a job ~1.6 s (~1.0 s more wall per job,
-#: measured), and the numpy engine's transform is ~15-25 ns a sample slower than
-#: torch's 'fft' on 2 threads, so torch repays its import from ~40-60 M samples
+#: where numba does not load, CPU sessions of at most this many samples (rows x
+#: frames, all videos) use the 'numpy' engine under ``engine: auto``: importing torch
+#: costs a job ~1.6 s (~1.0 s more wall per job, measured), and the numpy engine's
+#: transform is ~15-25 ns a sample slower than torch's 'fft' on 2 threads, so torch
+#: repays its import from ~40-60 M samples (40 M: ~8 minutes of 700 rows at 120 Hz)
 NUMPY_MAX_SAMPLES = 40_000_000
 
 
 def session_engine(p: SpectrogramParams, device: str, n_samples: int) -> str:
     """The VQT engine for a session of ``n_samples`` samples (rows x frames, all videos).
 
-    ``p.engine`` unless it is 'auto': then, for magnitude output on the CPU, 'numpy'
-    up to :data:`NUMBA_MIN_SAMPLES` and 'numba' above (where numba does not load:
-    'numpy' up to :data:`NUMPY_MAX_SAMPLES`); else the plan's own choice ('fft' on the
-    CPU, 'direct' on a GPU or for complex output). The CPU engines never import torch.
+    ``p.engine`` unless it is 'auto': then, for magnitude output on the CPU, 'numba'
+    (the fastest there at every length: 2-2.5x the 'numpy' engine's transform; the
+    job pays ~0.5 s once to load numba, against ~1.6 s for torch), or where numba
+    does not load 'numpy' up to :data:`NUMPY_MAX_SAMPLES`; else the plan's own choice
+    ('fft' on the CPU, 'direct' on a GPU or for complex output). The CPU engines
+    never import torch.
     """
     if p.engine != "auto" or not p.take_abs or str(device) != "cpu":
         return p.engine
-    if n_samples <= NUMBA_MIN_SAMPLES:
-        return "numpy"
     from .vqt_numba import HAVE_NUMBA
 
     if HAVE_NUMBA:
@@ -536,11 +530,20 @@ def _two_pass(src, home, plan, p: SpectrogramParams, dst) -> np.ndarray:
         int(p.points_per_chunk), src.shape[0], plan.bank.n_freq_bins, plan.n_out, np.dtype(dst.dtype).itemsize
     )
     chunks = [(a, min(n_pts, a + k)) for a in range(0, n_pts, k)]
+    # a host engine fills an in-memory dst at once, its (2N,) rows being dst's (2, N)
+    # (the engine's own buffers are per tile); m(t) is summed by the same chunks either
+    # way, so both paths give the same numbers
+    whole = isinstance(dst, np.ndarray) and plan.engine in HOST_ENGINES and dst.flags.c_contiguous
+    if whole and n_pts:
+        plan.transform_array(displacement_traces(src[()], home), out=dst.reshape(2 * n_pts, *dst.shape[2:]))
     power = np.zeros(plan.n_out, dtype=np.float64)
     for a, b in chunks:
-        raw = plan.transform_array(displacement_traces(src[:, a:b, :], home[a:b]))
+        if whole:
+            raw = dst[:, a:b]
+        else:
+            raw = plan.transform_array(displacement_traces(src[:, a:b, :], home[a:b]))
+            dst[:, a:b] = raw.reshape(2, b - a, *raw.shape[1:])
         power += frame_power(raw, p.spectrogram_exponent)
-        dst[:, a:b] = raw.reshape(2, b - a, *raw.shape[1:])
     m = power / max(1, 2 * n_pts)
     for a, b in chunks:
         block = dst[:, a:b]  # a view of an array; a copy read from a dataset

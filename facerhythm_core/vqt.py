@@ -164,15 +164,24 @@ class VQTPlan:
         """Number of output time bins T'."""
         return output_length(self.n_samples, self.bank.win_size, self.downsample_factor, self.padding)
 
-    def transform_array(self, x) -> np.ndarray:
+    def transform_array(self, x, out: np.ndarray | None = None) -> np.ndarray:
         """As :meth:`transform`, returned as a numpy array (C, F, T') on the host; the
-        host engines ('numpy', 'numba') never import torch."""
+        host engines ('numpy', 'numba') never import torch. ``out``: a float32 (C, F, T')
+        C-contiguous array to fill and return (the host engines write into it directly)."""
         if self.engine not in HOST_ENGINES:
-            return self.transform(x).cpu().numpy()
+            res = self.transform(x).cpu().numpy()
+            if out is None:
+                return res
+            out[...] = res
+            return out
         xa = np.asarray(x.cpu().numpy() if hasattr(x, "cpu") else x, dtype=np.float32)
         self._check_input(xa.shape)
-        out = np.zeros((xa.shape[0], self.bank.n_freq_bins, self.n_out), dtype=np.float32)
-        if out.size:
+        shape = (xa.shape[0], self.bank.n_freq_bins, self.n_out)
+        if out is None:
+            out = np.zeros(shape, dtype=np.float32)
+        elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise SpectrogramError(f"VQT out must be a C-contiguous float32 array of shape {shape}")
+        if out.size and xa.shape[0]:
             if self.engine == "numba":
                 from .vqt_numba import overlap_save_numba
 

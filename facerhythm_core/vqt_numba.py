@@ -43,17 +43,21 @@ HAVE_NUMBA = _numba is not None
 MAX_LANES = 256
 
 
-def _jit(fn=None, *, inline: str = "never"):
-    """numba ``njit`` (cached, nogil, fastmath); ``inline="always"`` for the kernel's parts."""
+def _jit(fn=None, *, inline: str = "never", signature=None):
+    """numba ``njit`` (cached, nogil, fastmath); ``inline="always"`` for the kernel's
+    parts. With a ``signature`` the kernel is loaded (or compiled) when this module is
+    imported, so that numba's one-time set-up (~0.3 s: its typing and lowering
+    registries) is part of importing the engine, as importing torch is for the others."""
     if fn is None:
-        return lambda f: _jit(f, inline=inline)
+        return lambda f: _jit(f, inline=inline, signature=signature)
     if _numba is None:  # pragma: no cover
         return fn
+    args = (signature,) if signature else ()
     try:
-        return _numba.njit(cache=True, nogil=True, fastmath=True, inline=inline)(fn)
+        return _numba.njit(*args, cache=True, nogil=True, fastmath=True, inline=inline)(fn)
     except RuntimeError as exc:  # pragma: no cover - no writable cache location at all
         logger.info("numba cannot cache the VQT kernel (%s); compiling per process", exc)
-        return _numba.njit(cache=False, nogil=True, fastmath=True, inline=inline)(fn)
+        return _numba.njit(*args, cache=False, nogil=True, fastmath=True, inline=inline)(fn)
 
 
 def fft_tables(N: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -68,32 +72,6 @@ def fft_tables(N: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rev |= ((t >> b) & 1) << (bits - 1 - b)
     w = np.exp(2j * np.pi * t / N)
     return rev, w.real.astype(np.float32), w.imag.astype(np.float32)
-
-
-@_jit
-def _tile_bin_sums(xr, xi, hr, hi, rev, twr, twi, ds, n_bins, p_col, p_rem, sums, part):  # pragma: no cover
-    """Block sums of |ifft(X H_k)| for every filter k and lane.
-
-    xr, xi : (N//2 + 1, L) half spectra of the lanes' real blocks.
-    hr, hi : (F, N) filter spectra (phase-shifted, scaled by 1/N).
-    sums : (F, n_bins, L) out: sum of |y| over samples [b ds, (b+1) ds).
-    part : (F, L) out: sum of |y| over [p_col ds, p_col ds + p_rem) (p_rem 0: unused).
-    """
-    F, N = hr.shape
-    L = xr.shape[1]
-    ar = np.empty((N, L), np.float32)
-    ai = np.empty((N, L), np.float32)
-    for k in range(F):
-        _gather_product(xr, xi, hr[k], hi[k], rev, ar, ai)
-        m = 2  # stage m (pairs m/2 apart) fused with stage 2m
-        while 2 * m <= N:
-            _radix4_stage(ar, ai, twr, twi, m)
-            m *= 4
-        if m <= N:  # log2 N odd: one radix-2 stage left
-            _radix2_stage(ar, ai, twr, twi, m)
-        for bn in range(n_bins):
-            _magnitude_sum(ar, ai, bn * ds, (bn + 1) * ds, sums[k, bn])
-        _magnitude_sum(ar, ai, p_col * ds, p_col * ds + p_rem, part[k])
 
 
 @_jit(inline="always")
@@ -194,6 +172,39 @@ def _magnitude_sum(ar, ai, a, b, acc):  # pragma: no cover
     for i in range(a, b):
         for lane in range(L):
             acc[lane] += np.sqrt(ar[i, lane] * ar[i, lane] + ai[i, lane] * ai[i, lane])
+
+
+_F2 = "float32[:, ::1]"
+_KERNEL_SIGNATURE = (
+    f"void({_F2}, {_F2}, {_F2}, {_F2}, int64[::1], float32[::1], float32[::1], "
+    f"int64, int64, int64, int64, float32[:, :, ::1], {_F2})"
+)
+
+
+@_jit(signature=_KERNEL_SIGNATURE)
+def _tile_bin_sums(xr, xi, hr, hi, rev, twr, twi, ds, n_bins, p_col, p_rem, sums, part):  # pragma: no cover
+    """Block sums of |ifft(X H_k)| for every filter k and lane.
+
+    xr, xi : (N//2 + 1, L) half spectra of the lanes' real blocks.
+    hr, hi : (F, N) filter spectra (phase-shifted, scaled by 1/N).
+    sums : (F, n_bins, L) out: sum of |y| over samples [b ds, (b+1) ds).
+    part : (F, L) out: sum of |y| over [p_col ds, p_col ds + p_rem) (p_rem 0: unused).
+    """
+    F, N = hr.shape
+    L = xr.shape[1]
+    ar = np.empty((N, L), np.float32)
+    ai = np.empty((N, L), np.float32)
+    for k in range(F):
+        _gather_product(xr, xi, hr[k], hi[k], rev, ar, ai)
+        m = 2  # stage m (pairs m/2 apart) fused with stage 2m
+        while 2 * m <= N:
+            _radix4_stage(ar, ai, twr, twi, m)
+            m *= 4
+        if m <= N:  # log2 N odd: one radix-2 stage left
+            _radix2_stage(ar, ai, twr, twi, m)
+        for bn in range(n_bins):
+            _magnitude_sum(ar, ai, bn * ds, (bn + 1) * ds, sums[k, bn])
+        _magnitude_sum(ar, ai, p_col * ds, p_col * ds + p_rem, part[k])
 
 
 def overlap_save_numba(plan, x: np.ndarray, out: np.ndarray) -> None:

@@ -15,7 +15,6 @@ from facerhythm_core.spectrogram import (
     frame_power,
     normalize_spectrogram,
     read_spectrograms,
-    NUMBA_MIN_SAMPLES,
     NUMPY_MAX_SAMPLES,
     resolve_f_max,
     session_engine,
@@ -319,28 +318,26 @@ def test_tune_heap_keeps_freed_megabyte_buffers_in_the_heap():
 
 
 def test_session_engine_choice(monkeypatch):
-    """'auto' on the CPU: the numpy engine up to NUMBA_MIN_SAMPLES, numba above; where
-    numba does not load, numpy up to NUMPY_MAX_SAMPLES, then the plan's torch choice.
-    Explicit engines, GPUs and complex output keep theirs."""
+    """'auto' on the CPU: the numba engine at every length; where numba does not load,
+    the numpy engine up to NUMPY_MAX_SAMPLES, then the plan's torch choice. Explicit
+    engines, GPUs and complex output keep theirs."""
     import facerhythm_core.vqt_numba as vqt_numba
 
     p = SpectrogramParams.from_mapping(PARAMS)
-    assert session_engine(p, "cpu", NUMBA_MIN_SAMPLES) == "numpy"
-    assert session_engine(p, "cpu", NUMBA_MIN_SAMPLES + 1) == "numba"
+    assert session_engine(p, "cpu", 10) == "numba"
     assert session_engine(p, "cpu", 100 * NUMPY_MAX_SAMPLES) == "numba"
     assert session_engine(p, "cuda", 10**9) == "auto"
     assert session_engine(SpectrogramParams.from_mapping({**PARAMS, "take_abs": False}), "cpu", 10**9) == "auto"
-    assert session_engine(SpectrogramParams.from_mapping({**PARAMS, "engine": "fft"}), "cpu", 10**9) == "fft"
+    assert session_engine(SpectrogramParams.from_mapping({**PARAMS, "engine": "numpy"}), "cpu", 10) == "numpy"
     monkeypatch.setattr(vqt_numba, "HAVE_NUMBA", False)  # as where llvmlite fails to load
     assert session_engine(p, "cpu", NUMPY_MAX_SAMPLES) == "numpy"
     assert session_engine(p, "cpu", NUMPY_MAX_SAMPLES + 1) == "auto"
 
 
 def test_spectrogram_stage_on_the_cpu_never_imports_torch(tmp_path):
-    """A CPU spectrogram job runs a host engine without loading torch (~1.6 s a job),
-    and writes what the torch 'fft' engine writes, to float32 rounding: the numpy
-    engine for a short session, numba's where the session passes NUMBA_MIN_SAMPLES
-    (lowered here to 0 in the job)."""
+    """A CPU spectrogram job runs the numba engine ('auto'), or the numpy engine
+    when asked, without loading torch (~1.6 s a job), and writes what the torch 'fft'
+    engine writes, to float32 rounding."""
     import subprocess
     import sys
     from pathlib import Path
@@ -353,15 +350,15 @@ def test_spectrogram_stage_on_the_cpu_never_imports_torch(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     compute_session_spectrograms(trk, tmp_path / "fft.h5", {**PARAMS, "engine": "fft"}, session="s")
     ref = read_spectrograms(tmp_path / "fft.h5")
-    for engine, threshold in (("numpy", "NUMBA_MIN_SAMPLES"), ("numba", "0")):
+    for engine, asked in (("numba", "auto"), ("numpy", "numpy")):
         prog = (
             "import sys, logging\n"
             "logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
-            "from facerhythm_core import spectrogram, stages\n"
-            f"spectrogram.NUMBA_MIN_SAMPLES = spectrogram.{threshold}\n"
-            f"stages.spectrogram({str(trk)!r}, {str(tmp_path / engine)!r}, session='s', params={params!r})\n"
+            "from facerhythm_core import stages\n"
+            f"stages.spectrogram({str(trk)!r}, {str(tmp_path / engine)!r}, session='s', "
+            f"params={ ({**params, 'engine': asked})!r})\n"
             "print('torch' in sys.modules)\n"
-        ).replace("spectrogram.0", "0")
+        )
         out = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, cwd=repo)
         assert out.returncode == 0, out.stderr[-3000:]
         assert out.stdout.split()[-1] == "False"
