@@ -8,12 +8,14 @@ by ``downsample_factor`` with the last partial block averaged over the samples i
 does not grow with the signal length. This module plans a transform (:func:`plan_vqt`)
 and knows the output's geometry; the loops are in :mod:`facerhythm_core.vqt_engines`.
 
-Engines: 'fft' (overlap-save, the CPU default), 'numpy' (the same blocks in numpy, so
-that a CPU job need not import torch), 'numba' (the same blocks, the inverse FFTs,
-magnitudes and block sums fused in one compiled loop; :mod:`facerhythm_core.vqt_numba`)
-and 'direct' (strided ``conv1d``) give the same numbers up to float32 rounding; 'baseband' (opt-in) evaluates each filter at a reduced
-rate from a cropped band of its spectrum, faster but approximate (stated tolerance in
-docs/spectrogram.md).
+Engines: 'fft' (overlap-save, the CPU default of :func:`plan_vqt`), 'numpy' (the same
+blocks in numpy, so that a CPU job need not import torch), 'numba' (the same blocks,
+the inverse FFTs, magnitudes and block sums fused in one compiled loop;
+:mod:`facerhythm_core.vqt_numba`) and 'direct' (strided ``conv1d``) give the same
+numbers up to float32 rounding; 'baseband' (opt-in) evaluates each filter at a
+reduced rate from a cropped band of its spectrum, faster but approximate (stated
+tolerance in docs/spectrogram.md). A session's engine is chosen in
+:func:`facerhythm_core.spectrogram.session_engine`.
 
 Deliberate difference from the reference (can be switched back for comparison):
 complex output is block-averaged as complex numbers (``complex_pooling="mean"``); the
@@ -282,7 +284,8 @@ def plan_vqt(
         the 2-core EPYC VM, 2 threads, a 1000-sample trial of 448 rows took 42 ms
         against 98 ms with the former 48 MiB and 50 ms with 2 MiB, 60 rows x 20 000
         samples 228 ms against 370 ms; the output is identical for any batch size),
-        128 MiB for the other engines.
+        128 MiB for the other engines. 'numba' ignores it: its tiles hold at most
+        :data:`facerhythm_core.vqt_numba.MAX_LANES` (row, block) pairs.
     workers : int or None
         'numpy' and 'numba' only: threads; None = :func:`facerhythm_core.runtime.cpu_threads`.
     label : str
