@@ -214,13 +214,23 @@ def _overlap_save_numpy_tile(plan, seg: np.ndarray, out: np.ndarray, m0: int) ->
     n_out, n_full = out.shape[2], plan.n_full
     m1 = min(n_out, m0 + nk * B)
     r = sums.transpose(0, 2, 1, 3).reshape(nr, F, nk * B)[..., : m1 - m0] / np.float32(ds)
-    if m0 <= n_full < m1:  # the partial last bin: the samples before the signal's end
-        rem = plan.length - n_full * ds
-        j = n_full - m0
-        blk, col = divmod(j, B)
+    partial = partial_bin(plan, m0, m1)
+    if partial:
+        blk, col, rem = partial
         part = mag.reshape(nr, nk, F, B * ds)[:, blk, :, col * ds : col * ds + rem]
-        r[..., j] = part.sum(-1, dtype=np.float32) / np.float32(rem)
+        r[..., n_full - m0] = part.sum(-1, dtype=np.float32) / np.float32(rem)
     out[:, :, m0:m1] = r
+
+
+def partial_bin(plan, m0: int, m1: int) -> tuple[int, int, int] | None:
+    """Where the last, partial output bin sits in a tile of bins [m0, m1), if it does:
+    (the tile's block, the bin's column in it, its samples: those before the signal's
+    end), else None."""
+    n_full = plan.n_full
+    if not m0 <= n_full < m1:
+        return None
+    blk, col = divmod(n_full - m0, plan.fft_blocks)
+    return blk, col, plan.length - n_full * plan.downsample_factor
 
 
 # --------------------------------------------------------------------------- baseband

@@ -215,7 +215,7 @@ def overlap_save_numba(plan, x: np.ndarray, out: np.ndarray) -> None:
     :func:`~facerhythm_core.vqt_engines.overlap_save_numpy`; each tile's forward
     FFTs are numpy's ``rfft``, the rest is :func:`_tile_bin_sums`.
     """
-    from .vqt_engines import overlap_save_blocks, run_tiles
+    from .vqt_engines import overlap_save_blocks, partial_bin, run_tiles
 
     N = plan.fft_size
     rev, twr, twi = fft_tables(N)
@@ -238,10 +238,7 @@ def overlap_save_numba(plan, x: np.ndarray, out: np.ndarray) -> None:
         xi = np.ascontiguousarray(X.imag.T)
         m0 = k0 * B
         m1 = min(n_out, m0 + nk * B)
-        p_blk, p_col, p_rem = 0, 0, 0
-        if m0 <= n_full < m1:  # the partial last bin: the samples before the signal's end
-            p_blk, p_col = divmod(n_full - m0, B)
-            p_rem = plan.length - n_full * ds
+        p_blk, p_col, p_rem = partial_bin(plan, m0, m1) or (0, 0, 0)
         sums = np.empty((F, B, nr * nk), np.float32)
         part = np.empty((F, nr * nk), np.float32)
         _tile_bin_sums(xr, xi, hr, hi, rev, twr, twi, ds, B, p_col, p_rem, sums, part)

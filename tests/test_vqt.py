@@ -446,6 +446,8 @@ def test_host_engine_limits(small_bank, engine):
     with pytest.raises(ConfigError, match="CPU only"):
         plan_vqt(small_bank, 1600, 6, engine=engine, device="cuda")
     plan = plan_vqt(small_bank, 1600, 6, engine=engine)
+    with pytest.raises(SpectrogramError, match="C-contiguous float32"):  # a wrong out buffer
+        plan.transform_array(np.zeros((2, 1600), np.float32), out=np.zeros((2, small_bank.n_freq_bins, 1), np.float32))
     with pytest.raises(SpectrogramError, match="1600 samples"):
         plan.transform_array(np.zeros((2, 1500), np.float32))
     assert plan.transform_array(np.zeros((0, 1600), np.float32)).shape == (0, small_bank.n_freq_bins, plan.n_out)
